@@ -1,0 +1,205 @@
+"""Data classes for decoded frames and the codec priors that come with them.
+
+Everything here is plain NumPy: models see tensors built from these by
+:mod:`codecave.codec.rasterize`, never these objects.
+
+Motion vectors of one frame are a structured array of :data:`MV_DTYPE`, one row per
+(block, reference direction), in the frame's pixel grid:
+
+* ``direction``: -1 when the block is predicted from the past, +1 from the future.
+* ``x``, ``y``: top-left corner of the block in the current frame (pixels).
+* ``w``, ``h``: block size in pixels (16, 8 or 4 for H.264).
+* ``dx``, ``dy``: displacement in pixels, quarter-pel precision for H.264: the
+  block's pixel (x, y) is predicted from (x + dx, y + dy) in the reference frame.
+  This is the raw vector, over the full distance to the reference frame; the dense
+  fields of :mod:`codecave.codec.rasterize` divide it by that distance.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+
+PriorSource = Literal["bitstream", "estimated"]
+
+MV_DTYPE = np.dtype(
+    [
+        ("direction", np.int8),
+        ("w", np.uint8),
+        ("h", np.uint8),
+        ("x", np.int16),
+        ("y", np.int16),
+        ("dx", np.float32),
+        ("dy", np.float32),
+    ]
+)
+
+#: Size of the prior grid cell in pixels: the smallest H.264 partition.
+GRID = 4
+#: Macroblock size in pixels (granularity of the QP map).
+MB = 16
+
+
+def empty_mvs(n: int = 0) -> np.ndarray:
+    """Return a zeroed motion-vector array of ``n`` rows of :data:`MV_DTYPE`."""
+    return np.zeros(n, dtype=MV_DTYPE)
+
+
+class FrameType(enum.IntEnum):
+    """Picture type, numbered as in the design contract (0 = I, 1 = P, 2 = B)."""
+
+    I = 0  # noqa: E741 - the codec's own name
+    P = 1
+    B = 2
+
+    @classmethod
+    def from_letter(cls, letter: str) -> FrameType:
+        """Map a picture-type letter (``I``, ``P``, ``B``; ``S``/``SI``/``SP`` fold in)."""
+        letter = letter.upper()
+        if letter in ("I", "SI"):
+            return cls.I
+        if letter in ("B", "BI"):
+            return cls.B
+        return cls.P
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Encoder settings as written by x264 or x265 into the bitstream's SEI.
+
+    Attributes:
+        encoder: ``"x264"`` or ``"x265"``.
+        version: encoder version string (``"core 164 r3108 31e19f9"``).
+        rate_control: ``"crf"``, ``"cqp"``, ``"abr"`` or ``"2pass"``, as the SEI says.
+        crf: constant rate factor when ``rate_control == "crf"``.
+        qp: constant quantiser when ``rate_control == "cqp"``.
+        bframes: maximum consecutive B-frames.
+        b_pyramid: B-pyramid mode (0 none, 1 strict, 2 normal for x264).
+        keyint: maximum GOP length.
+        keyint_min: minimum GOP length.
+        ref: number of reference frames.
+        options: every ``key=value`` pair of the SEI, as strings.
+    """
+
+    encoder: str
+    version: str | None = None
+    rate_control: str | None = None
+    crf: float | None = None
+    qp: float | None = None
+    bframes: int | None = None
+    b_pyramid: int | None = None
+    keyint: int | None = None
+    keyint_min: int | None = None
+    ref: int | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """Stream-level facts about a video.
+
+    Attributes:
+        path: the file read.
+        container: demuxer name (``"mov,mp4,m4a,3gp,3g2,mj2"``).
+        codec: decoder name (``"h264"``, ``"hevc"``, ``"mpeg2video"``...).
+        profile: codec profile, if known.
+        width, height: coded picture size in pixels.
+        pix_fmt: FFmpeg pixel format of the decoded pictures.
+        frame_rate: average frame rate, if known.
+        time_base: time base of the stream's timestamps.
+        duration: duration in seconds, if known.
+        frames: frame count from the container, if it states one.
+        bit_rate: bits per second, if known.
+        color_range, color_space, color_primaries, color_trc: colour metadata
+            (FFmpeg's names; ``None`` when unspecified).
+        rotation: display rotation in degrees (0 when none).
+        encoder: settings parsed from the encoder's SEI, if present.
+        prior_source: ``"bitstream"`` when the decoder exports motion vectors and
+            QP, ``"estimated"`` when codecave computes them from pixels.
+    """
+
+    path: str
+    container: str
+    codec: str
+    profile: str | None
+    width: int
+    height: int
+    pix_fmt: str
+    frame_rate: Fraction | None
+    time_base: Fraction | None
+    duration: float | None
+    frames: int | None
+    bit_rate: int | None
+    color_range: str | None
+    color_space: str | None
+    color_primaries: str | None
+    color_trc: str | None
+    rotation: int
+    encoder: EncoderSettings | None
+    prior_source: PriorSource
+
+
+@dataclass
+class FramePriors:
+    """Codec priors of one frame, in the frame's own coding terms.
+
+    Attributes:
+        frame_type: I, P or B.
+        key_frame: whether the frame is a random-access point.
+        qp: frame QP (the papers' frame-wise CRF_i); ``None`` when unknown.
+        qp_map: per-macroblock QP, shape ``(ceil(H/16), ceil(W/16))`` float32, or
+            ``None`` when unknown.
+        mvs: motion vectors, a :data:`MV_DTYPE` array (empty for intra frames).
+        ref_past: display-order distance to the reference that past vectors point
+            to (resolved by :mod:`codecave.codec.gop`), ``None`` when no past vector.
+        ref_future: likewise for future vectors.
+        source: ``"bitstream"`` or ``"estimated"``.
+    """
+
+    frame_type: FrameType
+    key_frame: bool
+    qp: float | None
+    qp_map: np.ndarray | None
+    mvs: np.ndarray
+    ref_past: int | None = None
+    ref_future: int | None = None
+    source: PriorSource = "bitstream"
+
+
+@dataclass
+class CodedFrame:
+    """A decoded picture with its codec priors, in display order.
+
+    Attributes:
+        index: display-order index in the stream, from 0.
+        pts: presentation timestamp in ``time_base`` units, if known.
+        time: presentation time in seconds, if known.
+        packet_size: bytes of the coded picture (its packet), if known.
+        rgb: the decoded picture, ``(H, W, 3)`` uint8 RGB.
+        priors: the frame's codec priors.
+        decode_index: position of the frame's packet in decoding order, if known.
+        corrupt: whether FFmpeg flagged the frame as corrupt (concealed errors).
+    """
+
+    index: int
+    pts: int | None
+    time: float | None
+    packet_size: int | None
+    rgb: np.ndarray
+    priors: FramePriors
+    decode_index: int | None = None
+    corrupt: bool = False
+
+    @property
+    def height(self) -> int:
+        """Picture height in pixels."""
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Picture width in pixels."""
+        return int(self.rgb.shape[1])
