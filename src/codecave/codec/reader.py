@@ -1,0 +1,510 @@
+"""Open a video file and iterate its frames with their codec priors, in display order.
+
+The only module (with :mod:`codecave.codec.encode`) that imports PyAV. It streams:
+memory stays flat in the video's length (a few frames are held back so that a
+B-frame's future reference is known before the frame is handed out).
+
+Decoders that export priors (H.264, MPEG-2, MPEG-4 Part 2, H.263) give motion
+vectors and QP from the bitstream; for all others (HEVC, AV1, VP9...) the vectors
+are estimated from the decoded pixels and marked ``"estimated"``.
+
+Example:
+    >>> with open_video("clip.mp4") as video:            # doctest: +SKIP
+    ...     print(video.info.codec, video.info.encoder)
+    ...     for frame in video:
+    ...         print(frame.index, frame.priors.frame_type.name, frame.priors.qp)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from types import TracebackType
+
+import av
+import numpy as np
+
+from codecave.codec.gop import ReferenceTracker, fallback_references, h264_is_reference, h264_nal_length_size
+from codecave.codec.priors import (
+    MV_DTYPE,
+    CodedFrame,
+    EncoderSettings,
+    FramePriors,
+    FrameType,
+    StreamInfo,
+    empty_mvs,
+)
+from codecave.codec.sei import find_encoder_settings
+from codecave.errors import (
+    CorruptVideoError,
+    EmptyVideoError,
+    NotAVideoError,
+    NoVideoStreamError,
+    UnsupportedVideoError,
+)
+
+log = logging.getLogger(__name__)
+
+#: Decoders whose FFmpeg implementation exports motion vectors and QP.
+BITSTREAM_PRIOR_CODECS = frozenset({"h264", "mpeg2video", "mpeg1video", "mpeg4", "h263", "h263p"})
+
+_PICT_TYPES = {1: FrameType.I, 2: FrameType.P, 3: FrameType.B, 4: FrameType.P, 5: FrameType.I,
+               6: FrameType.P, 7: FrameType.B}  # I P B S SI SP BI
+_RANGES = {1: "tv", 2: "pc"}
+_SPACES = {0: "rgb", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m",
+           8: "ycgco", 9: "bt2020nc", 10: "bt2020c", 12: "chroma-derived-nc", 14: "ictcp"}
+_PRIMARIES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m",
+              8: "film", 9: "bt2020", 10: "smpte428", 11: "smpte431", 12: "smpte432"}
+_TRCS = {1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear",
+         11: "iec61966-2-4", 13: "iec61966-2-1", 14: "bt2020-10", 15: "bt2020-12",
+         16: "smpte2084", 18: "arib-std-b67"}
+_MAX_BIT_DEPTH = 16
+#: Frames held back at most while waiting for a B-frame's future reference.
+_MAX_HOLD = 64
+
+
+@dataclass
+class DecodeReport:
+    """What went wrong while decoding, for callers to show or act on.
+
+    Attributes:
+        bad_packets: decode positions of packets the decoder rejected.
+        corrupt_frames: display indices of frames FFmpeg flagged as concealed.
+        truncated: the demuxer stopped early on a damaged or cut file.
+        messages: FFmpeg's error messages, one per problem.
+    """
+
+    bad_packets: list[int] = field(default_factory=list)
+    corrupt_frames: list[int] = field(default_factory=list)
+    truncated: bool = False
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the whole stream decoded cleanly."""
+        return not (self.bad_packets or self.corrupt_frames or self.truncated)
+
+    def summary(self) -> str:
+        """One line for people."""
+        if self.ok:
+            return "decoded cleanly"
+        parts = []
+        if self.bad_packets:
+            parts.append(f"{len(self.bad_packets)} packet(s) failed to decode")
+        if self.corrupt_frames:
+            parts.append(f"{len(self.corrupt_frames)} frame(s) concealed by the decoder")
+        if self.truncated:
+            parts.append("the file ends early (truncated or damaged)")
+        return "; ".join(parts)
+
+
+def _name(table: dict[int, str], value: object) -> str | None:
+    try:
+        return table.get(int(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _open_container(path: str, fmt: str | None, options: dict[str, str] | None) -> av.container.InputContainer:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise NotAVideoError(f"{path}: is a folder, not a video file")
+    try:
+        return av.open(path, mode="r", format=fmt, options=options or {})
+    except av.FFmpegError as exc:
+        raise NotAVideoError(f"{path}: not a video FFmpeg can read ({exc.strerror or exc})") from exc
+
+
+def _video_stream(container: av.container.InputContainer, path: str) -> av.VideoStream:
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        container.close()
+        raise NoVideoStreamError(f"{path}: no video stream (streams: {', '.join(kinds)})")
+    return container.streams.video[0]
+
+
+def _bit_depth(pix_fmt: str) -> int:
+    fmt = av.VideoFormat(pix_fmt)
+    return max((c.bits for c in fmt.components), default=8)
+
+
+def _peek(path: str, fmt: str | None, options: dict[str, str] | None) -> tuple[EncoderSettings | None, int]:
+    """Read the encoder's SEI and the display rotation from the first packets."""
+    container = _open_container(path, fmt, options)
+    try:
+        stream = _video_stream(container, path)
+        extradata = stream.codec_context.extradata or b""
+        settings = find_encoder_settings(bytes(extradata)) if extradata else None
+        rotation = 0
+        for i, packet in enumerate(container.demux(stream)):
+            if settings is None and packet.size:
+                settings = find_encoder_settings(bytes(packet))
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                frames = []
+            if frames:
+                rotation = int(round(frames[0].rotation or 0))
+                break
+            if i > 64:
+                break
+        return settings, rotation
+    finally:
+        container.close()
+
+
+def _stream_info(
+    path: str, container: av.container.InputContainer, stream: av.VideoStream,
+    settings: EncoderSettings | None, rotation: int,
+) -> StreamInfo:
+    ctx = stream.codec_context
+    pix_fmt = ctx.pix_fmt or (ctx.format.name if ctx.format else "unknown")
+    rate = stream.average_rate or stream.guessed_rate
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    return StreamInfo(
+        path=path,
+        container=container.format.name,
+        codec=ctx.name,
+        profile=ctx.profile,
+        width=ctx.width,
+        height=ctx.height,
+        pix_fmt=pix_fmt,
+        frame_rate=Fraction(rate) if rate else None,
+        time_base=Fraction(stream.time_base) if stream.time_base else None,
+        duration=duration,
+        frames=stream.frames or None,
+        bit_rate=ctx.bit_rate or container.bit_rate or None,
+        color_range=_name(_RANGES, ctx.color_range),
+        color_space=_name(_SPACES, ctx.colorspace),
+        color_primaries=_name(_PRIMARIES, ctx.color_primaries),
+        color_trc=_name(_TRCS, ctx.color_trc),
+        rotation=rotation,
+        encoder=settings,
+        prior_source="bitstream" if ctx.name in BITSTREAM_PRIOR_CODECS else "estimated",
+    )
+
+
+def _mvs_from_side_data(side: object) -> np.ndarray:
+    """Convert FFmpeg's AVMotionVector array to :data:`MV_DTYPE` rows."""
+    raw = side.to_ndarray()  # type: ignore[attr-defined]
+    out = np.empty(len(raw), dtype=MV_DTYPE)
+    w = raw["w"].astype(np.int16)
+    h = raw["h"].astype(np.int16)
+    scale = np.maximum(raw["motion_scale"].astype(np.float32), 1.0)
+    out["direction"] = np.sign(raw["source"]).astype(np.int8)
+    out["w"], out["h"] = w, h
+    out["x"] = raw["dst_x"] - w // 2
+    out["y"] = raw["dst_y"] - h // 2
+    out["dx"] = raw["motion_x"] / scale
+    out["dy"] = raw["motion_y"] / scale
+    return out
+
+
+def _qp_from_side_data(side: object) -> tuple[float, np.ndarray]:
+    qp_map = np.asarray(side.qp_map(), dtype=np.float32)  # type: ignore[attr-defined]
+    if qp_map.size == 0:
+        base = float(side.qp)  # type: ignore[attr-defined]
+        return base, qp_map
+    return float(qp_map.mean()), qp_map
+
+
+class VideoReader:
+    """Iterate the frames of a video with their codec priors, in display order.
+
+    Args:
+        path: any file FFmpeg can read (``.mp4``, ``.mkv``, ``.264``, ``.y4m``...).
+        format: force a demuxer (``"rawvideo"`` for ``.yuv``; then give
+            ``options={"video_size": "WxH", "pixel_format": "yuv420p"}``).
+        options: demuxer options.
+        priors: ``False`` decodes pictures only (fastest; empty priors).
+        threads: decoder threads (0: FFmpeg decides).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        NotAVideoError: FFmpeg cannot open it.
+        NoVideoStreamError: it has no video stream.
+        UnsupportedVideoError: its pixel format is deeper than 16 bits.
+
+    After iteration, :attr:`report` says what was lost. Iteration raises
+    :class:`EmptyVideoError` when no frame decodes at all; damaged frames are
+    reported, not raised (use :meth:`check` to turn them into an error).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        format: str | None = None,  # noqa: A002 - FFmpeg's word
+        options: dict[str, str] | None = None,
+        priors: bool = True,
+        threads: int = 0,
+    ) -> None:
+        self.path = str(path)
+        self._format, self._options = format, options
+        self._want_priors = priors
+        settings, rotation = _peek(self.path, format, options)
+        self._container = _open_container(self.path, format, options)
+        self._stream = _video_stream(self._container, self.path)
+        self.info = _stream_info(self.path, self._container, self._stream, settings, rotation)
+        if _bit_depth(self.info.pix_fmt) > _MAX_BIT_DEPTH:
+            self.close()
+            raise UnsupportedVideoError(f"{self.path}: pixel format {self.info.pix_fmt} is not supported")
+        self.report = DecodeReport()
+        self._stream.thread_type = "AUTO"
+        self._stream.thread_count = threads
+        if priors and self.info.prior_source == "bitstream":
+            self._stream.codec_context.options = {
+                "flags2": "+export_mvs",
+                "export_side_data": "venc_params",
+            }
+        if self.bit_depth > 8:
+            log.info("%s: %s decoded to 8-bit RGB", self.path, self.info.pix_fmt)
+        self._iterated = False
+
+    @property
+    def bit_depth(self) -> int:
+        """Bits per sample of the coded pictures."""
+        return _bit_depth(self.info.pix_fmt)
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file."""
+        self._container.close()
+
+    def check(self) -> None:
+        """Raise :class:`CorruptVideoError` if decoding lost or concealed anything."""
+        if not self.report.ok:
+            raise CorruptVideoError(f"{self.path}: {self.report.summary()}")
+
+    def __iter__(self) -> Iterator[CodedFrame]:
+        if self._iterated:
+            raise RuntimeError(f"{self.path}: a VideoReader iterates once; open the file again")
+        self._iterated = True
+        frames = self._decoded_frames()
+        if not self._want_priors:
+            return frames
+        if self.info.prior_source == "bitstream":
+            return self._with_references(frames)
+        return self._with_estimates(frames)
+
+    # -- decoding ---------------------------------------------------------------------
+
+    def _packets(self) -> Iterator[av.Packet]:
+        demux = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                return
+            except av.FFmpegError as exc:
+                self.report.truncated = True
+                self.report.messages.append(f"demuxing stopped: {exc}")
+                log.warning("%s: demuxing stopped early: %s", self.path, exc)
+                return
+            yield packet
+
+    def _decoded_frames(self) -> Iterator[CodedFrame]:
+        """Decode every packet; yield frames with bitstream priors but no references yet."""
+        self._reference_flags: dict[int, bool | None] = {}
+        sizes: dict[int, int] = {}
+        decode_index = 0
+        index = 0
+        time_base = self._stream.time_base
+        is_h264 = self.info.codec == "h264"
+        length_size = h264_nal_length_size(bytes(self._stream.codec_context.extradata or b""))
+        self._stream.codec_context.copy_opaque = True
+        for packet in self._packets():
+            if packet.size:
+                packet.opaque = decode_index
+                sizes[decode_index] = packet.size
+                if is_h264 and self._want_priors:
+                    self._reference_flags[decode_index] = h264_is_reference(bytes(packet), length_size)
+                decode_index += 1
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError as exc:
+                self.report.bad_packets.append(decode_index - 1)
+                self.report.messages.append(f"packet {decode_index - 1}: {exc}")
+                log.warning("%s: packet %d failed to decode: %s", self.path, decode_index - 1, exc)
+                continue
+            for frame in decoded:
+                dec = frame.opaque if isinstance(frame.opaque, int) else None
+                yield self._coded_frame(frame, index, dec, sizes.pop(dec, None), time_base)
+                index += 1
+        if index == 0:
+            raise EmptyVideoError(f"{self.path}: no frame could be decoded ({self.report.summary()})")
+        if (self.info.frames or 0) > index and not self.report.truncated:
+            self.report.truncated = True
+            self.report.messages.append(f"{self.info.frames} frames announced, {index} decoded")
+
+    def _coded_frame(self, frame: av.VideoFrame, index: int, decode_index: int | None,
+                     packet_size: int | None, time_base: Fraction | None) -> CodedFrame:
+        frame_type = _PICT_TYPES.get(int(frame.pict_type), FrameType.I if frame.key_frame else FrameType.P)
+        mvs, qp, qp_map = empty_mvs(), None, None
+        for side in frame.side_data:
+            kind = type(side).__name__
+            if kind == "MotionVectors":
+                mvs = _mvs_from_side_data(side)
+            elif kind == "VideoEncParams":
+                qp, qp_map = _qp_from_side_data(side)
+        if frame.is_corrupt:
+            self.report.corrupt_frames.append(index)
+        rgb = frame.to_ndarray(format="rgb24")
+        pts = frame.pts
+        return CodedFrame(
+            index=index,
+            pts=pts,
+            time=float(pts * time_base) if pts is not None and time_base else None,
+            packet_size=packet_size,
+            rgb=rgb,
+            priors=FramePriors(
+                frame_type=frame_type,
+                key_frame=bool(frame.key_frame),
+                qp=qp,
+                qp_map=qp_map,
+                mvs=mvs,
+                source="bitstream",
+            ),
+            decode_index=decode_index,
+            corrupt=bool(frame.is_corrupt),
+        )
+
+    # -- reference resolution ---------------------------------------------------------------
+
+    def _with_references(self, frames: Iterator[CodedFrame]) -> Iterator[CodedFrame]:
+        """Resolve each frame's reference distances, holding B-frames back until
+        their future reference has been output."""
+        tracker = ReferenceTracker()
+        held: deque[tuple[CodedFrame, int]] = deque()  # (frame, position in tracker)
+        types: list[FrameType] = []
+        for frame in frames:
+            types = (types + [frame.priors.frame_type])[-_MAX_HOLD:]
+            if frame.decode_index is None:  # the decoder lost the packet link
+                yield from self._release_all(held, tracker)
+                refs = fallback_references(types, len(types) - 1)
+                frame.priors.ref_past, frame.priors.ref_future = _mask_refs(frame, refs)
+                tracker = ReferenceTracker()
+                yield frame
+                continue
+            flag = self._reference_flags.pop(frame.decode_index, None)
+            pos = tracker.add_frame(frame.decode_index, frame.priors.frame_type, flag)
+            frame.priors.ref_past = tracker.past_reference(pos)
+            held.append((frame, pos))
+            while held and self._resolved(held[0], tracker, len(held)):
+                yield self._release(held.popleft(), tracker)
+        yield from self._release_all(held, tracker)
+
+    @staticmethod
+    def _resolved(item: tuple[CodedFrame, int], tracker: ReferenceTracker, waiting: int) -> bool:
+        frame, pos = item
+        if not (frame.priors.mvs["direction"] > 0).any() or waiting > _MAX_HOLD:
+            return True
+        return tracker.future_reference(pos) is not None
+
+    @staticmethod
+    def _release(item: tuple[CodedFrame, int], tracker: ReferenceTracker) -> CodedFrame:
+        frame, pos = item
+        refs = (frame.priors.ref_past, tracker.future_reference(pos))
+        frame.priors.ref_past, frame.priors.ref_future = _mask_refs(frame, refs)
+        return frame
+
+    def _release_all(self, held: deque[tuple[CodedFrame, int]], tracker: ReferenceTracker) -> Iterator[CodedFrame]:
+        while held:
+            yield self._release(held.popleft(), tracker)
+
+    # -- estimated priors -----------------------------------------------------------------
+
+    def _with_estimates(self, frames: Iterator[CodedFrame]) -> Iterator[CodedFrame]:
+        """Estimate vectors from pixels, one frame of look-ahead for B-frames."""
+        settings = self.info.encoder
+        qp = None
+        if settings is not None:
+            qp = settings.qp if settings.qp is not None else settings.crf
+        previous: CodedFrame | None = None
+        window: deque[CodedFrame] = deque()
+        for frame in frames:
+            window.append(frame)
+            if len(window) < 2:
+                continue
+            yield self._estimated(window[0], previous, window[1], qp)
+            previous = window.popleft()
+        if window:
+            yield self._estimated(window[0], previous, None, qp)
+
+    @staticmethod
+    def _estimated(frame: CodedFrame, previous: CodedFrame | None, following: CodedFrame | None,
+                   qp: float | None) -> CodedFrame:
+        from codecave.codec.estimate import estimate_priors
+
+        group = [f for f in (previous, frame, following) if f is not None]
+        types = [f.priors.frame_type for f in group]
+        k = 0 if previous is None else 1
+        if previous is None and types[k] != FrameType.I:
+            types[k] = FrameType.I  # nothing to predict from
+        priors = estimate_priors([f.rgb for f in group], types, qp=qp)[k]
+        priors.frame_type = frame.priors.frame_type
+        priors.key_frame = frame.priors.key_frame
+        frame.priors = priors
+        return frame
+
+
+def _mask_refs(frame: CodedFrame, refs: tuple[int | None, int | None]) -> tuple[int | None, int | None]:
+    """Keep a reference distance only where the frame has vectors in that direction."""
+    d = frame.priors.mvs["direction"]
+    past = refs[0] if (d < 0).any() else None
+    future = refs[1] if (d > 0).any() else None
+    if past is None and (d < 0).any():
+        log.debug("frame %d: past vectors but no past reference resolved; assuming 1", frame.index)
+        past = 1
+    if future is None and (d > 0).any():
+        log.debug("frame %d: future vectors but no future reference resolved; assuming 1", frame.index)
+        future = 1
+    return past, future
+
+
+def open_video(
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,  # noqa: A002
+    options: dict[str, str] | None = None,
+    priors: bool = True,
+    threads: int = 0,
+) -> VideoReader:
+    """Open a video for reading; see :class:`VideoReader`."""
+    return VideoReader(path, format=format, options=options, priors=priors, threads=threads)
+
+
+def read_info(path: str | os.PathLike[str], **kwargs: object) -> StreamInfo:
+    """Stream-level facts of a video, without decoding it."""
+    with open_video(path, priors=False, **kwargs) as video:  # type: ignore[arg-type]
+        return video.info
+
+
+def yuv_options(width: int, height: int, pix_fmt: str = "yuv420p", fps: Fraction | int = 25) -> dict[str, str]:
+    """Demuxer options that read a raw ``.yuv`` file (use with ``format="rawvideo"``)."""
+    return {"video_size": f"{width}x{height}", "pixel_format": pix_fmt, "framerate": str(Fraction(fps))}
+
+
+__all__ = [
+    "BITSTREAM_PRIOR_CODECS",
+    "DecodeReport",
+    "VideoReader",
+    "open_video",
+    "read_info",
+    "yuv_options",
+]
