@@ -269,3 +269,9 @@ def _add_stream(
         setattr(stream.codec_context, key, value)
     stream.options = opts
     return stream
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of PyAV and the FFmpeg libraries it bundles (for manifests)."""
+    libs = {name: ".".join(map(str, v)) for name, v in av.library_versions.items()}
+    return {"pyav": av.__version__, "ffmpeg": str(av.ffmpeg_version_info), **libs}

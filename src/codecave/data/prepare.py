@@ -1,0 +1,421 @@
+"""Prepare compressed datasets with real encoders, and read them back.
+
+For each ground-truth clip and each rate point (CRF or fixed QP), the clip is
+encoded with a real encoder, decoded again by :mod:`codecave.codec.reader`, and
+cached as NumPy arrays with compact priors (4x4 grid, QP per macroblock):
+
+```
+OUT/manifest.json                   settings, versions, one entry per clip
+OUT/clips/NAME/gt.npy               (T, H, W, 3) uint8 ground truth
+OUT/clips/NAME/flow.npz             flow_past / flow_future (T, 2, H, W), stills only
+OUT/clips/NAME/VARIANT/video.EXT    the real bitstream (VARIANT: crf25, qp30...)
+OUT/clips/NAME/VARIANT/decoded.npy  (T, h, w, 3) uint8 decoded frames
+OUT/clips/NAME/VARIANT/priors.npz   compact priors (see codec.rasterize.stack_compact)
+OUT/clips/NAME/info.json            per clip: source, hash, sizes, bytes per variant
+```
+
+Each clip is built in a temporary folder and renamed when complete, so an
+interrupted run resumes where it stopped. A folder is bound to one set of
+settings: preparing into it with different settings is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import codecave
+from codecave.codec.encode import EncodeSettings, encode_frames, library_versions
+from codecave.codec.rasterize import compact_priors, stack_compact
+from codecave.data.sources import Source, discover_sources, file_hash, read_frames
+from codecave.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+_CONTAINER = {"libx264": ".mp4", "libx265": ".mp4", "libsvtav1": ".mkv", "mpeg2video": ".mpg",
+              "mpeg4": ".avi", "ffv1": ".mkv"}
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """Everything that decides what a prepared dataset contains.
+
+    Attributes:
+        codec: encoder (``x264``, ``x265``, ``svtav1``...).
+        crfs: CRF rate points; one variant each (``crf25``). CRF 0 is x264 lossless.
+        qps: fixed-QP rate points; one variant each (``qp30``).
+        preset, bframes, keyint, ref, tune: encoder settings (``None``: its default).
+        max_frames: frames taken from each source (from its start).
+        crop_multiple: frames are cropped (top-left kept) so both sides are multiples
+            of this, after any downscale (16 keeps whole macroblocks).
+        scale: 4 blurs (Gaussian, ``blur_sigma``) and downsamples the ground truth 4x
+            before encoding, for compressed super-resolution sets; 1 encodes as is.
+        blur_sigma: Gaussian sigma of the blur before downsampling.
+        still_frames: clip length made from each still photo.
+        still_size: ``(height, width)`` of clips made from stills.
+        yuv_size: ``(width, height)`` of raw ``.yuv`` sources.
+        yuv_format: pixel format of raw ``.yuv`` sources.
+        seed: seed of the synthetic camera motion of stills.
+    """
+
+    codec: str = "x264"
+    crfs: tuple[float, ...] = (15.0, 25.0, 35.0)
+    qps: tuple[float, ...] = ()
+    preset: str = "medium"
+    bframes: int | None = None
+    keyint: int | None = None
+    ref: int | None = None
+    tune: str | None = None
+    max_frames: int = 32
+    crop_multiple: int = 16
+    scale: int = 1
+    blur_sigma: float = 1.5
+    still_frames: int = 7
+    still_size: tuple[int, int] = (256, 448)
+    yuv_size: tuple[int, int] | None = None
+    yuv_format: str = "yuv420p"
+    seed: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.crfs and not self.qps:
+            raise DatasetError("give at least one CRF or QP rate point")
+        if self.scale not in (1, 2, 4):
+            raise DatasetError(f"scale {self.scale}: use 1 (no downscale), 2 or 4")
+        if self.max_frames < 1 or self.still_frames < 2:
+            raise DatasetError(f"max_frames {self.max_frames} / still_frames {self.still_frames} too small")
+        if self.crop_multiple < 4 or self.crop_multiple % 4:
+            raise DatasetError(f"crop_multiple {self.crop_multiple}: use a multiple of 4 (the prior grid)")
+        EncodeSettings(codec=self.codec).encoder  # validates the codec name
+
+    def variants(self) -> dict[str, EncodeSettings]:
+        """Encoder settings of every rate point, by variant name."""
+        base = EncodeSettings(codec=self.codec, crf=None, preset=self.preset, bframes=self.bframes,
+                              keyint=self.keyint, ref=self.ref, tune=self.tune, params=dict(self.extra))
+        out = {f"crf{c:g}": base.with_(crf=float(c)) for c in self.crfs}
+        out.update({f"qp{q:g}": base.with_(qp=float(q)) for q in self.qps})
+        return out
+
+    def to_json(self) -> dict[str, object]:
+        """Settings as stored in the manifest."""
+        d = asdict(self)
+        d["crfs"], d["qps"] = list(self.crfs), list(self.qps)
+        d["still_size"] = list(self.still_size)
+        d["yuv_size"] = None if self.yuv_size is None else list(self.yuv_size)
+        return d
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What a preparation run did.
+
+    Attributes:
+        root: the dataset folder.
+        prepared: clips built in this run.
+        skipped: clips already complete (resumed).
+        failed: clip name -> error message.
+        seconds: wall time.
+    """
+
+    root: Path
+    prepared: list[str]
+    skipped: list[str]
+    failed: dict[str, str]
+    seconds: float
+
+
+def _crop(frames: np.ndarray, multiple: int) -> np.ndarray:
+    h = frames.shape[1] // multiple * multiple
+    w = frames.shape[2] // multiple * multiple
+    if h == 0 or w == 0:
+        raise DatasetError(f"frames of {frames.shape[2]}x{frames.shape[1]} are smaller than {multiple} pixels")
+    return frames[:, :h, :w]
+
+
+def blur_downsample(frames: np.ndarray, scale: int, sigma: float) -> np.ndarray:
+    """Gaussian blur then keep every ``scale``-th pixel (the BD degradation of VSR papers).
+
+    Args:
+        frames: ``(T, H, W, 3)`` uint8 with ``H`` and ``W`` multiples of ``scale``.
+        scale: downsampling factor.
+        sigma: Gaussian sigma in high-resolution pixels.
+
+    Returns:
+        ``(T, H / scale, W / scale, 3)`` uint8.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    radius = max(1, int(np.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k1 = torch.exp(-(x**2) / (2 * sigma**2))
+    k1 = k1 / k1.sum()
+    t = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    c = t.shape[1]
+    t = F.pad(t, (radius, radius, radius, radius), mode="reflect")
+    t = F.conv2d(t, k1.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    t = F.conv2d(t, k1.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    t = t[:, :, ::scale, ::scale]
+    return t.round().clamp(0, 255).byte().permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _ground_truth(source: Source, s: PrepareSettings, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Load (or synthesise) a clip's ground truth, cropped; flows for stills."""
+    multiple = s.crop_multiple * s.scale
+    if source.kind == "still":
+        from codecave.data.synth import load_still, synthesize_clip
+
+        clip = synthesize_clip(load_still(source.path), s.still_frames, s.still_size, seed=s.seed + index)
+        gt = _crop(clip.frames, multiple)
+        h, w = gt.shape[1:3]
+        flows = {"flow_past": clip.flow_past[:, :, :h, :w], "flow_future": clip.flow_future[:, :, :h, :w]}
+        return gt, flows
+    frames = list(read_frames(source, max_frames=s.max_frames, yuv_size=s.yuv_size, yuv_format=s.yuv_format))
+    if not frames:
+        raise DatasetError(f"{source.path}: no frames")
+    return _crop(np.stack(frames), multiple), {}
+
+
+def _encode_variant(gt_input: np.ndarray, folder: Path, settings: EncodeSettings) -> dict[str, object]:
+    """Encode, decode back, and store one variant; return its summary."""
+    from codecave.codec.reader import open_video
+
+    folder.mkdir(parents=True)
+    video = folder / f"video{_CONTAINER.get(settings.encoder, '.mkv')}"
+    result = encode_frames(iter(gt_input), video, settings)
+    decoded, compact, kinds = [], [], []
+    with open_video(video) as reader:
+        for frame in reader:
+            decoded.append(frame.rgb)
+            compact.append(compact_priors(frame.priors, frame.height, frame.width))
+            kinds.append(frame.priors.frame_type.name)
+        reader.check()
+        source = reader.info.prior_source
+        encoder = reader.info.encoder
+    if len(decoded) != len(gt_input):
+        raise DatasetError(f"{video}: {len(gt_input)} frames encoded but {len(decoded)} decoded")
+    np.save(folder / "decoded.npy", np.stack(decoded))
+    stacked = stack_compact(compact)
+    np.savez(folder / "priors.npz", **stacked)
+    qps = stacked["qp"][np.isfinite(stacked["qp"])]
+    return {
+        "file": video.name,
+        "bytes": result.bytes,
+        "bits_per_pixel": 8 * result.bytes / gt_input[:, :, :, 0].size,
+        "frame_types": "".join(k[0] for k in kinds),
+        "mean_qp": float(qps.mean()) if qps.size else None,
+        "prior_source": source,
+        "encoder_crf": None if encoder is None else encoder.crf,
+        "encoder_qp": None if encoder is None else encoder.qp,
+    }
+
+
+def prepare_clip(source: Source, root: Path, s: PrepareSettings, index: int = 0) -> dict[str, object]:
+    """Build one clip of a dataset (all its variants) atomically.
+
+    Returns:
+        The clip's ``info.json`` content.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    final = root / "clips" / source.name
+    tmp = root / "clips" / f".{source.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        gt, flows = _ground_truth(source, s, index)
+        np.save(tmp / "gt.npy", gt)
+        if flows:
+            np.savez(tmp / "flow.npz", **flows)
+        net_input = blur_downsample(gt, s.scale, s.blur_sigma) if s.scale > 1 else gt
+        variants = {name: _encode_variant(net_input, tmp / name, enc) for name, enc in s.variants().items()}
+        info = {
+            "name": source.name,
+            "source": str(source.path),
+            "kind": source.kind,
+            "sha256": file_hash(source.path),
+            "frames": int(gt.shape[0]),
+            "height": int(gt.shape[1]),
+            "width": int(gt.shape[2]),
+            "input_height": int(net_input.shape[1]),
+            "input_width": int(net_input.shape[2]),
+            "has_flow": bool(flows),
+            "variants": variants,
+        }
+        _write_json(tmp / "info.json", info)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return info
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_json(path: Path, data: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _check_settings(root: Path, s: PrepareSettings) -> dict[str, object]:
+    """Load the manifest, refusing a folder prepared with other settings."""
+    path = root / MANIFEST
+    if not path.exists():
+        if root.exists() and any(p.name != "clips" for p in root.iterdir()):
+            raise DatasetError(f"{root}: folder is not empty and has no {MANIFEST}; choose an empty folder")
+        return {}
+    manifest = json.loads(path.read_text())
+    old = manifest.get("settings", {})
+    new = json.loads(json.dumps(s.to_json()))
+    if old != new:
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                         if old.get(k) != new.get(k))
+        raise DatasetError(f"{root} was prepared with other settings ({diff}); use another folder")
+    return manifest
+
+
+def prepare_dataset(
+    inputs: Sequence[str | os.PathLike[str]],
+    root: str | os.PathLike[str],
+    settings: PrepareSettings | None = None,
+    *,
+    workers: int = 1,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> PrepareResult:
+    """Encode ground-truth clips at every rate point and cache frames and priors.
+
+    Args:
+        inputs: files and folders of sources (see :func:`~codecave.data.sources.discover_sources`).
+        root: dataset folder (created; resumed if it holds a run with the same settings).
+        settings: what to prepare (default: x264 CRF 15/25/35, medium).
+        workers: clips prepared in parallel processes.
+        progress: called as ``progress(done, total, clip_name)`` after each clip.
+
+    Returns:
+        What was prepared, skipped and failed.
+
+    Raises:
+        DatasetError: bad inputs, or ``root`` holds a dataset with other settings.
+    """
+    s = settings or PrepareSettings()
+    root = Path(root)
+    start = time.perf_counter()
+    sources = discover_sources(inputs)
+    manifest = _check_settings(root, s)
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    clips: dict[str, object] = dict(manifest.get("clips", {}))  # type: ignore[arg-type]
+    todo = [(i, src) for i, src in enumerate(sources) if not (root / "clips" / src.name / "info.json").exists()]
+    skipped = [src.name for src in sources if (root / "clips" / src.name / "info.json").exists()]
+    for name in skipped:
+        clips.setdefault(name, json.loads((root / "clips" / name / "info.json").read_text()))
+    manifest = {
+        "codecave": codecave.__version__,
+        "versions": library_versions(),
+        "settings": s.to_json(),
+        "clips": clips,
+    }
+    _write_json(root / MANIFEST, manifest)
+    prepared: list[str] = []
+    failed: dict[str, str] = {}
+
+    def record(name: str, info: dict[str, object] | None, error: BaseException | None) -> None:
+        if error is not None:
+            failed[name] = f"{type(error).__name__}: {error}"
+            log.error("%s: %s", name, failed[name])
+        else:
+            clips[name] = info
+            prepared.append(name)
+            _write_json(root / MANIFEST, manifest)
+        if progress is not None:
+            progress(len(skipped) + len(prepared) + len(failed), len(sources), name)
+
+    if workers <= 1 or len(todo) <= 1:
+        for i, src in todo:
+            try:
+                record(src.name, prepare_clip(src, root, s, i), None)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported per clip
+                record(src.name, None, exc)
+    else:
+        ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(prepare_clip, src, root, s, i): src.name for i, src in todo}
+            for fut in as_completed(futures):
+                exc = fut.exception()
+                record(futures[fut], None if exc else fut.result(), exc)
+    return PrepareResult(root, prepared, skipped, failed, time.perf_counter() - start)
+
+
+@dataclass
+class PreparedClip:
+    """One clip of a prepared dataset, one variant, loaded back.
+
+    Attributes:
+        name: clip name.
+        variant: rate point (``crf25``...).
+        gt: ``(T, H, W, 3)`` uint8 ground truth.
+        decoded: ``(T, h, w, 3)`` uint8 decoded frames (``h = H / scale``).
+        priors: compact priors arrays (see :func:`~codecave.codec.rasterize.stack_compact`).
+        flow: ground-truth ``flow_past`` / ``flow_future`` for clips made from stills.
+        info: the clip's ``info.json``.
+    """
+
+    name: str
+    variant: str
+    gt: np.ndarray
+    decoded: np.ndarray
+    priors: dict[str, np.ndarray]
+    flow: dict[str, np.ndarray] | None
+    info: dict[str, object]
+
+
+def load_manifest(root: str | os.PathLike[str]) -> dict[str, object]:
+    """Read a dataset's manifest.
+
+    Raises:
+        DatasetError: the folder holds no prepared dataset.
+    """
+    path = Path(root) / MANIFEST
+    if not path.exists():
+        raise DatasetError(f"{root}: no {MANIFEST}; prepare it with `codecave prepare`")
+    return json.loads(path.read_text())
+
+
+def load_clip(root: str | os.PathLike[str], name: str, variant: str, *, mmap: bool = True) -> PreparedClip:
+    """Load one clip variant of a prepared dataset (memory-mapped by default)."""
+    folder = Path(root) / "clips" / name
+    info_path = folder / "info.json"
+    if not info_path.exists():
+        raise DatasetError(f"{root}: no complete clip {name!r}")
+    info = json.loads(info_path.read_text())
+    if variant not in info["variants"]:
+        raise DatasetError(f"{name}: no variant {variant!r}; has {sorted(info['variants'])}")
+    mode = "r" if mmap else None
+    with np.load(folder / variant / "priors.npz") as z:
+        priors = {k: z[k] for k in z.files}
+    flow = None
+    if info.get("has_flow"):
+        with np.load(folder / "flow.npz") as z:
+            flow = {k: z[k] for k in z.files}
+    return PreparedClip(
+        name=name,
+        variant=variant,
+        gt=np.load(folder / "gt.npy", mmap_mode=mode),
+        decoded=np.load(folder / variant / "decoded.npy", mmap_mode=mode),
+        priors=priors,
+        flow=flow,
+        info=info,
+    )
