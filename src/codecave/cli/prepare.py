@@ -1,0 +1,79 @@
+"""``codecave prepare SOURCES... --out DIR``: encode ground truth, cache frames and priors."""
+
+from __future__ import annotations
+
+import argparse
+
+from codecave.data.prepare import PrepareSettings, prepare_dataset
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, _, h = text.lower().partition("x")
+    return int(w), int(h)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the sub-command."""
+    p = sub.add_parser("prepare", help="make a compressed dataset with a real encoder",
+                       description="Encode ground-truth clips at each rate point, decode them back "
+                       "and cache frames plus compact codec priors. Resumable.")
+    p.add_argument("sources", nargs="+", help="videos, y4m, raw yuv, PNG-frame folders, photos, or folders of them")
+    p.add_argument("--out", required=True, help="dataset folder")
+    p.add_argument("--codec", default="x264", help="x264 (default), x265, svtav1, mpeg2, mpeg4")
+    p.add_argument("--crf", type=_floats, default=(15.0, 25.0, 35.0), metavar="LIST",
+                   help="CRF rate points, comma-separated (default 15,25,35; 0 = lossless x264)")
+    p.add_argument("--qp", type=_floats, default=(), metavar="LIST", help="fixed-QP rate points")
+    p.add_argument("--preset", default="medium")
+    p.add_argument("--bframes", type=int)
+    p.add_argument("--keyint", type=int)
+    p.add_argument("--ref", type=int)
+    p.add_argument("--tune")
+    p.add_argument("--frames", type=int, default=32, help="frames taken per source (default 32)")
+    p.add_argument("--scale", type=int, default=1, choices=(1, 2, 4),
+                   help="4: blur (sigma 1.5) and downscale 4x before encoding, for super-resolution")
+    p.add_argument("--still-frames", type=int, default=7, help="clip length made from each photo")
+    p.add_argument("--still-size", type=_size, default=(448, 256), metavar="WxH",
+                   help="clip size made from photos (default 448x256)")
+    p.add_argument("--yuv-size", type=_size, metavar="WxH", help="size of raw .yuv sources")
+    p.add_argument("--yuv-format", default="yuv420p", help="pixel format of raw .yuv sources")
+    p.add_argument("--workers", type=int, default=2, help="clips prepared in parallel (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parse settings, prepare, summarise."""
+    crfs = () if args.qp and args.crf == (15.0, 25.0, 35.0) else args.crf
+    settings = PrepareSettings(
+        codec=args.codec, crfs=crfs, qps=args.qp, preset=args.preset, bframes=args.bframes,
+        keyint=args.keyint, ref=args.ref, tune=args.tune, max_frames=args.frames, scale=args.scale,
+        still_frames=args.still_frames, still_size=(args.still_size[1], args.still_size[0]),
+        yuv_size=args.yuv_size, yuv_format=args.yuv_format,
+    )
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="clip", desc="prepare")
+
+    def progress(done: int, total: int, name: str) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.set_postfix_str(name)
+            bar.refresh()
+
+    try:
+        result = prepare_dataset(args.sources, args.out, settings, workers=args.workers, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"{result.root}: {len(result.prepared)} clip(s) prepared, {len(result.skipped)} already there, "
+          f"{len(result.failed)} failed, {result.seconds:.1f} s")
+    for name, error in result.failed.items():
+        print(f"  failed {name}: {error}")
+    return 1 if result.failed else 0
