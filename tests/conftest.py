@@ -1,0 +1,51 @@
+"""Shared fixtures: small textured clips made here with real encoders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from codecave.codec.encode import EncodeSettings, encode_frames
+
+
+def texture(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth random colour texture, ``(H, W, 3)`` uint8, rich enough for motion search."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.rand(1, 3, height // 4 + 3, width // 4 + 3, generator=g)
+    up = F.interpolate(noise, size=(height + 12, width + 12), mode="bicubic", align_corners=False)
+    fine = torch.rand(1, 3, height + 12, width + 12, generator=g) * 0.15
+    img = (up + fine)[0, :, 6 : 6 + height, 6 : 6 + width].permute(1, 2, 0).numpy()
+    img = (img - img.min()) / (img.max() - img.min())
+    return (img * 255).round().astype(np.uint8)
+
+
+def pan_frames(n: int, height: int, width: int, step: tuple[int, int] = (2, 1), seed: int = 0) -> list[np.ndarray]:
+    """Frames of a camera panning over a texture: frame t shows the texture at offset t*step.
+
+    frame_t(x, y) = tex(x + t*sx, y + t*sy), so pixel (x, y) of frame t is found at
+    (x + sx, y + sy) in frame t-1: the design contract's ``mv_past`` is ``+step``.
+    """
+    sx, sy = step
+    big = texture(height + abs(sy) * n + 8, width + abs(sx) * n + 8, seed)
+    ox = 0 if sx >= 0 else abs(sx) * n
+    oy = 0 if sy >= 0 else abs(sy) * n
+    return [np.ascontiguousarray(big[oy + t * sy : oy + t * sy + height, ox + t * sx : ox + t * sx + width])
+            for t in range(n)]
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="session")
+def pan_clip(clip_dir: Path) -> Path:
+    """x264 CRF 23, 3 B-frames with pyramid, keyint 16, 24 frames of 160x96 panning (+2, +1)."""
+    path = clip_dir / "pan.mp4"
+    encode_frames(pan_frames(24, 96, 160), path,
+                  EncodeSettings(codec="x264", crf=23, bframes=3, keyint=16, preset="medium"))
+    return path
