@@ -322,6 +322,7 @@ class VideoReader:
         """Decode every packet; yield frames with bitstream priors but no references yet."""
         self._reference_flags: dict[int, bool | None] = {}
         sizes: dict[int, int] = {}
+        by_pts: dict[int, int] = {}  # timestamps are exact; opaque covers streams without them
         decode_index = 0
         index = 0
         time_base = self._stream.time_base
@@ -331,6 +332,8 @@ class VideoReader:
         for packet in self._packets():
             if packet.size:
                 packet.opaque = decode_index
+                if packet.pts is not None:
+                    by_pts[packet.pts] = decode_index
                 sizes[decode_index] = packet.size
                 if is_h264 and self._want_priors:
                     self._reference_flags[decode_index] = h264_is_reference(bytes(packet), length_size)
@@ -343,7 +346,9 @@ class VideoReader:
                 log.warning("%s: packet %d failed to decode: %s", self.path, decode_index - 1, exc)
                 continue
             for frame in decoded:
-                dec = frame.opaque if isinstance(frame.opaque, int) else None
+                dec = by_pts.pop(frame.pts, None) if frame.pts is not None else None
+                if dec is None and isinstance(frame.opaque, int):
+                    dec = frame.opaque
                 yield self._coded_frame(frame, index, dec, sizes.pop(dec, None), time_base)
                 index += 1
         if index == 0:

@@ -1,0 +1,44 @@
+"""The command line: probe tables, JSON, pictures, clean errors; prepare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from codecave.cli.main import main
+
+
+def test_probe_table_and_json(pan_clip: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", str(pan_clip)]) == 0
+    out = capsys.readouterr().out
+    assert "x264" in out and "crf 23" in out and "frame type" in out
+    assert main(["probe", str(pan_clip), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["frames"]) == 24 and data["stream"]["encoder"]["crf"] == 23
+    assert data["frames"][0]["type"] == "I" and data["summary"]["B"]["count"] > 0
+
+
+def test_probe_viz_writes_pictures(pan_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", str(pan_clip), "--viz", str(tmp_path / "viz"), "--viz-frames", "1:3"]) == 0
+    names = sorted(p.name for p in (tmp_path / "viz").iterdir())
+    assert names == ["00001_mv.png", "00001_partition.png", "00001_qp.png",
+                     "00002_mv.png", "00002_partition.png", "00002_qp.png"]
+
+
+def test_probe_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "x.mp4"
+    bad.write_text("not a video")
+    assert main(["probe", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "x.mp4" in err and "Traceback" not in err
+    assert main(["probe", str(tmp_path / "missing.mp4")]) == 2
+
+
+def test_prepare_command(pan_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ds"
+    assert main(["prepare", str(pan_clip), "--out", str(out), "--crf", "30", "--frames", "4",
+                 "--preset", "veryfast", "--workers", "1", "--no-progress"]) == 0
+    assert (out / "clips" / "pan" / "crf30" / "priors.npz").exists()
+    assert "1 clip(s) prepared" in capsys.readouterr().out

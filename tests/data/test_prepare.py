@@ -1,0 +1,108 @@
+"""Dataset preparation: lossless ground truth survives, variants and priors are cached, resume, refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codecave.codec.encode import EncodeSettings, encode_frames
+from codecave.data.prepare import PrepareSettings, load_clip, prepare_dataset
+from codecave.data.sources import discover_sources, read_frames
+from codecave.errors import DatasetError
+from tests.conftest import pan_frames, texture
+
+
+@pytest.fixture()
+def lossless(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    frames = pan_frames(6, 64, 96)
+    path = tmp_path / "src" / "pan.mkv"
+    path.parent.mkdir()
+    encode_frames(frames, path, EncodeSettings(codec="ffv1", pix_fmt="gbrp"))
+    return path, np.stack(frames)
+
+
+SMALL = PrepareSettings(crfs=(25.0, 35.0), max_frames=6, preset="veryfast")
+
+
+def test_lossless_source_gives_identical_ground_truth(tmp_path: Path, lossless: tuple[Path, np.ndarray]) -> None:
+    path, frames = lossless
+    result = prepare_dataset([path], tmp_path / "ds", SMALL)
+    assert result.prepared == ["pan"] and not result.failed
+    clip = load_clip(tmp_path / "ds", "pan", "crf35")
+    assert np.array_equal(clip.gt, frames)
+    assert clip.decoded.shape == frames.shape and not np.array_equal(clip.decoded, frames)
+    assert clip.priors["mv"].shape == (6, 2, 2, 16, 24) and clip.priors["qp_map"].shape == (6, 4, 6)
+    info = clip.info["variants"]
+    assert info["crf25"]["bytes"] > info["crf35"]["bytes"]
+    assert info["crf35"]["encoder_crf"] == 35
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["settings"]["crfs"] == [25.0, 35.0] and "pyav" in manifest["versions"]
+    assert manifest["clips"]["pan"]["sha256"] == clip.info["sha256"]
+
+
+def test_resume_skips_done_clips_and_refuses_other_settings(tmp_path: Path, lossless: tuple[Path, np.ndarray]) -> None:
+    path, _ = lossless
+    prepare_dataset([path], tmp_path / "ds", SMALL)
+    again = prepare_dataset([path], tmp_path / "ds", SMALL)
+    assert again.prepared == [] and again.skipped == ["pan"]
+    with pytest.raises(DatasetError, match="other settings"):
+        prepare_dataset([path], tmp_path / "ds", PrepareSettings(crfs=(20.0,), max_frames=6))
+
+
+def test_interrupted_clip_leaves_no_partial_folder(tmp_path: Path, lossless: tuple[Path, np.ndarray],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = lossless
+    import codecave.data.prepare as prep
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prep, "_encode_variant", boom)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset([path], tmp_path / "ds", SMALL)
+    assert list((tmp_path / "ds" / "clips").iterdir()) == []
+
+
+def test_stills_become_clips_with_flow_and_sr_downscale(tmp_path: Path) -> None:
+    from PIL import Image
+
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    Image.fromarray(texture(300, 400, seed=5)).save(stills / "photo.png")
+    s = PrepareSettings(crfs=(30.0,), still_frames=4, still_size=(128, 192), scale=4, preset="veryfast")
+    prepare_dataset([stills], tmp_path / "ds", s)
+    clip = load_clip(tmp_path / "ds", "photo", "crf30")
+    assert clip.gt.shape == (4, 128, 192, 3) and clip.decoded.shape == (4, 32, 48, 3)
+    assert clip.flow is not None and clip.flow["flow_past"].shape == (4, 2, 128, 192)
+
+
+def test_png_folder_y4m_and_yuv_sources(tmp_path: Path) -> None:
+    from PIL import Image
+
+    frames = pan_frames(3, 32, 48)
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"{i:03d}.png")
+    (src,) = discover_sources([folder])
+    assert src.kind == "frames"
+    assert all(np.array_equal(a, b) for a, b in zip(read_frames(src), frames))
+    raw = tmp_path / "clip.yuv"
+    raw.write_bytes(np.full((3, 32 * 48 * 3 // 2), 128, np.uint8).tobytes())
+    (yuv,) = discover_sources([raw])
+    with pytest.raises(DatasetError, match="yuv-size"):
+        list(read_frames(yuv))
+    got = list(read_frames(yuv, yuv_size=(48, 32)))
+    assert len(got) == 3 and got[0].shape == (32, 48, 3)
+    assert abs(int(got[0].mean()) - 128) <= 2
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no such"):
+        prepare_dataset([tmp_path / "missing"], tmp_path / "ds", SMALL)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no video"):
+        prepare_dataset([tmp_path / "empty"], tmp_path / "ds", SMALL)
