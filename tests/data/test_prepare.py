@@ -20,7 +20,7 @@ def lossless(tmp_path: Path) -> tuple[Path, np.ndarray]:
     frames = pan_frames(6, 64, 96)
     path = tmp_path / "src" / "pan.mkv"
     path.parent.mkdir()
-    encode_frames(frames, path, EncodeSettings(codec="ffv1", pix_fmt="gbrp"))
+    encode_frames(frames, path, EncodeSettings(codec="ffv1", pix_fmt="bgr0"))
     return path, np.stack(frames)
 
 
@@ -73,7 +73,7 @@ def test_stills_become_clips_with_flow_and_sr_downscale(tmp_path: Path) -> None:
     stills.mkdir()
     Image.fromarray(texture(300, 400, seed=5)).save(stills / "photo.png")
     s = PrepareSettings(crfs=(30.0,), still_frames=4, still_size=(128, 192), scale=4, preset="veryfast")
-    prepare_dataset([stills], tmp_path / "ds", s)
+    prepare_dataset([stills], tmp_path / "ds", s, stills=True)
     clip = load_clip(tmp_path / "ds", "photo", "crf30")
     assert clip.gt.shape == (4, 128, 192, 3) and clip.decoded.shape == (4, 32, 48, 3)
     assert clip.flow is not None and clip.flow["flow_past"].shape == (4, 2, 128, 192)

@@ -199,11 +199,11 @@ def test_photo_of_clip_size_without_motion_renders_as_itself() -> None:
 def test_views_stay_inside_the_photo_and_large_photos_are_downscaled() -> None:
     rng = np.random.default_rng(7)
     photo = texture(300, 400, cell=16)
+    corners = np.array([[-0.5, -0.5, 1], [W - 0.5, -0.5, 1], [-0.5, H - 0.5, 1], [W - 0.5, H - 0.5, 1]])
     for fill in (0.5, 1.0):
         for _ in range(3):
             motion = CameraMotion.random(rng, max_pan_accel=0.2)
             clip = synthesize_clip(photo, 8, (H, W), motion, fill=fill, supersample=1)
-            corners = np.array([[-0.5, -0.5, 1], [W - 0.5, -0.5, 1], [-0.5, H - 0.5, 1], [W - 0.5, H - 0.5, 1]])
             pts = np.einsum("tij,kj->tki", clip.affine, corners)
             assert pts[..., 0].min() >= -0.5 - 1e-6 and pts[..., 0].max() <= 400 - 0.5 + 1e-6
             assert pts[..., 1].min() >= -0.5 - 1e-6 and pts[..., 1].max() <= 300 - 0.5 + 1e-6

@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=32, help="frames taken per source (default 32)")
     p.add_argument("--scale", type=int, default=1, choices=(1, 2, 4),
                    help="4: blur (sigma 1.5) and downscale 4x before encoding, for super-resolution")
+    p.add_argument("--stills", action="store_true",
+                   help="images inside folders are photos to animate by camera motion, not frames")
     p.add_argument("--still-frames", type=int, default=7, help="clip length made from each photo")
     p.add_argument("--still-size", type=_size, default=(448, 256), metavar="WxH",
                    help="clip size made from photos (default 448x256)")
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
             bar.refresh()
 
     try:
-        result = prepare_dataset(args.sources, args.out, settings, workers=args.workers, progress=progress)
+        result = prepare_dataset(args.sources, args.out, settings, workers=args.workers,
+                                 stills=args.stills, progress=progress)
     finally:
         if bar is not None:
             bar.close()

@@ -145,8 +145,6 @@ def _stream_options(s: EncodeSettings) -> tuple[dict[str, str], dict[str, int]]:
             ctx["max_b_frames"] = s.bframes
         if s.keyint is not None:
             ctx["gop_size"] = s.keyint
-    elif enc == "ffv1":
-        opts["level"] = "3"
     if params:
         key = _PARAMS_OPTION.get(enc)
         if key is None:

@@ -292,6 +292,7 @@ def prepare_dataset(
     settings: PrepareSettings | None = None,
     *,
     workers: int = 1,
+    stills: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> PrepareResult:
     """Encode ground-truth clips at every rate point and cache frames and priors.
@@ -301,6 +302,7 @@ def prepare_dataset(
         root: dataset folder (created; resumed if it holds a run with the same settings).
         settings: what to prepare (default: x264 CRF 15/25/35, medium).
         workers: clips prepared in parallel processes.
+        stills: treat images inside folders as photos to animate, not as frames.
         progress: called as ``progress(done, total, clip_name)`` after each clip.
 
     Returns:
@@ -312,7 +314,7 @@ def prepare_dataset(
     s = settings or PrepareSettings()
     root = Path(root)
     start = time.perf_counter()
-    sources = discover_sources(inputs)
+    sources = discover_sources(inputs, stills=stills)
     manifest = _check_settings(root, s)
     (root / "clips").mkdir(parents=True, exist_ok=True)
     clips: dict[str, object] = dict(manifest.get("clips", {}))  # type: ignore[arg-type]

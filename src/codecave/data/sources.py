@@ -44,6 +44,8 @@ class Source:
 
 def _kind(path: Path, stills: bool) -> str | None:
     if path.is_dir():
+        if stills:
+            return None
         return "frames" if any(p.suffix.lower() in FRAME_EXTS for p in path.iterdir()) else None
     ext = path.suffix.lower()
     if ext in YUV_EXTS:
@@ -55,11 +57,12 @@ def _kind(path: Path, stills: bool) -> str | None:
     return None
 
 
-def discover_sources(paths: Sequence[str | os.PathLike[str]], *, stills: bool = True) -> list[Source]:
+def discover_sources(paths: Sequence[str | os.PathLike[str]], *, stills: bool = False) -> list[Source]:
     """Find the clips named by files and folders.
 
     A folder that holds PNG frames is one clip; any other folder is searched one
-    level down for videos, frame folders and (with ``stills``) photos.
+    level down for videos and frame folders. With ``stills``, every image in a
+    folder is a photo to animate instead (an image named directly always is).
 
     Raises:
         DatasetError: a path does not exist or holds nothing usable.
@@ -69,7 +72,7 @@ def discover_sources(paths: Sequence[str | os.PathLike[str]], *, stills: bool = 
         path = Path(raw)
         if not path.exists():
             raise DatasetError(f"{path}: no such file or folder")
-        kind = _kind(path, stills)
+        kind = _kind(path, stills) if path.is_dir() else _kind(path, True)
         if kind is not None and not (kind == "frames" and _has_subclips(path)):
             found.append(Source(path, kind, path.stem))
             continue

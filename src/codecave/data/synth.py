@@ -391,36 +391,52 @@ def _render(
     """
     height, width = size
     k = supersample
-    scales = np.sqrt(np.abs(np.linalg.det(affine[:, :, :2])))  # photo px per output px
-    factor = max(1, int(math.floor(scales.min() / k + 1e-9)))  # integer area downscale
-    sigmas = np.maximum(0.0, (scales / (k * factor) - 1.0) / 2.0)  # Gaussian, working px
-    margin = int(math.ceil(3 * sigmas.max() * factor + 3 * factor + 2))
-    lo, hi = _footprint(affine, size)
-    x0, y0 = (max(0, int(math.floor(v)) - margin) for v in lo)
-    x1 = min(photo.shape[1], int(math.ceil(hi[0])) + margin + 1)
-    y1 = min(photo.shape[0], int(math.ceil(hi[1])) + margin + 1)
-    work = _to_tensor(photo[y0:y1, x0:x1])
-    work = _area_downscale(work, factor)
-
-    # Sub-sample positions symmetric about each pixel centre: (j + 0.5) / k - 0.5.
+    work, to_work, sigmas = _working_photo(photo, affine, size, k)
+    # Sub-sample j of an axis sits at (j + 0.5) / k - 0.5: the k sub-samples of a pixel
+    # are symmetric about its centre, so their box average is centred on it.
     sub_y = (np.arange(height * k) + 0.5) / k - 0.5
     sub_x = (np.arange(width * k) + 0.5) / k - 0.5
     ys, xs = np.meshgrid(sub_y, sub_x, indexing="ij")
     points = np.stack([xs, ys, np.ones_like(xs)])  # (3, Hk, Wk)
 
     frames = np.empty((affine.shape[0], height, width, 3), dtype=np.uint8)
-    blurred: dict[float, torch.Tensor] = {}
+    blurred, blurred_sigma = work, 0.0
     for t in range(affine.shape[0]):
-        sigma = float(sigmas[t])
-        if sigma not in blurred:
-            blurred[sigma] = _gaussian_blur(work, sigma)
-        u, v = np.einsum("ij,jhw->ihw", affine[t], points)
-        u = (u - x0 - (factor - 1) / 2.0) / factor
-        v = (v - y0 - (factor - 1) / 2.0) / factor
-        dense = _sample_catmull_rom(blurred[sigma], u, v)  # (3, Hk, Wk)
+        if sigmas[t] != blurred_sigma:
+            blurred, blurred_sigma = _gaussian_blur(work, float(sigmas[t])), sigmas[t]
+        u, v = np.einsum("ij,jhw->ihw", to_work @ np.vstack([affine[t], [0, 0, 1]]), points)
+        dense = _sample_catmull_rom(blurred, u, v)  # (3, Hk, Wk)
         pixel = F.avg_pool2d(dense[None], k)[0].clamp_(0.0, 1.0)
         frames[t] = np.rint(pixel.permute(1, 2, 0).numpy() * 255.0).astype(np.uint8)
     return frames
+
+
+def _working_photo(
+    photo: np.ndarray, affine: np.ndarray, size: tuple[int, int], supersample: int
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Crops the photo to the trajectory and area-downscales it by an integer factor.
+
+    The factor leaves the sub-sample spacing at >= 1 working pixel at the most
+    zoomed-in frame; the rest of the anti-aliasing is a per-frame Gaussian.
+
+    Returns:
+        The working image ``(3, h, w)`` float32, the ``(2, 3)`` map from photo to
+        working pixel coordinates, and the per-frame Gaussian sigmas ``(T,)`` in
+        working pixels.
+    """
+    scales = np.sqrt(np.abs(np.linalg.det(affine[:, :, :2])))  # photo px per output px
+    factor = max(1, int(math.floor(scales.min() / supersample + 1e-9)))
+    sigmas = np.maximum(0.0, (scales / (supersample * factor) - 1.0) / 2.0)
+    margin = int(math.ceil(3 * sigmas.max() * factor + 3 * factor + 2))  # blur + cubic taps
+    lo, hi = _footprint(affine, size)
+    x0, y0 = (max(0, int(math.floor(v)) - margin) for v in lo)
+    x1 = min(photo.shape[1], int(math.ceil(hi[0])) + margin + 1)
+    y1 = min(photo.shape[0], int(math.ceil(hi[1])) + margin + 1)
+    work = _area_downscale(_to_tensor(photo[y0:y1, x0:x1]), factor)
+    # working pixel j has its centre at photo coordinate origin + j * factor + (factor - 1) / 2
+    offset = (factor - 1) / 2.0
+    to_work = np.array([[1 / factor, 0, -(x0 + offset) / factor], [0, 1 / factor, -(y0 + offset) / factor]])
+    return work, to_work, sigmas
 
 
 def _to_tensor(photo: np.ndarray) -> torch.Tensor:
