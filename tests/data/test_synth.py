@@ -189,6 +189,18 @@ def test_rendering_is_unbiased_on_a_ramp(supersample: int, scale: float) -> None
         assert np.abs(err.reshape(-1, 3).mean(0)).max() < 0.1, err.reshape(-1, 3).mean(0)
 
 
+@pytest.mark.parametrize("period,scale,expect_detail", [(2.5, 4.0, False), (9.0, 1.0, True)])
+def test_detail_finer_than_a_pixel_is_filtered_out(period: float, scale: float, expect_detail: bool) -> None:
+    # Stripes of 0.625 output px must average to grey instead of aliasing into coarse
+    # stripes; stripes of 9 output px must survive.
+    ph, pw = int(scale * (H + 20)), int(scale * (W + 20))
+    v, u = np.mgrid[0:ph, 0:pw].astype(np.float64)
+    stripes = np.repeat((0.5 + 0.5 * np.sin(2 * np.pi * (u + 0.7 * v) / period))[..., None], 3, -1)
+    clip = synthesize_clip(stripes, 2, (H, W), CameraMotion((0.3, 0.1), 0.01, 0.3), scale=scale)
+    std = clip.frames.astype(np.float64).std()
+    assert std > 60 if expect_detail else std < 4, std
+
+
 def test_photo_of_clip_size_without_motion_renders_as_itself() -> None:
     photo = texture(H, W)
     clip = synthesize_clip(photo, 2, (H, W), CameraMotion((0.0, 0.0), 0.0, 0.0), supersample=1)
