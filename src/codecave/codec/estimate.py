@@ -5,20 +5,26 @@ codecave measures block motion between decoded frames and hands models priors of
 the same form a bitstream gives (:class:`~codecave.codec.priors.FramePriors`,
 ``source="estimated"``).
 
-The estimator is the classic encoder motion search, vectorised in torch:
+The estimator is an encoder's motion search, vectorised in torch (no Python loop
+over blocks):
 
-1. Luma (BT.601) of both frames, a mean pyramid of ``levels`` halvings.
-2. Coarsest level: exhaustive SAD search over every integer shift in the range,
-   each shift evaluated on the whole frame and box-summed per block.
-3. Each finer level: per-block candidates (the parent's vector and the vectors of
-   the two parents beside the block, doubled, and zero), each refined by +-1.
-4. Full resolution: quarter-pel refinement by bilinear interpolation of the
-   reference, +-1/2 then +-1/4 around the best vector (as H.264's search does).
+1. BT.601 luma of both frames and a 2x2-mean pyramid, deep enough that the
+   coarsest level searches at most +-4 of its pixels.
+2. Coarsest level: exhaustive search; every integer shift is applied to the whole
+   reference and the absolute differences are box-summed per block.
+3. Each finer level: per block, twice the parent's vector and twice the vectors
+   of the two parents beside it, each +-1 pixel, and the zero vector.
+4. Full resolution: half- then quarter-pel refinement on a bilinear half-pel
+   grid (quarter-pel samples average two half-pel ones, as in H.264), from the
+   block's own vector and, where they differ, from its neighbours' median.
 
-Every cost carries a small rate term, ``lambda * |v - pred|`` with ``pred`` the
-median of the neighbouring vectors plus a smaller ``|v|`` term, so flat regions
-take their neighbours' (or the zero) vector instead of fitting noise. References
-outside the frame are edge-clamped (replicate padding), as codecs do.
+Costs are block SADs divided by the block's activity (mean luma gradient), so
+they read as misalignment in pixels, plus a small rate term: the distance to a
+predictor (the median of neighbouring candidates) and a smaller zero bias. Flat
+or noisy blocks thus take their neighbours' (or the zero) vector instead of
+fitting noise. References outside the frame are edge-clamped, as codecs do.
+
+With the defaults a 1280x720 pair takes a fraction of a second on one CPU thread.
 """
 
 from __future__ import annotations
@@ -31,17 +37,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from codecave.codec.priors import MB, MV_DTYPE, FramePriors, FrameType, empty_mvs
+from codecave.codec.priors import MB, FramePriors, FrameType, empty_mvs
 
 log = logging.getLogger(__name__)
 
 #: Coarsest-level search radius (pixels of that level); sets the pyramid depth.
 _COARSE_RADIUS = 4
-#: Rate term per pixel of the mean block SAD (luma levels 0-255), per pel of
-#: distance from the neighbours' median vector.
-_LAMBDA_SMOOTH = 0.15
-#: Rate term per pel of vector length (the zero bias).
-_LAMBDA_ZERO = 0.05
+#: Matching costs are mean block SADs divided by the block's activity (mean luma
+#: gradient, levels per pixel) plus this floor, so they read as misalignment in
+#: pixels whatever the contrast, and flat or noisy blocks weigh little.
+_ACTIVITY_FLOOR = 1.0
+#: Rate term, per pixel of distance from the neighbours' median vector.
+_LAMBDA_SMOOTH = 0.1
+#: Rate term, per pixel of vector length (the zero bias).
+_LAMBDA_ZERO = 0.01
 
 
 def _luma(rgb: np.ndarray) -> torch.Tensor:
@@ -100,27 +109,44 @@ def _take(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, -1, rows.expand(*x.shape[:-1], -1))
 
 
+def _cost_scale(cur: torch.Tensor, mask: torch.Tensor, block: int) -> torch.Tensor:
+    """Per-block divisor turning a block's SAD into a normalised matching cost.
+
+    Args:
+        cur: ``(1, 1, H, W)`` luma, ``H`` and ``W`` multiples of ``block``.
+        mask: ``(1, 1, H, W)`` pixel weights (0 outside the true frame).
+        block: block size.
+
+    Returns:
+        ``(N,)`` valid pixel count times (activity + floor), raster order.
+    """
+    gx = F.pad((cur[..., :, 1:] - cur[..., :, :-1]).abs_(), (0, 1))
+    gy = F.pad((cur[..., 1:, :] - cur[..., :-1, :]).abs_(), (0, 0, 0, 1))
+    count = F.avg_pool2d(mask, block).clamp_min(1e-6)
+    activity = F.avg_pool2d((gx + gy).mul_(mask), block).mul_(0.5).div_(count)
+    return (count * (activity + _ACTIVITY_FLOOR)).mul_(block * block).reshape(-1)
+
+
 def _med3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Element-wise median of three tensors."""
     return torch.maximum(torch.minimum(a, b), torch.minimum(torch.maximum(a, b), c))
 
 
-def _rate(v: torch.Tensor, pred: torch.Tensor | None, smooth: float = _LAMBDA_SMOOTH) -> torch.Tensor:
-    """Rate term of candidate vectors.
+def _rate(v: torch.Tensor, pred: torch.Tensor | None) -> torch.Tensor:
+    """Rate term of candidate vectors: distance to the predictor plus length.
 
     Args:
         v: ``(..., 2)`` candidate (dx, dy).
         pred: predictor broadcastable to ``v``, or ``None`` for none.
-        smooth: weight of the distance to ``pred``.
 
     Returns:
-        ``v.shape[:-1]`` cost, in mean-SAD units.
+        ``v.shape[:-1]`` cost, in the units of the normalised SAD (pixels).
     """
     length = v.abs()
     rate = (length[..., 0] + length[..., 1]).mul_(_LAMBDA_ZERO)
     if pred is not None:
         dist = (v - pred).abs_()
-        rate += (dist[..., 0] + dist[..., 1]).mul_(smooth)
+        rate += (dist[..., 0] + dist[..., 1]).mul_(_LAMBDA_SMOOTH)
     return rate
 
 
@@ -143,14 +169,14 @@ def _coarse_search(
     """
     h, w = cur.shape[-2:]
     ref_pad = F.pad(ref, (radius,) * 4, mode="replicate")
-    count = F.avg_pool2d(mask, block).clamp_min(1e-6).reshape(-1)
+    scale = _cost_scale(cur, mask, block) / (block * block)
     shifts = [(dx, dy) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
     costs = torch.empty((len(shifts), (h // block) * (w // block)))
     for k, (dx, dy) in enumerate(shifts):
         moved = ref_pad[..., radius + dy : radius + dy + h, radius + dx : radius + dx + w]
         costs[k] = F.avg_pool2d((cur - moved).abs_().mul_(mask), block).reshape(-1)
     vec = torch.tensor(shifts, dtype=torch.float32)  # (K, 2)
-    costs = costs / count + _rate(vec, None)[:, None]
+    costs = costs / scale + _rate(vec, None)[:, None]
     return vec[costs.min(dim=0).indices]
 
 
@@ -205,47 +231,48 @@ class _BlockGatherer:
 
 
 class _Blocks:
-    """Blocks of the current picture, with the weights of partial blocks.
+    """Blocks of the current picture, with their cost scales and partial-block weights.
 
     Args:
         pixels: ``(block, block, n)`` luma.
         weights: ``(block, block, n)`` pixel weights (0 outside the true frame),
             or ``None`` when every pixel counts.
+        scale: ``(n,)`` divisor of each block's SAD (see :func:`_cost_scale`).
     """
 
-    def __init__(self, pixels: torch.Tensor, weights: torch.Tensor | None) -> None:
+    def __init__(
+        self, pixels: torch.Tensor, weights: torch.Tensor | None, scale: torch.Tensor
+    ) -> None:
         self.pixels = pixels
         self.weights = weights
+        self.scale = scale
         self.block = pixels.shape[0]
         self.n = pixels.shape[-1]
-        if weights is None:
-            self.count = torch.full((self.n,), float(self.block**2))
-        else:
-            self.count = weights.sum(dim=(0, 1)).clamp_min(1e-6)
 
     @classmethod
     def cut(cls, cur: torch.Tensor, mask: torch.Tensor, block: int) -> _Blocks:
         """Cut ``(1, 1, H, W)`` luma and pixel weights, ``H``, ``W`` multiples of ``block``."""
         weights = None if bool((mask == 1).all()) else _to_blocks(mask, block)
-        return cls(_to_blocks(cur, block), weights)
+        return cls(_to_blocks(cur, block), weights, _cost_scale(cur, mask, block))
 
     def subset(self, rows: torch.Tensor) -> _Blocks:
         """The blocks at indices ``rows``."""
         weights = None if self.weights is None else _take(self.weights, rows)
-        return _Blocks(_take(self.pixels, rows), weights)
+        return _Blocks(_take(self.pixels, rows), weights, self.scale[rows])
 
-    def mean_sad(self, pred: torch.Tensor) -> torch.Tensor:
-        """Mean absolute difference per block: ``(b, b, n)`` predictions -> ``(n,)``."""
+    def cost(self, pred: torch.Tensor) -> torch.Tensor:
+        """Normalised SAD per block: ``(b, b, n)`` predictions -> ``(n,)``."""
         diff = (pred - self.pixels).abs_()
         if self.weights is not None:
             diff.mul_(self.weights)
-        return diff.sum(dim=(0, 1)).div_(self.count)
+        return diff.sum(dim=(0, 1)).div_(self.scale)
 
 
 def _refine_integer(
     blocks: _Blocks,
     gather: _BlockGatherer,
     parent: torch.Tensor,
+    parent_grid: tuple[int, int],
     grid: tuple[int, int],
     radius: int,
 ) -> torch.Tensor:
@@ -259,8 +286,8 @@ def _refine_integer(
     Args:
         blocks: the current picture's blocks at this level.
         gather: reference patches at this level.
-        parent: ``(pny * pnx, 2)`` field of the coarser level, with
-            ``2 pny >= nby`` and ``2 pnx >= nbx``.
+        parent: ``(pny * pnx, 2)`` field of the coarser level.
+        parent_grid: ``(pny, pnx)``, with ``2 pny >= nby`` and ``2 pnx >= nbx``.
         grid: ``(nby, nbx)`` block grid at this level.
         radius: search radius at this level (candidates beyond it are refused).
 
@@ -268,8 +295,7 @@ def _refine_integer(
         ``(nby * nbx, 2)`` best integer (dx, dy) per block.
     """
     nby, nbx = grid
-    pny, pnx = -(-nby // 2), -(-nbx // 2)
-    field = F.pad(parent.T.reshape(1, 2, -1, pnx)[..., :pny, :], (1, 1, 1, 1), mode="replicate")
+    field = F.pad(parent.T.reshape(1, 2, *parent_grid), (1, 1, 1, 1), mode="replicate")
     field = field[0] * 2
     yy, xx = torch.arange(nby), torch.arange(nbx)
     iy, ix = yy // 2 + 1, xx // 2 + 1
@@ -284,7 +310,7 @@ def _refine_integer(
 
     # The zero vector, on the whole frame at once.
     best_vec = torch.zeros((blocks.n, 2))
-    best_cost = blocks.mean_sad(gather.aligned()) + _rate(best_vec, pred)
+    best_cost = blocks.cost(gather.aligned()) + _rate(best_vec, pred)
     side = blocks.block
     deltas = [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
     delta_vec = torch.tensor(deltas, dtype=torch.float32)[:, None]  # (9, 1, 2)
@@ -297,7 +323,7 @@ def _refine_integer(
         patch = gather.patches(base, rows)
         cand = base[None] + delta_vec  # (9, n, 2)
         costs = torch.stack(
-            [sub.mean_sad(patch[1 + dy : 1 + dy + side, 1 + dx : 1 + dx + side]) for dx, dy in deltas]
+            [sub.cost(patch[1 + dy : 1 + dy + side, 1 + dx : 1 + dx + side]) for dx, dy in deltas]
         )
         costs += _rate(cand, pred if rows is None else pred[rows])
         costs[(cand.abs() > radius).any(dim=-1)] = math.inf
@@ -334,31 +360,54 @@ def _half_grid(patch: torch.Tensor) -> torch.Tensor:
     return grid.reshape(2 * s, 2 * s, n)
 
 
-def _refine_subpel(blocks: _Blocks, gather: _BlockGatherer, vec: torch.Tensor) -> torch.Tensor:
+def _median_field(vec: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Component-wise median of each block's 3x3 neighbourhood (edges replicated).
+
+    Args:
+        vec: ``(nby * nbx, 2)`` field, raster order.
+        grid: ``(nby, nbx)``.
+
+    Returns:
+        ``(nby * nbx, 2)`` median field.
+    """
+    field = F.pad(vec.T.reshape(1, 2, *grid), (1, 1, 1, 1), mode="replicate")
+    return F.unfold(field, 3).reshape(2, 9, -1).median(dim=1).values.T
+
+
+def _refine_subpel(
+    blocks: _Blocks,
+    gather: _BlockGatherer,
+    vec: torch.Tensor,
+    pred: torch.Tensor,
+    rows: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Half- then quarter-pel refinement around integer vectors at full resolution.
 
     Half-pel samples are bilinear; a quarter-pel sample is the mean of the two
-    nearest half-pel samples, as in H.264. Only the zero bias acts here.
+    nearest half-pel samples, as in H.264.
 
     Args:
-        blocks: the current picture's blocks.
+        blocks: the current picture's blocks (already cut to ``rows``).
         gather: reference patches at full resolution.
-        vec: ``(N, 2)`` integer (dx, dy) per block.
+        vec: ``(n, 2)`` integer (dx, dy) to start from.
+        pred: ``(n, 2)`` predictor of the rate term.
+        rows: ``(n,)`` raster indices of the blocks, ``None`` for all.
 
     Returns:
-        ``(N, 2)`` (dx, dy) per block, multiples of 0.25.
+        ``(n, 2)`` (dx, dy) per block, multiples of 0.25, and ``(n,)`` their cost
+        (normalised SAD plus rate).
     """
     side, n = blocks.block, blocks.n
-    grid = _half_grid(gather.patches(vec))  # (S, S, N); block pixel r sits at 2 + 2 r
+    grid = _half_grid(gather.patches(vec, rows))  # (S, S, n); block pixel r sits at 2 + 2 r
     # Centre first, so ties keep the coarser vector.
     steps = [(0, 0)] + [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dx or dy]
     step_vec = torch.tensor(steps, dtype=torch.float32)[:, None]  # (9, 1, 2)
     end = 2 + 2 * side
     costs = torch.stack(
-        [blocks.mean_sad(grid[2 + dy : end + dy : 2, 2 + dx : end + dx : 2]) for dx, dy in steps]
+        [blocks.cost(grid[2 + dy : end + dy : 2, 2 + dx : end + dx : 2]) for dx, dy in steps]
     )
-    costs += _rate(vec[None] + step_vec * 0.5, None)
-    half = step_vec[costs.min(dim=0).indices, 0].to(torch.int64)  # (N, 2) in half-pels
+    costs += _rate(vec[None] + step_vec * 0.5, pred)
+    half = step_vec[costs.min(dim=0).indices, 0].to(torch.int64)  # (n, 2) in half-pels
 
     # Quarter-pel: per group of blocks sharing a half-pel position, the half-pel
     # window one step around it.
@@ -367,17 +416,45 @@ def _refine_subpel(blocks: _Blocks, gather: _BlockGatherer, vec: torch.Tensor) -
     costs = torch.empty((len(steps), n))
     for group in code.unique().tolist():
         hy, hx = group // 3 - 1, group % 3 - 1
-        rows = (code == group).nonzero()[:, 0]
-        window = _take(grid[1 + hy : 1 + hy + span, 1 + hx : 1 + hx + span], rows)
-        sub = blocks.subset(rows)
+        members = (code == group).nonzero()[:, 0]
+        window = _take(grid[1 + hy : 1 + hy + span, 1 + hx : 1 + hx + span], members)
+        sub = blocks.subset(members)
         centre = window[1::2, 1::2]
-        costs[0, rows] = sub.mean_sad(centre)
+        costs[0, members] = sub.cost(centre)
         for k, (dx, dy) in enumerate(steps[1:], start=1):
             other = window[1 + dy : span + dy : 2, 1 + dx : span + dx : 2]
-            costs[k, rows] = sub.mean_sad((other + centre).mul_(0.5))
-    offset = half.to(torch.float32)[None] * 0.5 + step_vec * 0.25  # (9, N, 2)
-    costs += _rate(vec[None] + offset, None)
-    return vec + offset[costs.min(dim=0).indices, torch.arange(n)]
+            costs[k, members] = sub.cost((other + centre).mul_(0.5))
+    offset = half.to(torch.float32)[None] * 0.5 + step_vec * 0.25  # (9, n, 2)
+    costs += _rate(vec[None] + offset, pred)
+    cost, best = costs.min(dim=0)
+    return vec + offset[best, torch.arange(n)], cost
+
+
+def _refine_subpel_smooth(
+    blocks: _Blocks, gather: _BlockGatherer, vec: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor:
+    """Sub-pel refinement from each block's own vector and from its neighbours' median.
+
+    Where a block's integer vector differs from the median of its 3x3
+    neighbourhood (an aperture-problem ambiguity, or a real motion edge), both are
+    refined and the cheaper kept; the rate term pulls toward the median.
+
+    Args:
+        blocks, gather: the full-resolution blocks and reference patches.
+        vec: ``(N, 2)`` integer field.
+        grid: ``(nby, nbx)`` block grid.
+
+    Returns:
+        ``(N, 2)`` quarter-pel (dx, dy) per block.
+    """
+    pred = _median_field(vec, grid)
+    out, cost = _refine_subpel(blocks, gather, vec, pred)
+    rows = (pred != vec).any(dim=1).nonzero()[:, 0]
+    if rows.numel():
+        alt, alt_cost = _refine_subpel(blocks.subset(rows), gather, pred[rows], pred[rows], rows)
+        better = alt_cost < cost[rows]
+        out[rows[better]] = alt[better]
+    return out
 
 
 def _halve(x: torch.Tensor) -> torch.Tensor:
@@ -440,14 +517,16 @@ def estimate_block_motion(
         levels[0] = tuple(t[..., : nby * block, : nbx * block] for t in levels[0])
         radii = [-(-search // (1 << lv)) for lv in range(depth + 1)]
         vec = _coarse_search(*levels[depth], block, radii[depth])
+        parent_grid = None
         for lv in range(depth, -1, -1):
             cur, ref, mask = levels[lv]
+            grid = (cur.shape[-2] // block, cur.shape[-1] // block)
             blocks = _Blocks.cut(cur, mask, block)
             gather = _BlockGatherer(ref, block, radii[lv] + 2)
-            if lv < depth:
-                grid = (cur.shape[-2] // block, cur.shape[-1] // block)
-                vec = _refine_integer(blocks, gather, vec, grid, radii[lv])
-        full = _refine_subpel(blocks, gather, vec).numpy()
+            if parent_grid is not None:
+                vec = _refine_integer(blocks, gather, vec, parent_grid, grid, radii[lv])
+            parent_grid = grid
+        full = _refine_subpel_smooth(blocks, gather, vec, (nby, nbx)).numpy()
 
     ys, xs = np.meshgrid(np.arange(nby) * block, np.arange(nbx) * block, indexing="ij")
     out = empty_mvs(nby * nbx)
@@ -471,8 +550,9 @@ def estimate_priors(
 
     The true references of HEVC/AV1/VP9 pictures are unknown, so vectors are
     measured against the adjacent display frames: P frames against the previous
-    frame, B frames against the previous and the next (when the window has one);
-    I frames get none.
+    frame, B frames against the previous and the next; I frames get none. A
+    neighbour outside the window gives no vectors (a P frame first in the window
+    has none, a B frame last in it only past ones).
 
     Args:
         frames: the window's pictures in display order, each ``(H, W, 3)`` uint8 RGB.
