@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from codecave.layers.warp import flow_warp
+
 from codecave.codec.priors import GRID, MB, CodedFrame, FramePriors
 
 #: Names of the partition classes, in one-hot channel order.
@@ -237,14 +239,7 @@ def warp_image(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         image: ``(C, H, W)`` picture.
         flow: ``(2, H, W)`` displacement (dx, dy) in pixels.
     """
-    _, h, w = image.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                            indexing="ij")
-    gx = (xs + flow[0]) * (2.0 / max(w - 1, 1)) - 1.0
-    gy = (ys + flow[1]) * (2.0 / max(h - 1, 1)) - 1.0
-    grid = torch.stack([gx, gy], dim=-1).unsqueeze(0)
-    return F.grid_sample(image.unsqueeze(0), grid, mode="bilinear", padding_mode="border",
-                         align_corners=True)[0]
+    return flow_warp(image.unsqueeze(0), flow.unsqueeze(0))[0]
 
 
 def iter_residuals(

@@ -1,0 +1,65 @@
+"""Spatial augmentations applied to frames and codec priors together.
+
+Design section 3: a horizontal flip negates dx, a vertical flip negates dy, a
+transpose swaps dx and dy (and the picture axes). The eight combinations give every
+flip and rot90 of the square dihedral group.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Keys of a sample whose last two axes are picture axes.
+SPATIAL = ("frames", "gt", "qp_map", "mv_past", "mv_future", "mv_valid", "partition")
+#: Keys holding (dx, dy) vector fields on axis -3.
+VECTORS = ("mv_past", "mv_future")
+
+
+def hflip(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mirror left-right; vectors' dx changes sign."""
+    out = dict(sample)
+    for key in SPATIAL:
+        if key in out:
+            out[key] = out[key].flip(-1)
+    for key in VECTORS:
+        if key in out:
+            out[key] = out[key] * torch.tensor([-1.0, 1.0]).view(2, 1, 1)
+    return out
+
+
+def vflip(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mirror top-bottom; vectors' dy changes sign."""
+    out = dict(sample)
+    for key in SPATIAL:
+        if key in out:
+            out[key] = out[key].flip(-2)
+    for key in VECTORS:
+        if key in out:
+            out[key] = out[key] * torch.tensor([1.0, -1.0]).view(2, 1, 1)
+    return out
+
+
+def transpose(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Swap the picture axes; vectors' dx and dy swap."""
+    out = dict(sample)
+    for key in SPATIAL:
+        if key in out:
+            out[key] = out[key].transpose(-1, -2)
+    for key in VECTORS:
+        if key in out:
+            out[key] = out[key].flip(-3)
+    return out
+
+
+def dihedral(sample: dict[str, torch.Tensor], code: int) -> dict[str, torch.Tensor]:
+    """Apply one of the 8 flips/rotations: bit 0 hflip, bit 1 vflip, bit 2 transpose.
+
+    ``code`` 5 (hflip then transpose) is a rot90; all tensors stay contiguous.
+    """
+    if code & 1:
+        sample = hflip(sample)
+    if code & 2:
+        sample = vflip(sample)
+    if code & 4:
+        sample = transpose(sample)
+    return {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in sample.items()}

@@ -1,0 +1,163 @@
+"""Training windows over a prepared dataset (see :mod:`codecave.data.prepare`).
+
+Each sample is a random window of ``T`` frames of one clip at one rate point,
+cropped on the 16x16 macroblock grid (so it is on the 4x4 prior grid too),
+upsampled to dense priors and flipped/rotated with its priors. Compressed vs
+"uncompressed" inputs are drawn as in PnP-VCVE's reference code: with probability
+``lossless_prob`` the input is x264 at CRF 0 (lossless, so its priors exist),
+otherwise one of the compressed rate points, uniformly.
+
+Sampling is a pure function of ``(seed, index)``, so a resumed run draws the same
+samples as an uninterrupted one whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from codecave.codec.priors import MB
+from codecave.codec.rasterize import GRID, dense_priors
+from codecave.data.augment import dihedral
+from codecave.data.prepare import PreparedClip, load_clip, load_manifest
+from codecave.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How training windows are drawn.
+
+    Attributes:
+        frames: window length ``T``.
+        crop: square crop side in pixels (a multiple of 16).
+        compressed: compressed rate points to draw from, uniformly.
+        lossless: the lossless rate point (x264 CRF 0), or "" for none.
+        lossless_prob: probability of drawing the lossless input.
+        qp_dropout: probability of hiding frame QPs (slice-type mode).
+        augment: random flips and rot90.
+    """
+
+    frames: int = 3
+    crop: int = 64
+    compressed: tuple[str, ...] = ("crf15", "crf25", "crf35")
+    lossless: str = "crf0"
+    lossless_prob: float = 0.2
+    qp_dropout: float = 0.25
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        if self.crop % MB:
+            raise DatasetError(f"crop {self.crop} must be a multiple of {MB}")
+        if self.frames < 1:
+            raise DatasetError(f"frames {self.frames} must be at least 1")
+
+
+def variant_crf(info: dict[str, object], variant: str) -> float:
+    """The sequence CRF of a prepared variant: the encoder's crf, else its fixed qp."""
+    v = info["variants"][variant]
+    for key in ("encoder_crf", "encoder_qp"):
+        if v.get(key) is not None:
+            return float(v[key])
+    raise DatasetError(f"{info['name']}/{variant}: no crf or qp recorded")
+
+
+def crop_sample(clip: PreparedClip, start: int, frames: int, y: int, x: int, size: int) -> dict[str, torch.Tensor]:
+    """Frames, ground truth and dense priors of one window and crop.
+
+    Args:
+        clip: a prepared clip variant.
+        start, frames: window in time.
+        y, x: top-left corner, multiples of 16.
+        size: crop side, a multiple of 16.
+
+    Returns:
+        ``frames`` / ``gt`` ``(T, 3, S, S)`` float in [0, 1], ``crf`` scalar and the
+        dense priors of :func:`~codecave.codec.rasterize.dense_priors`.
+    """
+    t = slice(start, start + frames)
+    g = slice(y // GRID, (y + size) // GRID), slice(x // GRID, (x + size) // GRID)
+    m = slice(y // MB, (y + size) // MB), slice(x // MB, (x + size) // MB)
+    p = clip.priors
+    stacked = {
+        "mv": p["mv"][t, :, :, g[0], g[1]],
+        "mv_valid": p["mv_valid"][t, :, g[0], g[1]],
+        "partition": p["partition"][t, g[0], g[1]],
+        "qp_map": p["qp_map"][t, m[0], m[1]],
+        "frame_type": p["frame_type"][t],
+        "qp": p["qp"][t],
+    }
+    sample = dense_priors(stacked, size, size)
+
+    def pixels(a: np.ndarray) -> torch.Tensor:
+        crop = np.ascontiguousarray(a[t, y : y + size, x : x + size])
+        return torch.from_numpy(crop).permute(0, 3, 1, 2).float() / 255
+
+    sample["frames"] = pixels(clip.decoded)
+    sample["gt"] = pixels(clip.gt)
+    sample["crf"] = torch.tensor(variant_crf(clip.info, clip.variant))
+    return sample
+
+
+class PreparedWindows(Dataset):
+    """Random windows over every clip of a prepared dataset.
+
+    Args:
+        root: prepared dataset folder.
+        spec: window settings.
+        length: number of samples (an epoch).
+        seed: sampling seed.
+        clips: clip names to use (default: all).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], spec: WindowSpec, length: int, seed: int = 0,
+                 clips: list[str] | None = None) -> None:
+        manifest = load_manifest(root)
+        self.root = root
+        self.spec = spec
+        self.length = length
+        self.seed = seed
+        self.clips = sorted(clips if clips is not None else manifest["clips"])
+        if not self.clips:
+            raise DatasetError(f"{root}: no clips")
+        settings = manifest["settings"]
+        variants = {f"crf{c:g}" for c in settings.get("crfs") or ()} | {f"qp{q:g}" for q in settings.get("qps") or ()}
+        wanted = set(spec.compressed) | ({spec.lossless} if spec.lossless else set())
+        if not wanted <= variants:
+            raise DatasetError(f"{root}: has rate points {sorted(variants)}, needs {sorted(wanted)}")
+        self._cache: dict[tuple[str, str], PreparedClip] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _clip(self, name: str, variant: str) -> PreparedClip:
+        key = (name, variant)
+        if key not in self._cache:
+            self._cache[key] = load_clip(self.root, name, variant)
+        return self._cache[key]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index])
+        spec = self.spec
+        name = self.clips[rng.integers(len(self.clips))]
+        if spec.lossless and rng.random() < spec.lossless_prob:
+            variant = spec.lossless
+        else:
+            variant = spec.compressed[rng.integers(len(spec.compressed))]
+        clip = self._clip(name, variant)
+        n, h, w = clip.decoded.shape[:3]
+        if n < spec.frames or h < spec.crop or w < spec.crop:
+            raise DatasetError(f"{name}: {n} frames of {w}x{h} is smaller than a "
+                               f"{spec.frames}-frame {spec.crop}px window")
+        start = int(rng.integers(n - spec.frames + 1))
+        y = MB * int(rng.integers((h - spec.crop) // MB + 1))
+        x = MB * int(rng.integers((w - spec.crop) // MB + 1))
+        sample = crop_sample(clip, start, spec.frames, y, x, spec.crop)
+        if rng.random() < spec.qp_dropout:
+            sample["qp"] = torch.full_like(sample["qp"], float("nan"))
+        if spec.augment:
+            sample = dihedral(sample, int(rng.integers(8)))
+        return sample

@@ -1,0 +1,231 @@
+"""Training configs: YAML files parsed into frozen, validated dataclasses.
+
+A config has four sections (``model``, ``data``, ``train`` and an optional
+``name``/``out``); unknown keys and wrong types are errors that name the key.
+The resolved config is written next to every checkpoint (``config.yaml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from codecave.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Which model to train.
+
+    Attributes:
+        name: registered model name.
+        variant: ``small`` or ``paper``.
+        overrides: architecture fields to change (ablations), e.g. ``{mv_align: false}``.
+    """
+
+    name: str = "pnp_vcve"
+    variant: str = "small"
+    overrides: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Training data: a prepared dataset and how windows are drawn from it.
+
+    Attributes:
+        root: prepared dataset folder (``codecave prepare ... --crf 0,15,25,35``);
+            relative paths are taken from the working directory.
+        frames, crop, compressed, lossless, lossless_prob, qp_dropout, augment:
+            see :class:`codecave.data.dataset.WindowSpec`.
+        workers: data-loader processes.
+    """
+
+    root: str = "data/train"
+    frames: int = 3
+    crop: int = 64
+    compressed: tuple[str, ...] = ("crf15", "crf25", "crf35")
+    lossless: str = "crf0"
+    lossless_prob: float = 0.2
+    qp_dropout: float = 0.25
+    augment: bool = True
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """Optimisation.
+
+    Attributes:
+        steps: total optimiser steps (the cosine schedule spans them).
+        batch_size: samples per step and process.
+        lr, min_lr: cosine schedule from ``lr`` down to ``min_lr``.
+        betas: Adam betas.
+        grad_clip: maximum gradient norm (0 = off).
+        stage_weight: weight of the loss on the intermediate (CAA) output.
+        seed: seed for initialisation and sampling.
+        checkpoint_every: steps between checkpoints.
+        log_every: steps between log lines and TensorBoard scalars.
+        max_minutes: stop (with a checkpoint) after this much wall time; resume later.
+        threads: torch CPU threads (0 = torch's default).
+    """
+
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 2e-4
+    min_lr: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    stage_weight: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 20
+    max_minutes: float = 0.0
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training recipe.
+
+    Attributes:
+        name: run name.
+        out: output folder for checkpoints and logs (relative to the working directory).
+        model, data, train: sections.
+    """
+
+    name: str = "run"
+    out: str = "runs/run"
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    train: TrainSection = TrainSection()
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain types, for YAML."""
+        def plain(v: object) -> object:
+            if isinstance(v, tuple):
+                return [plain(x) for x in v]
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            return v
+        return plain(dataclasses.asdict(self))  # type: ignore[return-value]
+
+
+def _coerce(value: object, tp: object, where: str) -> object:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)  # type: ignore[arg-type]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        item = args[0]
+        if len(args) == 2 and args[1] is Ellipsis or len(args) == 1:
+            return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: object, where: str) -> object:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _validate(cfg: TrainConfig) -> None:
+    t, d = cfg.train, cfg.data
+    checks = [
+        (t.steps > 0, "train.steps must be positive"),
+        (t.batch_size > 0, "train.batch_size must be positive"),
+        (0 < t.lr, "train.lr must be positive"),
+        (0 <= t.min_lr <= t.lr, "train.min_lr must be in [0, lr]"),
+        (t.checkpoint_every > 0 and t.log_every > 0, "train.checkpoint_every and log_every must be positive"),
+        (d.crop % 16 == 0 and d.crop > 0, f"data.crop {d.crop} must be a positive multiple of 16"),
+        (0 <= d.lossless_prob <= 1 and 0 <= d.qp_dropout <= 1, "data probabilities must be in [0, 1]"),
+        (d.frames >= 1, "data.frames must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def parse_config(data: dict[str, object], base: str | os.PathLike[str] = ".") -> TrainConfig:
+    """Build a validated config from a mapping; relative paths are resolved against ``base``."""
+    cfg = _build(TrainConfig, data, "")
+    assert isinstance(cfg, TrainConfig)
+    _validate(cfg)
+    base = Path(base)
+    root = str((base / cfg.data.root).resolve()) if not os.path.isabs(cfg.data.root) else cfg.data.root
+    out = str((base / cfg.out).resolve()) if not os.path.isabs(cfg.out) else cfg.out
+    return dataclasses.replace(cfg, out=out, data=dataclasses.replace(cfg.data, root=root))
+
+
+def load_config(path: str | os.PathLike[str], overrides: dict[str, object] | None = None) -> TrainConfig:
+    """Read a YAML recipe.
+
+    Args:
+        path: YAML file.
+        overrides: dotted keys to set after reading, e.g. ``{"train.steps": 10}``.
+
+    Raises:
+        ConfigError: unreadable YAML, unknown keys, wrong types or bad values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    for key, value in (overrides or {}).items():
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,192 @@
+"""The training loop shared by every method.
+
+Adam with a cosine learning-rate schedule, gradient clipping, atomic checkpoints
+with exact resume (sampling is indexed by step, and the optimiser and RNG states
+are saved), a progress bar with loss, learning rate and speed, a ``metrics.jsonl``
+log and TensorBoard scalars.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from codecave.data.dataset import PreparedWindows, WindowSpec
+from codecave.engine import checkpoint as ckpt
+from codecave.engine.config import TrainConfig, save_config
+from codecave.engine.distributed import Dist, mean_across, setup, teardown
+from codecave.losses import charbonnier
+from codecave.models.registry import build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` did.
+
+    Attributes:
+        out: run folder.
+        step: steps completed in total.
+        finished: True when the schedule's last step is done.
+        loss: mean loss over the last logging interval.
+        seconds: wall time of training over all sessions of this run.
+    """
+
+    out: Path
+    step: int
+    finished: bool
+    loss: float
+    seconds: float
+
+
+def cosine_lr(step: int, steps: int, lr: float, min_lr: float) -> float:
+    """Cosine decay from ``lr`` at step 0 to ``min_lr`` at ``steps``."""
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(step, steps) / steps))
+
+
+class StepSampler(Sampler[int]):
+    """Sample indices for steps ``start..steps``: process ``rank`` of ``world`` takes
+    its slice of each global batch, so resuming at a step draws what an
+    uninterrupted run would have drawn."""
+
+    def __init__(self, start: int, steps: int, batch: int, env: Dist) -> None:
+        self.start, self.steps, self.batch, self.env = start, steps, batch, env
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.start, self.steps):
+            first = (step * self.env.world + self.env.rank) * self.batch
+            yield from range(first, first + self.batch)
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.batch
+
+
+def _window_spec(cfg: TrainConfig) -> WindowSpec:
+    d = cfg.data
+    return WindowSpec(frames=d.frames, crop=d.crop, compressed=d.compressed, lossless=d.lossless,
+                      lossless_prob=d.lossless_prob, qp_dropout=d.qp_dropout, augment=d.augment)
+
+
+def _tensorboard(folder: Path) -> object | None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed: scalars go to metrics.jsonl only")
+        return None
+    return SummaryWriter(str(folder / "tb"))
+
+
+def _progress(total: int, initial: int, enabled: bool) -> object | None:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, device: str = "auto") -> TrainResult:
+    """Train a model from a config; resume from the run folder's checkpoint if present.
+
+    Args:
+        cfg: validated config (:func:`codecave.engine.config.load_config`).
+        resume: continue from ``cfg.out/checkpoint.pt`` when it exists.
+        progress: show a progress bar (rank 0 only).
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Returns:
+        A :class:`TrainResult`.
+    """
+    env = setup(device)
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    out = Path(cfg.out)
+    torch.manual_seed(t.seed)
+    model = build_model(cfg.model.name, cfg.model.variant, **cfg.model.overrides).to(env.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=t.betas)
+    state = ckpt.load_checkpoint(out) if resume else None
+    start, elapsed = 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        ckpt.set_rng_state(state["rng"])
+        start, elapsed = int(state["step"]), float(state["extra"].get("seconds", 0.0))
+        log.info("resuming %s at step %d", out, start)
+    net: nn.Module = model
+    if env.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None)
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    metadata = {"model": cfg.model.name, "variant": cfg.model.variant,
+                "config": model.describe(), "run": cfg.name}
+
+    def save(step: int) -> None:
+        if env.main:
+            ckpt.save_checkpoint(out, model, optimizer, step, {"seconds": elapsed + time.perf_counter() - t0},
+                                 metadata)
+
+    dataset = PreparedWindows(cfg.data.root, _window_spec(cfg), length=(t.steps * env.world + env.world) * t.batch_size,
+                              seed=t.seed)
+    loader = DataLoader(dataset, batch_size=t.batch_size, sampler=StepSampler(start, t.steps, t.batch_size, env),
+                        num_workers=cfg.data.workers, persistent_workers=False)
+    writer = _tensorboard(out) if env.main else None
+    bar = _progress(t.steps, start, progress and env.main)
+    t0 = time.perf_counter()
+    step, recent, loss_value = start, [], float("nan")
+    net.train()
+    for batch in loader:
+        batch = {k: v.to(env.device) for k, v in batch.items()}
+        lr = cosine_lr(step, t.steps, t.lr, t.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x_hat, x_caa = net(batch["frames"], batch, return_stages=True)
+        loss = charbonnier(x_hat, batch["gt"])
+        if t.stage_weight:
+            loss = loss + t.stage_weight * charbonnier(x_caa, batch["gt"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        step += 1
+        recent.append(float(loss.detach()))
+        if step % t.log_every == 0 or step == t.steps:
+            loss_value = mean_across(sum(recent) / len(recent), env)
+            recent = []
+            if env.main:
+                seconds = elapsed + time.perf_counter() - t0
+                record = {"step": step, "loss": loss_value, "lr": lr, "seconds": round(seconds, 2)}
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if writer is not None:
+                    writer.add_scalar("train/loss", loss_value, step)
+                    writer.add_scalar("train/lr", lr, step)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{recent[-1] if recent else loss_value:.4f}", lr=f"{lr:.2e}")
+        if step % t.checkpoint_every == 0 or step == t.steps:
+            save(step)
+        out_of_time = bool(t.max_minutes) and time.perf_counter() - t0 > 60 * t.max_minutes
+        if env.world > 1:
+            out_of_time = mean_across(float(out_of_time), env) > 0
+        if out_of_time and step < t.steps:
+            save(step)
+            log.warning("stopping after %.1f minutes at step %d; run again to resume", t.max_minutes, step)
+            break
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    teardown(env)
+    return TrainResult(out, step, step >= t.steps, loss_value, elapsed + time.perf_counter() - t0)

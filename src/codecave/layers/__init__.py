@@ -1,0 +1,1 @@
+"""Building blocks shared by the models: warping, residual blocks, expert mixing."""

@@ -1,0 +1,71 @@
+"""PSNR and SSIM on the Y channel of BT.601 YCbCr (the papers' convention).
+
+Y is computed as MATLAB's ``rgb2ycbcr`` does: ``Y = 16 + 65.481 R + 128.553 G +
+24.966 B`` for RGB in [0, 1], giving Y in [16, 235], and both metrics use a peak of
+255.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+_Y_WEIGHTS = (65.481, 128.553, 24.966)
+
+
+def rgb_to_y(rgb: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, H, W)`` RGB in [0, 1] -> ``(..., 1, H, W)`` BT.601 Y in [16, 235]."""
+    w = torch.tensor(_Y_WEIGHTS, dtype=torch.float64, device=rgb.device).view(3, 1, 1)
+    return 16.0 + (rgb.double() * w).sum(dim=-3, keepdim=True)
+
+
+def psnr_y(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB on Y, per picture.
+
+    Args:
+        x, ref: ``(..., 3, H, W)`` RGB in [0, 1] (quantise to 8 bit first to match
+            what a decoder would show).
+
+    Returns:
+        ``(...)`` PSNR; ``inf`` for identical pictures.
+    """
+    mse = (rgb_to_y(x) - rgb_to_y(ref)).pow(2).mean(dim=(-3, -2, -1))
+    return 10.0 * torch.log10(255.0**2 / mse)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).view(1, 1, size, size)
+
+
+def ssim_y(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """SSIM on Y (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03),
+    averaged over the valid window positions.
+
+    Args:
+        x, ref: ``(..., 3, H, W)`` RGB in [0, 1].
+
+    Returns:
+        ``(...)`` SSIM.
+    """
+    lead = x.shape[:-3]
+    a = rgb_to_y(x).reshape(-1, 1, *x.shape[-2:])
+    b = rgb_to_y(ref).reshape(-1, 1, *x.shape[-2:])
+    win = _gaussian_window().to(a.device)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_a, mu_b = F.conv2d(a, win), F.conv2d(b, win)
+    var_a = F.conv2d(a * a, win) - mu_a**2
+    var_b = F.conv2d(b * b, win) - mu_b**2
+    cov = F.conv2d(a * b, win) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.mean(dim=(-3, -2, -1)).reshape(lead)
+
+
+def mean_finite(values: list[float]) -> float:
+    """Mean of the finite values (PSNR of identical frames is infinite); NaN if none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else float("nan")

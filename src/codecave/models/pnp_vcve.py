@@ -1,0 +1,227 @@
+"""PnP-VCVE: plug-and-play versatile compressed video enhancement.
+
+Zeng et al., "Plug-and-Play Versatile Compressed Video Enhancement", CVPR 2025.
+
+Two stages:
+
+* **CAA** (compression-aware adaptation): a light network whose convolutions are
+  mixtures of ``N`` experts. The sequence CRF picks the mixture once per video; the
+  frame QP (or slice type) re-weights it per frame. Its output is a first enhanced
+  frame ``x_caa``.
+* **BAE** (bitstream-aware enhancement): features of the CAA-enhanced previous and
+  next frames are warped to the current frame with the decoder's motion vectors,
+  fused with the current frame, and refined by residual blocks whose output is the
+  adapted convolution plus one filter per partition-size region.
+
+The ``small`` variant works on 2x pixel-unshuffled frames with 32 channels so that
+it trains on two CPU cores; ``paper`` keeps full resolution and 64 channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from codecave.layers.blocks import crop_to, pad_to_multiple
+from codecave.layers.dynamic import ExpertConv2d, FrameParameterGenerator, SequenceWeightGenerator, frame_code
+from codecave.layers.warp import flow_warp
+
+#: Partition classes refined by their own filter: 16x16, 16x8/8x16, 8x8 and smaller.
+REFINED_REGIONS = 3
+
+
+@dataclass(frozen=True)
+class PnPVCVEConfig:
+    """Architecture of a PnP-VCVE model.
+
+    Attributes:
+        channels: feature channels of both stages.
+        caa_blocks: residual blocks of adapted convolutions in the CAA stage.
+        bae_blocks: region-aware residual blocks in the BAE stage.
+        n_experts: experts per adapted layer (``N``).
+        unshuffle: pixel-unshuffle factor the network works at (1 = full resolution).
+        caa: False runs one expert with no frame-wise transfer (ablation "w/o CAA").
+        mv_align: False concatenates neighbours without warping (ablation "w/o MV").
+        region_refine: False drops the partition filters (ablation "w/o region").
+    """
+
+    channels: int = 32
+    caa_blocks: int = 2
+    bae_blocks: int = 8
+    n_experts: int = 6
+    unshuffle: int = 2
+    caa: bool = True
+    mv_align: bool = True
+    region_refine: bool = True
+
+
+VARIANTS: dict[str, PnPVCVEConfig] = {
+    "small": PnPVCVEConfig(),
+    "paper": PnPVCVEConfig(channels=64, caa_blocks=4, bae_blocks=8, n_experts=6, unshuffle=1),
+}
+
+
+def _downsample_priors(priors: dict[str, torch.Tensor], s: int) -> dict[str, torch.Tensor]:
+    """Flatten ``(B, T, ...)`` dense priors to ``(B*T, ...)`` at 1/s resolution."""
+    out = {}
+    for key in ("mv_past", "mv_future", "mv_valid", "partition"):
+        x = priors[key].flatten(0, 1).float()
+        if s > 1:
+            x = F.avg_pool2d(x, s)
+        out[key] = x / s if key.startswith("mv_") and key != "mv_valid" else x
+    return out
+
+
+def _shift(x: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Neighbour along time: ``out[:, t] = x[:, t + step]`` (zeros beyond the clip).
+
+    Returns:
+        The shifted ``(B, T, ...)`` tensor and ``(B, T)`` float presence flags.
+    """
+    b, t = x.shape[:2]
+    out = torch.zeros_like(x)
+    present = torch.zeros(b, t, dtype=x.dtype, device=x.device)
+    if step < 0:
+        out[:, -step:] = x[:, :step]
+        present[:, -step:] = 1
+    else:
+        out[:, :-step] = x[:, step:]
+        present[:, :-step] = 1
+    return out, present
+
+
+class PnPVCVE(nn.Module):
+    """Compression-aware adaptation + bitstream-aware enhancement.
+
+    Args:
+        config: architecture; see :data:`VARIANTS`.
+    """
+
+    #: Priors the model reads (design section 3).
+    needs_priors = ("crf", "qp", "frame_type", "mv_past", "mv_future", "mv_valid", "partition")
+    #: Frame sizes are padded internally to a multiple of this.
+    stride = 1
+
+    def __init__(self, config: PnPVCVEConfig = PnPVCVEConfig()) -> None:
+        super().__init__()
+        self.config = config
+        c, s = config.channels, config.unshuffle
+        n = config.n_experts if config.caa else 1
+        cin = 3 * s * s
+        self.caa_in = ExpertConv2d(cin, c, 3, n)
+        self.caa_body = nn.ModuleList(ExpertConv2d(c, c, 3, n) for _ in range(2 * config.caa_blocks))
+        self.caa_out = nn.Conv2d(c, cin, 3, padding=1)
+        self.bae_feat = nn.Conv2d(cin, c, 3, padding=1)
+        self.bae_fuse = nn.Conv2d(3 * c + cin + 2, c, 3, padding=1)
+        self.bae_conv = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1) for _ in range(config.bae_blocks))
+        self.bae_adapted = nn.ModuleList(ExpertConv2d(c, c, 3, n) for _ in range(config.bae_blocks))
+        if config.region_refine:
+            self.bae_refine = nn.ModuleList(
+                nn.Conv2d(c, c * REFINED_REGIONS, 3, padding=1) for _ in range(config.bae_blocks))
+        self.bae_out = nn.Conv2d(c, cin, 3, padding=1)
+        nn.init.zeros_(self.caa_out.weight)
+        nn.init.zeros_(self.caa_out.bias)
+        nn.init.zeros_(self.bae_out.weight)
+        nn.init.zeros_(self.bae_out.bias)
+        if config.caa:
+            self.sequence_generator = SequenceWeightGenerator(n)
+            self.frame_generator = FrameParameterGenerator(sum(m.out_channels for m in self._adapted()))
+
+    def _adapted(self) -> list[ExpertConv2d]:
+        return [self.caa_in, *self.caa_body, *self.bae_adapted]
+
+    def adapt(self, crf: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The sequence-wise layers: mix every adapted layer's experts once per video.
+
+        Args:
+            crf: ``(B,)`` sequence CRF.
+
+        Returns:
+            One ``(weight, bias)`` per adapted layer, reusable for all frames of the
+            videos (pass it to :meth:`forward` as ``sequence``).
+        """
+        if self.config.caa:
+            alpha = self.sequence_generator(crf.float())
+        else:
+            alpha = torch.ones(crf.shape[0], 1, device=crf.device)
+        return [m.mix(alpha) for m in self._adapted()]
+
+    def _frame_scales(self, priors: dict[str, torch.Tensor]) -> list[torch.Tensor | None]:
+        layers = self._adapted()
+        if not self.config.caa:
+            return [None] * len(layers)
+        code = frame_code(priors["qp"].float(), priors["frame_type"])
+        scales = self.frame_generator(code)
+        return list(scales.split([m.out_channels for m in layers], dim=-1))
+
+    def forward(self, frames: torch.Tensor, priors: dict[str, torch.Tensor],
+                sequence: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                return_stages: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Enhance a clip.
+
+        Args:
+            frames: ``(B, T, 3, H, W)`` decoded frames in [0, 1].
+            priors: dense priors (:attr:`needs_priors`), ``(B, T, ...)`` as in design section 3.
+            sequence: precomputed :meth:`adapt` output (else computed from ``priors["crf"]``).
+            return_stages: also return the CAA stage's output.
+
+        Returns:
+            ``(B, T, 3, H, W)`` enhanced frames (and the CAA output when asked).
+        """
+        b, t = frames.shape[:2]
+        s = self.config.unshuffle
+        frames_p, size = pad_to_multiple(frames, s)
+        dense = {k: pad_to_multiple(priors[k], s)[0] for k in ("mv_past", "mv_future", "mv_valid", "partition")}
+        small = _downsample_priors(dense, s)
+        x = F.pixel_unshuffle(frames_p.flatten(0, 1), s) if s > 1 else frames_p.flatten(0, 1)
+        mixed = sequence if sequence is not None else self.adapt(priors["crf"])
+        scales = self._frame_scales(priors)
+        layers = iter(zip(self._adapted(), mixed, scales))
+
+        def adapted(feat: torch.Tensor) -> torch.Tensor:
+            layer, mix, scale = next(layers)
+            y = layer(feat.view(b, t, *feat.shape[1:]), mix, scale)
+            return y.flatten(0, 1)
+
+        f = F.relu(adapted(x))
+        for _ in range(self.config.caa_blocks):
+            f = f + adapted(F.relu(adapted(f)))
+        x_caa = x + self.caa_out(f)
+
+        feat = self.bae_feat(x_caa)
+        g = F.relu(self.bae_fuse(torch.cat(self._neighbours(feat, small, b, t) + [feat, x_caa], dim=1)))
+        masks = small["partition"][:, :REFINED_REGIONS]
+        for i in range(self.config.bae_blocks):
+            h = F.relu(self.bae_conv[i](g))
+            y = adapted(h)
+            if self.config.region_refine:
+                refined = self.bae_refine[i](h).view(h.shape[0], REFINED_REGIONS, -1, *h.shape[-2:])
+                y = y + (refined * masks.unsqueeze(2)).sum(dim=1)
+            g = g + y
+        x_hat = x_caa + self.bae_out(g)
+
+        def back(z: torch.Tensor) -> torch.Tensor:
+            z = F.pixel_shuffle(z, s) if s > 1 else z
+            return crop_to(z.view(b, t, *z.shape[1:]), size)
+
+        return (back(x_hat), back(x_caa)) if return_stages else back(x_hat)
+
+    def _neighbours(self, feat: torch.Tensor, small: dict[str, torch.Tensor], b: int, t: int) -> list[torch.Tensor]:
+        """Previous and next features warped to each frame, plus their validity masks."""
+        clip = feat.view(b, t, *feat.shape[1:])
+        out, valid = [], []
+        for step, key, index in ((-1, "mv_past", 0), (1, "mv_future", 1)):
+            nb, present = _shift(clip, step)
+            nb = nb.flatten(0, 1)
+            if self.config.mv_align:
+                nb = flow_warp(nb, small[key])
+            out.append(nb)
+            valid.append(small["mv_valid"][:, index : index + 1] * present.flatten().view(-1, 1, 1, 1))
+        return [out[0], out[1], *valid]
+
+    def describe(self) -> dict[str, object]:
+        """Architecture settings, as saved beside weights."""
+        return asdict(self.config)

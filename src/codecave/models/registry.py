@@ -1,0 +1,141 @@
+"""The only entry points to models: :func:`create_model` and :func:`list_models`.
+
+Shipped weights live in ``codecave/weights`` and are listed in its ``manifest.json``
+with the architecture they were trained with, their training data and settings, and
+measured validation scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+from torch import nn
+
+from codecave.errors import ConfigError
+from codecave.models import pnp_vcve
+
+#: name -> (model class, config class, variants). Static: no registration at import time.
+_MODELS = {
+    "pnp_vcve": (pnp_vcve.PnPVCVE, pnp_vcve.PnPVCVEConfig, pnp_vcve.VARIANTS),
+}
+#: The model ``codecave enhance`` uses unless told otherwise.
+DEFAULT_MODEL = "pnp_vcve"
+
+
+def list_models() -> list[str]:
+    """Names of the registered models."""
+    return sorted(_MODELS)
+
+
+def _entry(name: str) -> tuple[type[nn.Module], type, dict[str, object]]:
+    if name not in _MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+    return _MODELS[name]
+
+
+def weights_manifest() -> dict[str, dict[str, object]]:
+    """The shipped weights' manifest (``codecave/weights/manifest.json``)."""
+    path = resources.files("codecave") / "weights" / "manifest.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def model_info(name: str, variant: str = "small") -> dict[str, object]:
+    """Architecture of a variant and, when shipped, its weights' manifest entry."""
+    _, _, variants = _entry(name)
+    if variant not in variants:
+        raise ConfigError(f"{name}: unknown variant {variant!r}; choose one of {', '.join(variants)}")
+    info: dict[str, object] = {"model": name, "variant": variant,
+                               "config": dataclasses.asdict(variants[variant])}
+    shipped = weights_manifest().get(f"{name}_{variant}")
+    if shipped:
+        info["weights"] = shipped
+    return info
+
+
+def build_model(name: str, variant: str = "small", **overrides: object) -> nn.Module:
+    """A freshly initialised model (no weights loaded).
+
+    Args:
+        name: a name from :func:`list_models`.
+        variant: ``small`` or ``paper``.
+        **overrides: architecture fields to change (e.g. ``mv_align=False``).
+    """
+    cls, config_cls, variants = _entry(name)
+    if variant not in variants:
+        raise ConfigError(f"{name}: unknown variant {variant!r}; choose one of {', '.join(variants)}")
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ConfigError(f"{name}: unknown setting(s) {sorted(unknown)}; known: {sorted(fields)}")
+    return cls(dataclasses.replace(variants[variant], **overrides))
+
+
+def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | None = "default",
+                 variant: str = "small", **overrides: object) -> nn.Module:
+    """Build a model and load weights into it.
+
+    Args:
+        name: a name from :func:`list_models`.
+        weights: ``"default"`` for the shipped weights of this variant, a path to a
+            ``.safetensors`` file (or a training checkpoint folder's ``model.safetensors``),
+            or None for random initialisation.
+        variant: ``small`` or ``paper``.
+        **overrides: architecture fields to change.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        ConfigError: unknown name, variant or setting, or no shipped weights.
+    """
+    from safetensors.torch import load_file
+
+    if weights is None:
+        return build_model(name, variant, **overrides).eval()
+    if weights == "default":
+        entry = weights_manifest().get(f"{name}_{variant}")
+        if entry is None:
+            raise ConfigError(f"no shipped weights for {name} ({variant}); pass weights=PATH or weights=None")
+        path = resources.files("codecave") / "weights" / str(entry["file"])
+        arch = {**dict(entry.get("config", {})), **overrides}
+    else:
+        path = Path(weights)
+        if path.is_dir():
+            path = path / "model.safetensors"
+        if not path.is_file():
+            raise ConfigError(f"{weights}: no such weights file")
+        arch = {**_saved_architecture(path), **overrides}
+    model = build_model(name, variant, **arch)
+    with resources.as_file(path) if not isinstance(path, Path) else _nullcontext(path) as real:
+        state = load_file(str(real))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConfigError(f"{path}: weights do not fit {name} ({variant}): "
+                          f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.eval()
+
+
+def _saved_architecture(path: Path) -> dict[str, object]:
+    """Architecture stored in a safetensors file's metadata by the trainer, if any."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta.get("config", "{}"))
+
+
+class _nullcontext:
+    def __init__(self, value: Path) -> None:
+        self.value = value
+
+    def __enter__(self) -> Path:
+        return self.value
+
+    def __exit__(self, *exc: object) -> None:
+        return None
