@@ -46,3 +46,7 @@ class DatasetError(CodecaveError, ValueError):
 
 class ConfigError(CodecaveError, ValueError):
     """A configuration value is invalid."""
+
+
+class OutputExistsError(CodecaveError, FileExistsError):
+    """The output file exists (pass ``overwrite``) or is the input itself."""

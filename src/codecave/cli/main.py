@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from codecave import __version__
-from codecave.cli import prepare, probe, train
+from codecave.cli import demo, enhance, evaluate, prepare, probe, train
 from codecave.errors import CodecaveError
 
-COMMANDS = {"probe": probe, "prepare": prepare, "train": train}
+COMMANDS = {"probe": probe, "prepare": prepare, "train": train, "evaluate": evaluate, "enhance": enhance, "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:

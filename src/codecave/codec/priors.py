@@ -18,6 +18,8 @@ Motion vectors of one frame are a structured array of :data:`MV_DTYPE`, one row 
 from __future__ import annotations
 
 import enum
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
@@ -203,3 +205,41 @@ class CodedFrame:
     def width(self) -> int:
         """Picture width in pixels."""
         return int(self.rgb.shape[1])
+
+
+#: Mean frame QP minus CRF per slice type in x264 CRF encodes (preset medium, 3
+#: B-frames), measured over the training set's 15/25/35 rate points; see
+#: ``benchmarks/crf_estimate.py``, which re-measures them and the estimate's error.
+CRF_QP_OFFSET = {FrameType.I: 1.7, FrameType.P: 4.9, FrameType.B: 5.5}
+
+
+def estimate_crf(qp: Sequence[float], frame_type: Sequence[int]) -> float | None:
+    """Estimate a sequence CRF from frame QPs (for files without encoder settings).
+
+    Each frame's QP minus the typical offset of its slice type (:data:`CRF_QP_OFFSET`)
+    is averaged. Returns None when no frame has a QP.
+    """
+    values = [q - CRF_QP_OFFSET[FrameType(int(t))] for q, t in zip(qp, frame_type)
+              if q is not None and math.isfinite(q)]
+    return float(sum(values) / len(values)) if values else None
+
+
+def sequence_crf(encoder: EncoderSettings | None, qp: Sequence[float], frame_type: Sequence[int]) -> tuple[float, str]:
+    """The sequence CRF a model is conditioned on, and where it came from.
+
+    Order: the encoder's CRF from its SEI, its constant QP, an estimate from the
+    frame QPs (:func:`estimate_crf`), and finally 23 (x264's default) when the file
+    carries no QP at all.
+
+    Returns:
+        ``(crf, source)`` with source ``"encoder crf"``, ``"encoder qp"``,
+        ``"estimated from frame QP"`` or ``"default (no QP in the file)"``.
+    """
+    if encoder is not None and encoder.crf is not None:
+        return float(encoder.crf), "encoder crf"
+    if encoder is not None and encoder.qp is not None:
+        return float(encoder.qp), "encoder qp"
+    estimate = estimate_crf(qp, frame_type)
+    if estimate is not None:
+        return max(0.0, min(51.0, estimate)), "estimated from frame QP"
+    return 23.0, "default (no QP in the file)"

@@ -149,6 +149,30 @@ def stack_compact(frames: Sequence[CompactPriors]) -> dict[str, np.ndarray]:
     }
 
 
+def crop_compact(stacked: dict[str, np.ndarray], y: int, x: int, height: int, width: int) -> dict[str, np.ndarray]:
+    """Cut a picture region out of stacked compact priors.
+
+    Args:
+        stacked: output of :func:`stack_compact` (any time slice).
+        y, x: top-left corner in pixels, multiples of 16 (the macroblock grid, which
+            is also on the 4x4 prior grid).
+        height, width: region size in pixels (may end at a partial block).
+
+    Returns:
+        The same keys, cut to the region; scalars per frame unchanged.
+    """
+    if y % MB or x % MB:
+        raise ValueError(f"crop corner ({x}, {y}) is not on the {MB}-pixel macroblock grid")
+    g = (slice(y // GRID, -(-(y + height) // GRID)), slice(x // GRID, -(-(x + width) // GRID)))
+    m = (slice(y // MB, -(-(y + height) // MB)), slice(x // MB, -(-(x + width) // MB)))
+    out = dict(stacked)
+    out["mv"] = stacked["mv"][..., g[0], g[1]]
+    out["mv_valid"] = stacked["mv_valid"][..., g[0], g[1]]
+    out["partition"] = stacked["partition"][..., g[0], g[1]]
+    out["qp_map"] = stacked["qp_map"][..., m[0], m[1]]
+    return out
+
+
 def dense_priors(stacked: dict[str, np.ndarray], height: int, width: int) -> dict[str, torch.Tensor]:
     """Upsample a clip's stacked compact priors to pixels (the design's contract).
 

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from codecave.codec.priors import MB
-from codecave.codec.rasterize import GRID, dense_priors
+from codecave.codec.rasterize import crop_compact, dense_priors
 from codecave.data.augment import dihedral
 from codecave.data.prepare import PreparedClip, load_clip, load_manifest
 from codecave.errors import DatasetError
@@ -79,17 +79,9 @@ def crop_sample(clip: PreparedClip, start: int, frames: int, y: int, x: int, siz
         dense priors of :func:`~codecave.codec.rasterize.dense_priors`.
     """
     t = slice(start, start + frames)
-    g = slice(y // GRID, (y + size) // GRID), slice(x // GRID, (x + size) // GRID)
-    m = slice(y // MB, (y + size) // MB), slice(x // MB, (x + size) // MB)
-    p = clip.priors
-    stacked = {
-        "mv": p["mv"][t, :, :, g[0], g[1]],
-        "mv_valid": p["mv_valid"][t, :, g[0], g[1]],
-        "partition": p["partition"][t, g[0], g[1]],
-        "qp_map": p["qp_map"][t, m[0], m[1]],
-        "frame_type": p["frame_type"][t],
-        "qp": p["qp"][t],
-    }
+    window = {k: v[t] for k, v in clip.priors.items() if k in ("mv", "mv_valid", "partition", "qp_map",
+                                                                  "frame_type", "qp")}
+    stacked = crop_compact(window, y, x, size, size)
     sample = dense_priors(stacked, size, size)
 
     def pixels(a: np.ndarray) -> torch.Tensor:

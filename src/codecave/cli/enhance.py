@@ -1,0 +1,85 @@
+"""``codecave enhance IN OUT``: enhance a whole video file into a new one."""
+
+from __future__ import annotations
+
+import argparse
+
+from codecave.errors import ConfigError
+
+#: --codec choices -> encoder settings.
+OUTPUT_CODECS = {
+    "x264": {"codec": "x264"},
+    "x264-lossless": {"codec": "x264", "crf": None, "qp": 0.0, "pix_fmt": "yuv444p"},
+    "x265": {"codec": "x265"},
+    "ffv1": {"codec": "ffv1", "crf": None, "pix_fmt": "bgr0"},
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("enhance", help="enhance a video file into a new file",
+                       description="Enhance every frame of IN with a model that reads IN's codec priors, and "
+                                   "write OUT with IN's timestamps, frame rate, colour metadata, rotation, audio "
+                                   "and subtitles. OUT appears only when complete.")
+    p.add_argument("input", metavar="IN", help="video to enhance")
+    p.add_argument("output", metavar="OUT", help="new video file (.mp4, .mkv, ...)")
+    p.add_argument("--model", default="pnp_vcve", help="registered model (default pnp_vcve)")
+    p.add_argument("--variant", default="small", help="model variant (default small)")
+    p.add_argument("--weights", default="default", help="'default' (shipped), a .safetensors file or a run folder")
+    p.add_argument("--codec", default="x264", choices=sorted(OUTPUT_CODECS),
+                   help="output encoding (default x264 at CRF 14; x264-lossless and ffv1 are lossless)")
+    p.add_argument("--crf", type=float, default=None, help="output CRF for x264/x265 (default 14)")
+    p.add_argument("--preset", default="medium", help="x264/x265 preset (default medium)")
+    p.add_argument("--frames", default=None, metavar="START:END", help="enhance only these frames (END exclusive)")
+    p.add_argument("--input-crf", type=float, default=None,
+                   help="sequence CRF of IN (default: read from IN's encoder settings or estimated from its QPs)")
+    p.add_argument("--tile", type=int, default=0, help="process frames in tiles of this many pixels (multiple of 16)")
+    p.add_argument("--tile-overlap", type=int, default=32, help="context around each tile in pixels (default 32)")
+    p.add_argument("--chunk", type=int, default=4, help="frames per model call (default 4)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for the model (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def parse_range(text: str | None) -> tuple[int, int | None] | None:
+    """``"10:20"`` -> ``(10, 20)``, ``"10:"`` -> ``(10, None)``."""
+    if not text:
+        return None
+    start, sep, end = text.partition(":")
+    try:
+        first = int(start) if start else 0
+        last = int(end) if end else None
+    except ValueError:
+        raise ConfigError(f"--frames {text!r}: expected START:END with integers") from None
+    if not sep or first < 0 or (last is not None and last <= first):
+        raise ConfigError(f"--frames {text!r}: expected START:END with 0 <= START < END")
+    return first, last
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from codecave.codec.encode import EncodeSettings
+    from codecave.enhance import DEFAULT_OUTPUT, EnhanceOptions, Enhancer, enhance_video
+    from codecave.models import create_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fields = {**DEFAULT_OUTPUT, "preset": args.preset, **OUTPUT_CODECS[args.codec]}
+    if args.crf is not None:
+        if fields.get("crf") is None:
+            raise ConfigError(f"--crf does not apply to --codec {args.codec} (lossless)")
+        fields["crf"] = args.crf
+    if args.codec == "ffv1":
+        fields["preset"] = None
+    frames = parse_range(args.frames)
+    options = EnhanceOptions(chunk=args.chunk, tile=args.tile, tile_overlap=args.tile_overlap, device=args.device)
+    enhancer = Enhancer(create_model(args.model, weights=args.weights, variant=args.variant), options)
+    result = enhance_video(args.input, args.output, model=enhancer, encode=EncodeSettings(**fields), frames=frames,
+                           crf=args.input_crf, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"{result.output}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps); "
+          f"input CRF {result.crf:g} ({result.crf_source})")
+    for line in result.decode_problems:
+        print(f"warning: {line}")
+    return 0

@@ -1,0 +1,347 @@
+"""Enhance decoded frames with their codec priors: the plug-and-play API.
+
+:class:`Enhancer` takes decoded frames and their compact priors (as the codec
+reader or a prepared dataset gives them) and returns enhanced frames. It works in
+temporal chunks with one frame of context on each side (PnP-VCVE looks one frame
+back and one ahead), so the result equals processing the whole clip at once while
+memory stays bounded; large frames can also be split into overlapping tiles.
+
+:func:`enhance_video` does the same for a whole file: it streams frames from the
+codec reader through the model into a new file that keeps the source's timing,
+metadata, audio and subtitles, written to a temporary name and renamed only
+when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from codecave.codec.priors import MB, CodedFrame, sequence_crf
+from codecave.codec.rasterize import CompactPriors, compact_priors, crop_compact, dense_priors, stack_compact
+from codecave.engine.distributed import pick_device
+from codecave.errors import ConfigError, CorruptVideoError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+#: Frames of context the default model needs on each side.
+DEFAULT_RADIUS = 1
+
+
+@dataclass(frozen=True)
+class EnhanceOptions:
+    """How an :class:`Enhancer` runs.
+
+    Attributes:
+        chunk: frames enhanced per model call (memory grows with it).
+        tile: tile side in pixels (a multiple of 16), 0 for whole frames.
+        tile_overlap: context in pixels added around each tile (a multiple of 16).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        slice_type: hide frame QPs so the model is conditioned on slice types only.
+    """
+
+    chunk: int = 4
+    tile: int = 0
+    tile_overlap: int = 32
+    device: str = "auto"
+    slice_type: bool = False
+
+    def __post_init__(self) -> None:
+        if self.chunk < 1:
+            raise ConfigError(f"chunk {self.chunk} must be at least 1")
+        if self.tile % MB or self.tile_overlap % MB or self.tile < 0 or self.tile_overlap < 0:
+            raise ConfigError(f"tile {self.tile} and tile overlap {self.tile_overlap} must be multiples of {MB}")
+
+
+def _tiles(size: int, tile: int) -> list[tuple[int, int]]:
+    if tile <= 0 or tile >= size:
+        return [(0, size)]
+    return [(a, min(a + tile, size)) for a in range(0, size, tile)]
+
+
+class Enhancer:
+    """Run an enhancement model over decoded frames and their priors.
+
+    Args:
+        model: a model from :func:`codecave.models.create_model`, or a registered
+            name (loaded with its shipped weights), or None for the default model.
+        options: chunking, tiling and device.
+
+    Example::
+
+        enhancer = Enhancer()                      # shipped PnP-VCVE
+        with open_video("in.mp4") as video:
+            for frame, enhanced in zip(video, enhancer.stream(video)):
+                ...                                # enhanced: (H, W, 3) uint8
+    """
+
+    def __init__(self, model: nn.Module | str | None = None, options: EnhanceOptions = EnhanceOptions()) -> None:
+        from codecave.models.registry import DEFAULT_MODEL, create_model
+
+        if model is None or isinstance(model, str):
+            model = create_model(model or DEFAULT_MODEL)
+        self.options = options
+        self.device = pick_device(options.device)
+        self.model = model.to(self.device).eval()
+        self.radius = int(getattr(model, "temporal_radius", DEFAULT_RADIUS))
+
+    @torch.no_grad()
+    def enhance_clip(self, frames: np.ndarray, priors: dict[str, np.ndarray], crf: float) -> np.ndarray:
+        """Enhance a whole decoded clip held in memory.
+
+        Args:
+            frames: ``(T, H, W, 3)`` uint8 decoded frames.
+            priors: stacked compact priors of the same frames
+                (:func:`~codecave.codec.rasterize.stack_compact`).
+            crf: sequence CRF (see :func:`~codecave.codec.priors.sequence_crf`).
+
+        Returns:
+            ``(T, H, W, 3)`` uint8 enhanced frames.
+        """
+        n = len(frames)
+        out = np.empty_like(frames)
+        sequence = self._adapt(crf)
+        for a in range(0, n, self.options.chunk):
+            b = min(a + self.options.chunk, n)
+            lo, hi = max(0, a - self.radius), min(n, b + self.radius)
+            window = {k: v[lo:hi] for k, v in priors.items()}
+            out[a:b] = self._run(frames[lo:hi], window, crf, sequence)[a - lo : a - lo + b - a]
+        return out
+
+    def stream(self, frames: Iterable[CodedFrame], crf: float | None = None,
+               encoder: object | None = None, report: dict[str, object] | None = None) -> Iterator[np.ndarray]:
+        """Enhance frames as they are decoded, with bounded memory.
+
+        Args:
+            frames: coded frames in display order (e.g. a :class:`~codecave.codec.reader.VideoReader`).
+            crf: sequence CRF; when None it comes from ``encoder`` (the stream's
+                encoder settings) or is estimated from the frame QPs of the first chunk.
+            encoder: :class:`~codecave.codec.priors.EncoderSettings` of the stream, if known.
+            report: if given, receives ``crf`` and its ``source``.
+
+        Yields:
+            ``(H, W, 3)`` uint8 enhanced frames, one per input frame, in order.
+        """
+        buffer: deque[tuple[CodedFrame, CompactPriors]] = deque()
+        done = 0          # frames already yielded
+        first = 0         # index of buffer[0] in the stream
+        sequence = None
+        it = iter(frames)
+        exhausted = False
+        while not exhausted or done < first + len(buffer):
+            while not exhausted and len(buffer) < done - first + self.options.chunk + self.radius:
+                try:
+                    frame = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                h, w = frame.rgb.shape[:2]
+                buffer.append((frame, compact_priors(frame.priors, h, w)))
+            if sequence is None:
+                source = "given"
+                if crf is None:
+                    crf, source = sequence_crf(encoder, [c.qp for _, c in buffer], [c.frame_type for _, c in buffer])
+                    log.info("sequence CRF %.1f (%s)", crf, source)
+                if report is not None:
+                    report.update(crf=crf, source=source)
+                sequence = self._adapt(crf)
+            end = min(done + self.options.chunk, first + len(buffer))
+            if end <= done:
+                break
+            items = list(buffer)
+            rgb = np.stack([f.rgb for f, _ in items])
+            stacked = stack_compact([c for _, c in items])
+            out = self._run(rgb, stacked, crf, sequence)
+            for i in range(done, end):
+                yield out[i - first]
+            done = end
+            while first < done - self.radius:
+                buffer.popleft()
+                first += 1
+
+    def _adapt(self, crf: float) -> object | None:
+        adapt = getattr(self.model, "adapt", None)
+        if adapt is None:
+            return None
+        return adapt(torch.tensor([float(crf)], device=self.device))
+
+    def _run(self, frames: np.ndarray, stacked: dict[str, np.ndarray], crf: float, sequence: object) -> np.ndarray:
+        """One model call per tile on ``(n, H, W, 3)`` frames; returns uint8 frames."""
+        n, h, w = frames.shape[:3]
+        out = np.empty_like(frames)
+        ov = self.options.tile_overlap
+        for y0, y1 in _tiles(h, self.options.tile):
+            for x0, x1 in _tiles(w, self.options.tile):
+                ya, xa = (max(0, y0 - ov), max(0, x0 - ov)) if self.options.tile else (0, 0)
+                yb, xb = (min(h, y1 + ov), min(w, x1 + ov)) if self.options.tile else (h, w)
+                tile = self._model_call(frames[:, ya:yb, xa:xb], crop_compact(stacked, ya, xa, yb - ya, xb - xa),
+                                        crf, sequence)
+                out[:, y0:y1, x0:x1] = tile[:, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+        return out
+
+    def _model_call(self, frames: np.ndarray, stacked: dict[str, np.ndarray], crf: float,
+                    sequence: object) -> np.ndarray:
+        h, w = frames.shape[1:3]
+        priors = {k: v.unsqueeze(0).to(self.device) for k, v in dense_priors(stacked, h, w).items()}
+        if self.options.slice_type:
+            priors["qp"] = torch.full_like(priors["qp"], float("nan"))
+        priors["crf"] = torch.tensor([float(crf)], device=self.device)
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float().div(255)
+        kwargs = {"sequence": sequence} if sequence is not None else {}
+        y = self.model(x.unsqueeze(0), priors, **kwargs)[0]
+        return y.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+#: Output encoding when none is given: visually lossless x264.
+DEFAULT_OUTPUT = {"codec": "x264", "crf": 14.0, "preset": "medium"}
+
+
+@dataclass
+class EnhanceResult:
+    """What :func:`enhance_video` wrote.
+
+    Attributes:
+        output: the finished file.
+        frames: frames enhanced and written.
+        seconds: wall time.
+        crf: sequence CRF the model was conditioned on, and ``crf_source`` where it came from.
+        decode_problems: the reader's report when the input did not decode cleanly
+            (frames concealed by the decoder are enhanced like the others).
+    """
+
+    output: Path
+    frames: int
+    seconds: float
+    crf: float
+    crf_source: str
+    decode_problems: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+def _temporary_path(output: Path) -> Path:
+    return output.with_name(f".{output.stem}.codecave-partial-{os.getpid()}{output.suffix}")
+
+
+def _check_paths(source: Path, output: Path, overwrite: bool) -> None:
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such file")
+    if output.exists() and os.path.samefile(source, output) or output.resolve() == source.resolve():
+        raise OutputExistsError(f"{output}: the output is the input; choose another file name")
+    if output.exists() and not overwrite:
+        raise OutputExistsError(f"{output}: exists; pass --overwrite (overwrite=True) to replace it")
+    if not output.parent.exists():
+        raise FileNotFoundError(f"{output.parent}: no such folder")
+
+
+def enhance_video(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    model: nn.Module | str | None = None,
+    options: EnhanceOptions = EnhanceOptions(),
+    encode: object | None = None,
+    frames: tuple[int, int | None] | None = None,
+    crf: float | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> EnhanceResult:
+    """Enhance every frame of a video file into a new file.
+
+    Args:
+        source: any video the codec reader supports.
+        output: file to write (container from the extension). Never the source.
+        model: model or registered name (default: the shipped PnP-VCVE).
+        options: chunking, tiling, device.
+        encode: :class:`~codecave.codec.encode.EncodeSettings` for the output
+            (default :data:`DEFAULT_OUTPUT`).
+        frames: ``(start, end)`` display indices to enhance (end exclusive, None = to the end).
+        crf: sequence CRF to condition on (default: from the file, see
+            :func:`~codecave.codec.priors.sequence_crf`).
+        overwrite: replace an existing output.
+        progress: show a progress bar with frames per second and time left.
+
+    Returns:
+        An :class:`EnhanceResult`.
+
+    Raises:
+        OutputExistsError: output exists (without ``overwrite``) or is the source.
+        VideoError: the source is not a readable video, or ends early (truncated).
+        EncoderError: the output cannot be written.
+    """
+    from codecave.codec.encode import EncodeSettings
+    from codecave.codec.reader import open_video
+    from codecave.codec.writer import VideoWriter
+
+    source, output = Path(source), Path(output)
+    _check_paths(source, output, overwrite)
+    settings = encode if encode is not None else EncodeSettings(**DEFAULT_OUTPUT)
+    enhancer = model if isinstance(model, Enhancer) else Enhancer(model, options)
+    start_time = time.perf_counter()
+    tmp = _temporary_path(output)
+    writer = None
+    try:
+        with open_video(source) as video:
+            info = video.info
+            first, last = (frames[0], frames[1]) if frames else (0, None)
+            timing: deque[tuple[int | None, float | None]] = deque()
+
+            def selected() -> Iterator[CodedFrame]:
+                for f in video:
+                    if f.index < first:
+                        continue
+                    if last is not None and f.index >= last:
+                        break
+                    timing.append((f.pts, f.time))
+                    yield f
+
+            time_range = None
+            if frames:
+                fps = float(info.frame_rate or 25)
+                time_range = (first / fps, float("inf") if last is None else last / fps)
+            writer = VideoWriter(tmp, source, settings, rotation=info.rotation, time_range=time_range)
+            bar = _bar(info.frames, first, last) if progress else None
+            crf_info: dict[str, object] = {}
+            for out in enhancer.stream(selected(), crf=crf, encoder=info.encoder, report=crf_info):
+                pts, t = timing.popleft()
+                writer.write(out, pts, t)
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+            report = video.report
+            if report.truncated:
+                raise CorruptVideoError(f"{source}: {report.summary()}; nothing was written")
+            if writer.frames == 0:
+                raise CorruptVideoError(f"{source}: no frames in the range {first}:{'' if last is None else last}")
+            writer.close()
+        os.replace(tmp, output)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        tmp.unlink(missing_ok=True)
+        raise
+    problems = [] if report.ok else [report.summary(), *report.messages[:5]]
+    for line in problems:
+        log.warning("%s: %s", source, line)
+    return EnhanceResult(output, writer.frames, time.perf_counter() - start_time, float(crf_info["crf"]),
+                         str(crf_info["source"]), problems)
+
+
+def _bar(total: int | None, first: int, last: int | None) -> object:
+    from tqdm import tqdm
+
+    if total is not None:
+        total = (min(total, last) if last is not None else total) - first
+    return tqdm(total=total, unit="frame", dynamic_ncols=True, desc="enhancing")
