@@ -49,3 +49,22 @@ def pan_clip(clip_dir: Path) -> Path:
     encode_frames(pan_frames(24, 96, 160), path,
                   EncodeSettings(codec="x264", crf=23, bframes=3, keyint=16, preset="medium"))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared dataset of two 8-frame 64x96 pans (+2, +1) at x264 CRF 0 and 35."""
+    from PIL import Image
+
+    from codecave.data.prepare import PrepareSettings, prepare_dataset
+
+    base = tmp_path_factory.mktemp("tiny")
+    for k in range(2):
+        folder = base / "src" / f"pan{k}"
+        folder.mkdir(parents=True)
+        for i, f in enumerate(pan_frames(8, 64, 96, seed=k)):
+            Image.fromarray(f).save(folder / f"{i:03d}.png")
+    root = base / "ds"
+    prepare_dataset([base / "src" / "pan0", base / "src" / "pan1"], root,
+                    PrepareSettings(crfs=(0.0, 35.0), max_frames=8, preset="veryfast", bframes=2))
+    return root

@@ -195,7 +195,7 @@ class Enhancer:
         if self.options.slice_type:
             priors["qp"] = torch.full_like(priors["qp"], float("nan"))
         priors["crf"] = torch.tensor([float(crf)], device=self.device)
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float().div(255)
+        x = torch.from_numpy(np.array(frames)).to(self.device).permute(0, 3, 1, 2).float().div(255)
         kwargs = {"sequence": sequence} if sequence is not None else {}
         y = self.model(x.unsqueeze(0), priors, **kwargs)[0]
         return y.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,218 @@
+"""`enhance_video` / `codecave enhance` end to end on small clips made here."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from codecave.cli.main import main
+from codecave.codec.encode import EncodeSettings, encode_frames
+from codecave.codec.reader import open_video, read_info
+from codecave.enhance import EnhanceOptions, Enhancer, enhance_video
+from codecave.errors import OutputExistsError, VideoError
+from codecave.metrics.quality import psnr_y
+from codecave.models import create_model
+from tests.conftest import pan_frames
+
+FAST = EnhanceOptions(device="cpu", chunk=3)
+
+
+def identity() -> Enhancer:
+    """An untrained PnP-VCVE returns its input (zero-initialised output layers)."""
+    return Enhancer(create_model("pnp_vcve", weights=None), FAST)
+
+
+def make_clip(path: Path, n: int = 12, size: tuple[int, int] = (64, 96), vfr: bool = False,
+              audio: bool = True, rotation: int = 0, pix_fmt: str = "yuv420p", crf: int = 30) -> list[float]:
+    """x264 clip (+ AAC tone), optionally with irregular timestamps; returns the frame times in seconds."""
+    h, w = size
+    frames = pan_frames(n, h, w)
+    c = av.open(str(path), "w")
+    v = c.add_stream("libx264", rate=25)
+    v.width, v.height, v.pix_fmt = w, h, pix_fmt
+    v.time_base = v.codec_context.time_base = Fraction(1, 1000)
+    v.options = {"crf": str(crf), "bframes": "2"}
+    if rotation:
+        v.set_display_rotation(rotation)
+    a = c.add_stream("aac", rate=48000) if audio else None
+    pts, t = [], 0
+    for i, f in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt)
+        frame.pts, frame.time_base = t, Fraction(1, 1000)
+        pts.append(t / 1000)
+        t += (40 if not vfr else (20, 40, 80)[i % 3])
+        for p in v.encode(frame):
+            c.mux(p)
+    for p in v.encode():
+        c.mux(p)
+    if a is not None:
+        total = int(48000 * t / 1000)
+        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(total) / 48000)).astype(np.float32)[None]
+        for k in range(0, total, 1024):
+            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k : k + 1024]), format="fltp", layout="mono")
+            fr.sample_rate, fr.pts = 48000, k
+            for p in a.encode(fr):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    c.close()
+    return pts
+
+
+def streams(path: Path) -> dict[str, int]:
+    with av.open(str(path)) as c:
+        out: dict[str, int] = {}
+        for s in c.streams:
+            out[s.type] = out.get(s.type, 0) + 1
+        return out
+
+
+def video_pts(path: Path) -> list[float]:
+    """Frame times in seconds, to the millisecond."""
+    with av.open(str(path)) as c:
+        return [round(float(f.time), 3) for f in c.decode(video=0)]
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(audio=0) if p.size]
+
+
+def test_frames_timestamps_audio_and_rotation_survive(tmp_path: Path) -> None:
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    pts = make_clip(src, vfr=True, rotation=90)
+    result = enhance_video(src, out, model=identity())
+    assert result.frames == 12 and result.crf == 30 and result.crf_source == "encoder crf"
+    assert video_pts(out) == pts
+    assert streams(out) == {"video": 1, "audio": 1}
+    assert audio_packets(out) == audio_packets(src)
+    info_in, info_out = read_info(src), read_info(out)
+    assert (info_out.width, info_out.height, info_out.rotation) == (info_in.width, info_in.height, info_in.rotation)
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_identity_model_output_matches_input_closely(tmp_path: Path) -> None:
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mkv"
+    make_clip(src, audio=False)
+    enhance_video(src, out, model=identity(), encode=EncodeSettings(codec="ffv1", crf=None, preset=None,
+                                                                     pix_fmt="bgr0"))
+    with open_video(src, priors=False) as a, open_video(out, priors=False) as b:
+        for fa, fb in zip(a, b):
+            assert np.array_equal(fa.rgb, fb.rgb)
+
+
+def test_odd_size_444_input(tmp_path: Path) -> None:
+    src, out = tmp_path / "odd.mp4", tmp_path / "out.mp4"
+    make_clip(src, n=6, size=(45, 67), audio=False, pix_fmt="yuv444p")
+    result = enhance_video(src, out, model=identity())
+    info = read_info(out)
+    assert result.frames == 6 and (info.width, info.height) == (67, 45)
+    assert info.frame_rate == read_info(src).frame_rate == 25
+
+
+def test_tiling_matches_whole_frames(tmp_path: Path) -> None:
+    src = tmp_path / "in.mp4"
+    make_clip(src, n=5, size=(96, 128), audio=False)
+    torch.manual_seed(0)
+    model = create_model("pnp_vcve", weights=None)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    whole = Enhancer(model, FAST)
+    tiled = Enhancer(model, EnhanceOptions(device="cpu", chunk=3, tile=48, tile_overlap=32))
+    with open_video(src) as v:
+        frames = list(v)
+    a = np.stack(list(whole.stream(frames)))
+    b = np.stack(list(tiled.stream(frames)))
+    assert np.abs(a.astype(int) - b).max() <= 2
+    assert np.abs(a.astype(int) - b).mean() < 0.05
+    # Chunk boundaries change nothing but float rounding: one frame of context on
+    # each side is all the model sees.
+    c = np.stack(list(Enhancer(model, EnhanceOptions(device="cpu", chunk=1)).stream(frames)))
+    assert np.abs(a.astype(int) - c).max() <= 1 and (a != c).mean() < 1e-4
+
+
+def test_frame_range(tmp_path: Path) -> None:
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    pts = make_clip(src)
+    result = enhance_video(src, out, model=identity(), frames=(3, 8))
+    assert result.frames == 5 and video_pts(out) == pts[3:8]
+
+
+def test_bad_inputs_fail_cleanly_with_no_output(tmp_path: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all")
+    with pytest.raises(VideoError):
+        enhance_video(text, tmp_path / "o1.mp4", model=identity())
+    src = tmp_path / "in.mp4"
+    make_clip(src, n=24, audio=False)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    with pytest.raises(VideoError):
+        enhance_video(cut, tmp_path / "o2.mp4", model=identity())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4", "in.mp4", "notes.mp4"]
+    assert main(["enhance", str(text), str(tmp_path / "o3.mp4"), "--no-progress"]) == 2
+    assert not (tmp_path / "o3.mp4").exists()
+
+
+def test_refuses_to_overwrite_the_input_or_an_existing_file(tmp_path: Path) -> None:
+    src = tmp_path / "in.mp4"
+    make_clip(src, n=4, audio=False)
+    before = src.read_bytes()
+    with pytest.raises(OutputExistsError, match="is the input"):
+        enhance_video(src, src, model=identity(), overwrite=True)
+    with pytest.raises(OutputExistsError, match="is the input"):
+        enhance_video(src, tmp_path / "." / "in.mp4", model=identity(), overwrite=True)
+    other = tmp_path / "other.mp4"
+    other.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        enhance_video(src, other, model=identity())
+    assert other.read_bytes() == b"keep me" and src.read_bytes() == before
+    enhance_video(src, other, model=identity(), overwrite=True)
+    assert streams(other) == {"video": 1}
+
+
+class Interrupting(torch.nn.Module):
+    """Wraps a model and raises KeyboardInterrupt on its second call (Ctrl-C mid-run)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, *args: object, **kwargs: object) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        return self.inner(*args, **kwargs)
+
+    def adapt(self, crf: torch.Tensor) -> object:
+        return self.inner.adapt(crf)
+
+
+def test_interrupted_run_leaves_no_partial_file(tmp_path: Path) -> None:
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_clip(src, audio=True)
+    enhancer = Enhancer(Interrupting(create_model("pnp_vcve", weights=None)), FAST)
+    with pytest.raises(KeyboardInterrupt):
+        enhance_video(src, out, model=enhancer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_default_model_raises_psnr_on_a_compressed_clip(tmp_path: Path) -> None:
+    frames = pan_frames(10, 96, 160, seed=5)
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mkv"
+    encode_frames(frames, src, EncodeSettings(crf=35, preset="medium"))
+    enhance_video(src, out, encode=EncodeSettings(codec="ffv1", crf=None, preset=None, pix_fmt="bgr0"),
+                  options=EnhanceOptions(device="cpu"))
+    gt = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+
+    def score(path: Path) -> float:
+        with open_video(path, priors=False) as v:
+            x = torch.from_numpy(np.stack([f.rgb for f in v])).permute(0, 3, 1, 2).float() / 255
+        return float(psnr_y(x, gt).mean())
+
+    assert score(out) > score(src) + 0.1

@@ -1,0 +1,62 @@
+"""Evaluation numbers match a hand computation; reports are written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from codecave.data.prepare import load_clip
+from codecave.enhance import EnhanceOptions, Enhancer
+from codecave.errors import DatasetError
+from codecave.evaluate import evaluate, write_report
+from codecave.metrics.quality import psnr_y, ssim_y
+from codecave.models import create_model
+
+
+def hand_psnr_y(a: np.ndarray, b: np.ndarray) -> float:
+    """BT.601 Y (MATLAB rgb2ycbcr) PSNR of two uint8 RGB frames, written out by hand."""
+    def y(img: np.ndarray) -> np.ndarray:
+        rgb = img.astype(np.float64) / 255
+        return 16 + 65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]
+    mse = np.mean((y(a) - y(b)) ** 2)
+    return 10 * np.log10(255**2 / mse)
+
+
+def test_psnr_and_ssim_basics() -> None:
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.isinf(psnr_y(x, x)).all()
+    torch.testing.assert_close(ssim_y(x, x), torch.ones(2, dtype=torch.float64))
+    slightly = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    very = (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
+    assert (ssim_y(very, x) < ssim_y(slightly, x)).all() and (ssim_y(slightly, x) < 1).all()
+
+
+def test_identity_model_scores_equal_hand_computed_psnr(tiny_dataset: Path, tmp_path: Path) -> None:
+    # An untrained PnP-VCVE has zero-initialised output layers: it returns its input.
+    enhancer = Enhancer(create_model("pnp_vcve", weights=None), EnhanceOptions(device="cpu"))
+    report = evaluate(enhancer, tiny_dataset, variants=["crf35"], model_info={"name": "identity"})
+    assert [s.clip for s in report.scores] == ["pan0", "pan1"]
+    for score in report.scores:
+        clip = load_clip(tiny_dataset, score.clip, "crf35")
+        expected = [hand_psnr_y(d, g) for d, g in zip(clip.decoded, clip.gt)]
+        np.testing.assert_allclose(score.psnr_in, expected, rtol=1e-6)
+        np.testing.assert_allclose(score.psnr_out, expected, rtol=1e-6)
+        assert score.summary()["delta_psnr"] == pytest.approx(0.0)
+        assert len(score.frame_types) == 8 and score.frame_types[0] == "I"
+    mean = report.by_variant()["crf35"]
+    assert mean["psnr_in"] == pytest.approx(np.mean([np.mean(s.psnr_in) for s in report.scores]))
+    paths = write_report(report, tmp_path / "eval")
+    data = json.loads(paths["json"].read_text())
+    assert data["mean"]["crf35"]["delta_psnr"] == pytest.approx(0.0)
+    assert "| **mean** | crf35" in paths["markdown"].read_text()
+    assert paths["plot"].stat().st_size > 1000
+
+
+def test_missing_rate_point_is_named(tiny_dataset: Path) -> None:
+    enhancer = Enhancer(create_model("pnp_vcve", weights=None), EnhanceOptions(device="cpu"))
+    with pytest.raises(DatasetError, match="crf45"):
+        evaluate(enhancer, tiny_dataset, variants=["crf45"])
