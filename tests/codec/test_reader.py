@@ -236,3 +236,14 @@ def test_corrupt_middle_is_reported_not_hidden(tmp_path: Path) -> None:
         assert not video.report.ok, video.report
         with pytest.raises(CodecaveError, match="bad.264"):
             video.check()
+
+
+def test_lossless_x264_decodes_to_rgb_without_a_colour_bias(tmp_path: Path) -> None:
+    """swscale's direct 4:2:0 -> RGB path darkens by about one level; the reader must not."""
+    frames = pan_frames(3, 64, 96, seed=4)
+    path = tmp_path / "lossless.mp4"
+    encode_frames(frames, path, EncodeSettings(codec="x264", crf=None, qp=0, preset="veryfast"))
+    with open_video(path, priors=False) as video:
+        decoded = np.stack([f.rgb for f in video]).astype(np.float64)
+    bias = (decoded - np.stack(frames)).mean(axis=(0, 1, 2))
+    assert np.abs(bias).max() < 0.3, bias

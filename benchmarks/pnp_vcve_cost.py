@@ -1,0 +1,93 @@
+"""PnP-VCVE cost: parameters, FLOPs and milliseconds per frame.
+
+For both variants at 320x180, 640x360 and 1280x720, on CPU and (when one is
+present) on a CUDA GPU. FLOPs are counted by ``torch.utils.flop_counter`` (2 per
+multiply-add; convolutions and matrix products, not warping or activations).
+A clip of ``--frames`` frames is enhanced in one call; time is per frame, median of
+``--repeats`` runs after a warm-up.
+
+Usage: python benchmarks/pnp_vcve_cost.py [--device cpu|cuda|all] [--frames 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from codecave.models import create_model
+
+SIZES = ((320, 180), (640, 360), (1280, 720))
+
+
+def priors(t: int, h: int, w: int, device: torch.device) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    part = torch.randint(0, 4, (1, t, h, w), generator=g)
+    return {k: v.to(device) for k, v in {
+        "crf": torch.tensor([30.0]), "qp": torch.full((1, t), 32.0), "frame_type": torch.ones(1, t, dtype=torch.long),
+        "mv_past": torch.randn(1, t, 2, h, w, generator=g), "mv_future": torch.randn(1, t, 2, h, w, generator=g),
+        "mv_valid": torch.ones(1, t, 2, h, w, dtype=torch.bool),
+        "partition": torch.nn.functional.one_hot(part, 4).permute(0, 1, 4, 2, 3).float(),
+    }.items()}
+
+
+def measure(variant: str, size: tuple[int, int], device: torch.device, frames: int, repeats: int) -> dict[str, object]:
+    model = create_model("pnp_vcve", weights=None, variant=variant).to(device)
+    w, h = size
+    x = torch.rand(1, frames, 3, h, w, device=device)
+    p = priors(frames, h, w, device)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            model(x, p)
+        flops = counter.get_total_flops() / frames
+        model(x, p)  # warm-up
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(x, p)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) / frames)
+    return {"variant": variant, "size": f"{w}x{h}", "device": str(device),
+            "params_M": sum(q.numel() for q in model.parameters()) / 1e6,
+            "gflops_per_frame": flops / 1e9, "ms_per_frame": 1000 * statistics.median(times)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="all", help="cpu, cuda or all (cuda only when available)")
+    ap.add_argument("--frames", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    devices = [torch.device("cpu")] if args.device in ("cpu", "all") else []
+    if args.device in ("cuda", "all") and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+               "torch": torch.__version__,
+               "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    print(f"machine: {machine}")
+    rows = []
+    print("| variant | size | device | params (M) | GFLOPs/frame | ms/frame |")
+    print("|---|---|---|---|---|---|")
+    for device in devices:
+        for variant in ("small", "paper"):
+            for size in SIZES:
+                r = measure(variant, size, device, args.frames, args.repeats)
+                rows.append(r)
+                print(f"| {r['variant']} | {r['size']} | {r['device']} | {r['params_M']:.3f} | "
+                      f"{r['gflops_per_frame']:.1f} | {r['ms_per_frame']:.1f} |", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
