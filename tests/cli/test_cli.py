@@ -42,3 +42,34 @@ def test_prepare_command(pan_clip: Path, tmp_path: Path, capsys: pytest.CaptureF
                  "--preset", "veryfast", "--workers", "1", "--no-progress"]) == 0
     assert (out / "clips" / "pan" / "crf30" / "priors.npz").exists()
     assert "1 clip(s) prepared" in capsys.readouterr().out
+
+
+def test_train_then_evaluate_from_the_command_line(tiny_dataset: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    cfg = {"name": "cli", "out": str(tmp_path / "run"),
+           "model": {"name": "pnp_vcve", "overrides": {"channels": 8, "caa_blocks": 1, "bae_blocks": 1}},
+           "data": {"root": str(tiny_dataset), "crop": 32, "compressed": ["crf35"]},
+           "train": {"steps": 3, "batch_size": 2, "threads": 1}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "c.yaml"), "--no-progress", "--set", "train.steps=2"]) == 0
+    assert "finished at step 2" in capsys.readouterr().out
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(tiny_dataset), "--weights", str(tmp_path / "run"), "--crf", "35",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| pan0 | crf35 |" in printed
+    assert {p.name for p in out.iterdir()} == {"scores.json", "scores.md", "psnr_per_frame.png"}
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["evaluate", str(tiny_dataset), "--weights", str(tmp_path / "run"), "--crf", "99"]) == 2
+    assert "crf99" in capsys.readouterr().err
+
+
+def test_enhance_refusals_are_one_line_errors(pan_clip: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["enhance", str(pan_clip), str(pan_clip), "--weights", "none", "--no-progress"]) == 2
+    assert main(["enhance", str(pan_clip), str(tmp_path / "o.mp4"), "--frames", "9:3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "Traceback" not in err
+    assert not (tmp_path / "o.mp4").exists()

@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=16, help="clip length (default 16)")
     p.add_argument("--photo", default=None, help="animate this photo instead of the built-in one")
     p.add_argument("--model", default="pnp_vcve", help="registered model (default pnp_vcve)")
-    p.add_argument("--weights", default="default", help="'default' (shipped), a .safetensors file or a run folder")
+    p.add_argument("--weights", default="default",
+                   help="'default' (shipped), a .safetensors file, a run folder, or none (untrained)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 

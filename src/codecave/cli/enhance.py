@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", metavar="OUT", help="new video file (.mp4, .mkv, ...)")
     p.add_argument("--model", default="pnp_vcve", help="registered model (default pnp_vcve)")
     p.add_argument("--variant", default="small", help="model variant (default small)")
-    p.add_argument("--weights", default="default", help="'default' (shipped), a .safetensors file or a run folder")
+    p.add_argument("--weights", default="default",
+                   help="'default' (shipped), a .safetensors file, a run folder, or none (untrained)")
     p.add_argument("--codec", default="x264", choices=sorted(OUTPUT_CODECS),
                    help="output encoding (default x264 at CRF 14; x264-lossless and ffv1 are lossless)")
     p.add_argument("--crf", type=float, default=None, help="output CRF for x264/x265 (default 14)")

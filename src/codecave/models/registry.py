@@ -83,8 +83,8 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
     Args:
         name: a name from :func:`list_models`.
         weights: ``"default"`` for the shipped weights of this variant, a path to a
-            ``.safetensors`` file (or a training checkpoint folder's ``model.safetensors``),
-            or None for random initialisation.
+            ``.safetensors`` file or a training run folder (its ``model.safetensors``),
+            or None (or ``"none"``) for random initialisation.
         variant: ``small`` or ``paper``.
         **overrides: architecture fields to change.
 
@@ -96,7 +96,7 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
     """
     from safetensors.torch import load_file
 
-    if weights is None:
+    if weights is None or weights == "none":
         return build_model(name, variant, **overrides).eval()
     if weights == "default":
         entry = weights_manifest().get(f"{name}_{variant}")
@@ -112,7 +112,7 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
             raise ConfigError(f"{weights}: no such weights file")
         arch = {**_saved_architecture(path), **overrides}
     model = build_model(name, variant, **arch)
-    with resources.as_file(path) if not isinstance(path, Path) else _nullcontext(path) as real:
+    with resources.as_file(path) as real:
         state = load_file(str(real))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -128,14 +128,3 @@ def _saved_architecture(path: Path) -> dict[str, object]:
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     return json.loads(meta.get("config", "{}"))
-
-
-class _nullcontext:
-    def __init__(self, value: Path) -> None:
-        self.value = value
-
-    def __enter__(self) -> Path:
-        return self.value
-
-    def __exit__(self, *exc: object) -> None:
-        return None
