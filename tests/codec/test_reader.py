@@ -247,3 +247,20 @@ def test_lossless_x264_decodes_to_rgb_without_a_colour_bias(tmp_path: Path) -> N
         decoded = np.stack([f.rgb for f in video]).astype(np.float64)
     bias = (decoded - np.stack(frames)).mean(axis=(0, 1, 2))
     assert np.abs(bias).max() < 0.3, bias
+
+
+def test_qp_map_read_from_the_side_data_buffer_equals_pyav(pan_clip: Path) -> None:
+    from codecave.codec.reader import _qp_from_side_data
+
+    with av.open(str(pan_clip)) as c:
+        stream = c.streams.video[0]
+        stream.codec_context.options = {"export_side_data": "venc_params"}
+        checked = 0
+        for frame in c.decode(stream):
+            for side in frame.side_data:
+                if type(side).__name__ == "VideoEncParams":
+                    qp, qp_map = _qp_from_side_data(side)
+                    np.testing.assert_array_equal(qp_map, np.asarray(side.qp_map(), dtype=np.float32))
+                    assert qp == pytest.approx(float(qp_map.mean()))
+                    checked += 1
+    assert checked == 24

@@ -113,20 +113,22 @@ def compact_priors(priors: FramePriors, height: int, width: int) -> CompactPrior
 
 
 def _paint(rows: np.ndarray, gh: int, gw: int, targets: list[tuple[np.ndarray, object]]) -> None:
-    """Write per-block values into every grid cell each block covers."""
+    """Write per-block values into every grid cell each block covers (one scatter per target)."""
     gx0 = rows["x"].astype(np.int64) // GRID
     gy0 = rows["y"].astype(np.int64) // GRID
     cw = np.maximum(rows["w"].astype(np.int64) // GRID, 1)
     ch = np.maximum(rows["h"].astype(np.int64) // GRID, 1)
-    for oy in range(int(ch.max())):
-        for ox in range(int(cw.max())):
-            keep = (oy < ch) & (ox < cw)
-            gy, gx = gy0[keep] + oy, gx0[keep] + ox
-            inside = (gy >= 0) & (gy < gh) & (gx >= 0) & (gx < gw)
-            gy, gx = gy[inside], gx[inside]
-            for grid, value in targets:
-                v = value if np.isscalar(value) or isinstance(value, bool) else np.asarray(value)[keep][inside]
-                grid[gy, gx] = v
+    counts = cw * ch
+    block = np.repeat(np.arange(len(rows)), counts)
+    local = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    gy = gy0[block] + local // cw[block]
+    gx = gx0[block] + local % cw[block]
+    inside = (gy >= 0) & (gy < gh) & (gx >= 0) & (gx < gw)
+    flat = (gy * gw + gx)[inside]
+    block = block[inside]
+    for grid, value in targets:
+        v = value if np.isscalar(value) or isinstance(value, bool) else np.asarray(value)[block]
+        grid.reshape(-1)[flat] = v
 
 
 def _upsample(grid: torch.Tensor, factor: int, height: int, width: int) -> torch.Tensor:

@@ -30,6 +30,7 @@ import numpy as np
 
 from codecave.codec.gop import ReferenceTracker, fallback_references, h264_is_reference, h264_nal_length_size
 from codecave.codec.priors import (
+    MB,
     MV_DTYPE,
     CodedFrame,
     EncoderSettings,
@@ -210,10 +211,26 @@ def _mvs_from_side_data(side: object) -> np.ndarray:
 
 
 def _qp_from_side_data(side: object) -> tuple[float, np.ndarray]:
-    qp_map = np.asarray(side.qp_map(), dtype=np.float32)  # type: ignore[attr-defined]
-    if qp_map.size == 0:
-        base = float(side.qp)  # type: ignore[attr-defined]
-        return base, qp_map
+    """Frame QP (mean over blocks) and the per-macroblock QP map of AVVideoEncParams.
+
+    The block array is read straight from the side-data buffer (``src_x, src_y, w, h,
+    delta_qp`` as int32 at ``blocks_offset``, ``block_size`` bytes apart); PyAV's
+    ``qp_map()`` is used only when blocks are not whole 16x16 macroblocks.
+    """
+    base = int(side.qp)  # type: ignore[attr-defined]
+    n = int(side.nb_blocks)  # type: ignore[attr-defined]
+    if n == 0:
+        return float(base), np.zeros((0, 0), dtype=np.float32)
+    raw = np.frombuffer(bytes(side), dtype=np.uint8)  # type: ignore[call-overload]
+    offset, stride = int(side.blocks_offset), int(side.block_size)  # type: ignore[attr-defined]
+    rows = np.lib.stride_tricks.as_strided(raw[offset:], shape=(n, 20), strides=(stride, 1))
+    blocks = np.ascontiguousarray(rows).view("<i4").reshape(n, 5)
+    x, y, w, h, delta = blocks.T
+    if not ((w == MB).all() and (h == MB).all()):
+        qp_map = np.asarray(side.qp_map(), dtype=np.float32)  # type: ignore[attr-defined]
+    else:
+        qp_map = np.zeros((int(y.max()) // MB + 1, int(x.max()) // MB + 1), dtype=np.float32)
+        qp_map[y // MB, x // MB] = base + delta
     return float(qp_map.mean()), qp_map
 
 
