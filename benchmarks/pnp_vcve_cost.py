@@ -4,7 +4,7 @@ For both variants at 320x180, 640x360 and 1280x720, on CPU and (when one is
 present) on a CUDA GPU. FLOPs are counted by ``torch.utils.flop_counter`` (2 per
 multiply-add; convolutions and matrix products, not warping or activations).
 A clip of ``--frames`` frames is enhanced in one call; time is per frame, median of
-``--repeats`` runs after a warm-up.
+``--repeats`` runs after a warm-up (the FLOP-counting run).
 
 Usage: python benchmarks/pnp_vcve_cost.py [--device cpu|cuda|all] [--frames 3] [--json out.json]
 """
@@ -43,9 +43,8 @@ def measure(variant: str, size: tuple[int, int], device: torch.device, frames: i
     p = priors(frames, h, w, device)
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
-            model(x, p)
+            model(x, p)  # also the warm-up
         flops = counter.get_total_flops() / frames
-        model(x, p)  # warm-up
         times = []
         for _ in range(repeats):
             if device.type == "cuda":

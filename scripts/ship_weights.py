@@ -7,7 +7,8 @@ steps, wall time, and the measured validation scores. Reports go to
 ``RUN/validation``.
 
 Usage:
-    python scripts/ship_weights.py runs/pnp_vcve_small data/pnp_val [--crf 15,25,35,18,28,38]
+    python scripts/ship_weights.py runs/pnp_vcve_small data/pnp_val [--crf 15,25,35,18,28,38,40,45]
+        [--slice-type-crf 15,25,35 --slice-type-frames 8]
 """
 
 from __future__ import annotations
@@ -19,35 +20,57 @@ import platform
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from codecave.data.prepare import load_manifest
 from codecave.engine.config import load_config
 from codecave.enhance import EnhanceOptions, Enhancer
-from codecave.evaluate import evaluate, write_report
+from codecave.evaluate import EvalReport, evaluate, write_report
 from codecave.models import create_model
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "codecave" / "weights"
+
+
+def _first_frames(report: EvalReport, variants: list[str], n: int | None) -> dict[str, dict[str, float]]:
+    """Mean PSNR in/out and delta over the first ``n`` frames of each clip, per rate point."""
+    out = {}
+    for v in variants:
+        rows = [s for s in report.scores if s.variant == v]
+        if not rows:
+            continue
+        p_in = float(np.mean([x for s in rows for x in s.psnr_in[:n]]))
+        p_out = float(np.mean([x for s in rows for x in s.psnr_out[:n]]))
+        out[v] = {"psnr_in": round(p_in, 4), "psnr_out": round(p_out, 4), "delta_psnr": round(p_out - p_in, 4)}
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="training run folder (config.yaml, checkpoint.pt, model.safetensors)")
     ap.add_argument("val", type=Path, help="prepared validation dataset")
-    ap.add_argument("--crf", default="15,25,35,18,28,38", help="rate points to validate at")
+    ap.add_argument("--crf", default="15,25,35,18,28,38,40,45", help="rate points to validate at (frame QP mode)")
     ap.add_argument("--frames", type=int, default=None, help="first N frames of each clip (default all)")
+    ap.add_argument("--slice-type-crf", default="15,25,35", help="rate points for the slice-type-only check")
+    ap.add_argument("--slice-type-frames", type=int, default=8, help="first N frames for the slice-type check")
     args = ap.parse_args()
     cfg = load_config(args.run / "config.yaml")
     state = torch.load(args.run / "checkpoint.pt", map_location="cpu", weights_only=False)
     model = create_model(cfg.model.name, weights=args.run / "model.safetensors", variant=cfg.model.variant)
-    variants = [f"crf{c}" for c in args.crf.split(",")]
-    results = {}
-    for mode, slice_type in (("frame_qp", False), ("slice_type", True)):
+    runs = {"frame_qp": ([f"crf{c}" for c in args.crf.split(",")], args.frames, False),
+            "slice_type": ([f"crf{c}" for c in args.slice_type_crf.split(",")], args.slice_type_frames, True)}
+    results: dict[str, object] = {}
+    for mode, (variants, frames, slice_type) in runs.items():
         report = evaluate(Enhancer(model, EnhanceOptions(slice_type=slice_type)), args.val, variants,
-                          max_frames=args.frames, model_info={"name": cfg.model.name, "weights": str(args.run)},
+                          max_frames=frames, model_info={"name": cfg.model.name, "weights": str(args.run)},
                           progress=lambda m, mode=mode: print(f"[{mode}] {m}", flush=True))
         write_report(report, args.run / "validation" / mode)
         results[mode] = {v: {k: round(x, 4) for k, x in m.items()} for v, m in report.by_variant().items()}
+        if mode == "frame_qp":
+            full = report
+        else:
+            # The frame-QP scores of the same frames, for a like-for-like comparison.
+            results["frame_qp_same_frames"] = _first_frames(full, variants, frames)
         print(report.to_markdown())
     name = f"{cfg.model.name}_{cfg.model.variant}"
     target = WEIGHTS / f"{name}.safetensors"
@@ -71,7 +94,7 @@ def main() -> None:
         },
         "validation": {
             "clips": {n: c.get("source") for n, c in val_manifest["clips"].items()},
-            "frames": args.frames or "all",
+            "frames": {"frame_qp": args.frames or "all", "slice_type": args.slice_type_frames},
             "metric": "PSNR/SSIM on BT.601 Y; psnr_in = decoded x264, psnr_out = enhanced",
             **results,
         },
