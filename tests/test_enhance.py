@@ -159,6 +159,21 @@ def test_bad_inputs_fail_cleanly_with_no_output(tmp_path: Path) -> None:
     assert not (tmp_path / "o3.mp4").exists()
 
 
+def test_frames_damaged_mid_stream_are_reported_and_the_rest_enhanced(tmp_path: Path) -> None:
+    src = tmp_path / "clip.264"
+    encode_frames(pan_frames(24, 64, 96), src, EncodeSettings(crf=18, keyint=8, bframes=0))
+    data = bytearray(src.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 400] = np.random.default_rng(1).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    bad = tmp_path / "bad.264"
+    bad.write_bytes(bytes(data))
+    with open_video(bad, priors=False) as video:
+        decodable = sum(1 for _ in video)
+    result = enhance_video(bad, tmp_path / "out.mkv", model=identity())
+    assert result.frames == decodable > 12
+    assert any("concealed" in line or "failed" in line for line in result.decode_problems)
+
+
 def test_refuses_to_overwrite_the_input_or_an_existing_file(tmp_path: Path) -> None:
     src = tmp_path / "in.mp4"
     make_clip(src, n=4, audio=False)
