@@ -28,7 +28,8 @@ def identity() -> Enhancer:
 
 
 def make_clip(path: Path, n: int = 12, size: tuple[int, int] = (64, 96), vfr: bool = False,
-              audio: bool = True, rotation: int = 0, pix_fmt: str = "yuv420p", crf: int = 30) -> list[float]:
+              audio: bool = True, rotation: int = 0, pix_fmt: str = "yuv420p", crf: int = 30,
+              bt709: bool = False) -> list[float]:
     """x264 clip (+ AAC tone), optionally with irregular timestamps; returns the frame times in seconds."""
     h, w = size
     frames = pan_frames(n, h, w)
@@ -39,10 +40,15 @@ def make_clip(path: Path, n: int = 12, size: tuple[int, int] = (64, 96), vfr: bo
     v.options = {"crf": str(crf), "bframes": "2"}
     if rotation:
         v.set_display_rotation(rotation)
+    if bt709:
+        ctx = v.codec_context
+        ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1  # BT.709
+        ctx.color_range = 1  # limited ("tv")
     a = c.add_stream("aac", rate=48000) if audio else None
     pts, t = [], 0
     for i, f in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt)
+        frame = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt,
+                                                                       dst_colorspace=1 if bt709 else None)
         frame.pts, frame.time_base = t, Fraction(1, 1000)
         pts.append(t / 1000)
         t += (40 if not vfr else (20, 40, 80)[i % 3])
@@ -85,7 +91,7 @@ def audio_packets(path: Path) -> list[bytes]:
 
 def test_frames_timestamps_audio_and_rotation_survive(tmp_path: Path) -> None:
     src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
-    pts = make_clip(src, vfr=True, rotation=90)
+    pts = make_clip(src, vfr=True, rotation=90, bt709=True)
     result = enhance_video(src, out, model=identity())
     assert result.frames == 12 and result.crf == 30 and result.crf_source == "encoder crf"
     assert video_pts(out) == pts
@@ -93,6 +99,9 @@ def test_frames_timestamps_audio_and_rotation_survive(tmp_path: Path) -> None:
     assert audio_packets(out) == audio_packets(src)
     info_in, info_out = read_info(src), read_info(out)
     assert (info_out.width, info_out.height, info_out.rotation) == (info_in.width, info_in.height, info_in.rotation)
+    colour = ("color_space", "color_primaries", "color_trc", "color_range")
+    assert [getattr(info_out, k) for k in colour] == [getattr(info_in, k) for k in colour]
+    assert info_in.color_space == "bt709" and info_in.rotation == 90
     assert not list(tmp_path.glob(".*partial*"))
 
 
