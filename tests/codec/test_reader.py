@@ -154,6 +154,25 @@ def test_hevc_falls_back_to_estimated_priors(tmp_path: Path) -> None:
     assert np.median(past["dx"]) == pytest.approx(2.0, abs=0.25)
 
 
+def test_av1_gets_estimated_vectors_and_an_estimated_crf(tmp_path: Path) -> None:
+    from codecave.codec.priors import sequence_crf
+
+    path = tmp_path / "clip.mkv"
+    encode_frames(pan_frames(6, 64, 96), path, EncodeSettings(codec="svtav1", crf=35, preset="10"))
+    with open_video(path) as video:
+        assert video.info.codec in ("av1", "libdav1d", "libaom-av1") and video.info.prior_source == "estimated"
+        frames = list(video)
+    assert len(frames) == 6 and all(f.priors.source == "estimated" for f in frames)
+    moving = [f for f in frames if len(f.priors.mvs)]
+    past = np.concatenate([f.priors.mvs[f.priors.mvs["direction"] < 0] for f in moving])
+    assert np.median(past["dx"]) == pytest.approx(2.0, abs=0.25)
+    # No SEI and no QP from the AV1 decoder: the sequence CRF falls back to the default, and says so.
+    assert video.info.encoder is None and all(f.priors.qp is None for f in frames)
+    crf, source = sequence_crf(video.info.encoder, [f.priors.qp for f in frames],
+                               [int(f.priors.frame_type) for f in frames])
+    assert (crf, source) == (23.0, "default (no QP in the file)")
+
+
 def test_odd_sizes_and_444_and_10bit(tmp_path: Path) -> None:
     odd = tmp_path / "odd.mkv"
     encode_frames([f[:33, :47] for f in pan_frames(4, 64, 96)], odd, EncodeSettings(codec="ffv1", pix_fmt="yuv444p"))
