@@ -107,12 +107,14 @@ def test_frames_timestamps_audio_and_rotation_survive(tmp_path: Path) -> None:
 
 def test_identity_model_output_matches_input_closely(tmp_path: Path) -> None:
     src, out = tmp_path / "in.mp4", tmp_path / "out.mkv"
-    make_clip(src, audio=False)
+    make_clip(src, audio=False, vfr=True)
     enhance_video(src, out, model=identity(), encode=EncodeSettings(codec="ffv1", crf=None, preset=None,
                                                                      pix_fmt="bgr0"))
     with open_video(src, priors=False) as a, open_video(out, priors=False) as b:
         for fa, fb in zip(a, b):
             assert np.array_equal(fa.rgb, fb.rgb)
+    # Matroska has its own 1/1000 time base: the frames must still sit at the source's times.
+    assert video_pts(out) == video_pts(src)
 
 
 def test_odd_size_444_input(tmp_path: Path) -> None:
@@ -149,7 +151,24 @@ def test_frame_range(tmp_path: Path) -> None:
     src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
     pts = make_clip(src)
     result = enhance_video(src, out, model=identity(), frames=(3, 8))
-    assert result.frames == 5 and video_pts(out) == pts[3:8]
+    # The excerpt starts at zero; its audio is cut to the frames' span and moves with them.
+    assert result.frames == 5 and video_pts(out) == [round(t - pts[3], 3) for t in pts[3:8]]
+    with av.open(str(out)) as c:
+        audio = [float(p.pts * p.time_base) for p in c.demux(audio=0) if p.pts is not None]
+    assert audio and min(audio) >= -0.03 and max(audio) < (pts[8] - pts[3]) + 0.03
+    # Edge frames of the excerpt saw their neighbours: they match a full run's frames.
+    torch.manual_seed(0)
+    model = create_model("pnp_vcve", weights=None)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    enhancer = Enhancer(model, EnhanceOptions(device="cpu"))
+    lossless = EncodeSettings(codec="ffv1", crf=None, preset=None, pix_fmt="bgr0")
+    enhance_video(src, tmp_path / "full.mkv", model=enhancer, encode=lossless)
+    enhance_video(src, tmp_path / "part.mkv", model=enhancer, encode=lossless, frames=(3, 8))
+    with open_video(tmp_path / "full.mkv", priors=False) as a, open_video(tmp_path / "part.mkv", priors=False) as b:
+        full = np.stack([f.rgb for f in a])[3:8].astype(int)
+        part = np.stack([f.rgb for f in b]).astype(int)
+    assert np.abs(full - part).max() <= 1
 
 
 def test_bad_inputs_fail_cleanly_with_no_output(tmp_path: Path) -> None:

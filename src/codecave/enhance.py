@@ -51,7 +51,7 @@ class EnhanceOptions:
 
     chunk: int = 4
     tile: int = 0
-    tile_overlap: int = 32
+    tile_overlap: int = 64
     device: str = "auto"
     slice_type: bool = False
 
@@ -135,6 +135,7 @@ class Enhancer:
         done = 0          # frames already yielded
         first = 0         # index of buffer[0] in the stream
         sequence = None
+        adapted = False
         it = iter(frames)
         exhausted = False
         while not exhausted or done < first + len(buffer):
@@ -146,7 +147,8 @@ class Enhancer:
                     break
                 h, w = frame.rgb.shape[:2]
                 buffer.append((frame, compact_priors(frame.priors, h, w)))
-            if sequence is None:
+            if not adapted:
+                adapted = True
                 source = "given"
                 if crf is None:
                     crf, source = sequence_crf(encoder, [c.qp for _, c in buffer], [c.frame_type for _, c in buffer])
@@ -239,6 +241,8 @@ def _check_paths(source: Path, output: Path, overwrite: bool) -> None:
         raise FileNotFoundError(f"{source}: no such file")
     if output.exists() and os.path.samefile(source, output) or output.resolve() == source.resolve():
         raise OutputExistsError(f"{output}: the output is the input; choose another file name")
+    if output.is_dir():
+        raise OutputExistsError(f"{output}: is a folder; give a file name")
     if output.exists() and not overwrite:
         raise OutputExistsError(f"{output}: exists; pass --overwrite (overwrite=True) to replace it")
     if not output.parent.exists():
@@ -290,40 +294,47 @@ def enhance_video(
     enhancer = model if isinstance(model, Enhancer) else Enhancer(model, options)
     start_time = time.perf_counter()
     tmp = _temporary_path(output)
-    writer = None
+    writer: object | None = None
     try:
         with open_video(source) as video:
             info = video.info
             first, last = (frames[0], frames[1]) if frames else (0, None)
-            timing: deque[tuple[int | None, float | None]] = deque()
+            # (pts, time, kept) per frame handed to the enhancer; excerpts get one frame of
+            # context on each side so their edge frames see the neighbours a full run sees.
+            timing: deque[tuple[int | None, float | None, bool]] = deque()
+            lo = max(0, first - enhancer.radius)
+            hi = None if last is None else last + enhancer.radius
 
             def selected() -> Iterator[CodedFrame]:
                 for f in video:
-                    if f.index < first:
+                    if f.index < lo:
                         continue
-                    if last is not None and f.index >= last:
+                    if hi is not None and f.index >= hi:
                         break
-                    timing.append((f.pts, f.time))
+                    timing.append((f.pts, f.time, f.index >= first and (last is None or f.index < last)))
                     yield f
 
-            time_range = None
-            if frames:
-                fps = float(info.frame_rate or 25)
-                time_range = (first / fps, float("inf") if last is None else last / fps)
-            writer = VideoWriter(tmp, source, settings, rotation=info.rotation, time_range=time_range)
+            writer = None
             bar = _bar(info.frames, first, last) if progress else None
             crf_info: dict[str, object] = {}
-            for out in enhancer.stream(selected(), crf=crf, encoder=info.encoder, report=crf_info):
-                pts, t = timing.popleft()
-                writer.write(out, pts, t)
+            try:
+                for out in enhancer.stream(selected(), crf=crf, encoder=info.encoder, report=crf_info):
+                    pts, t, kept = timing.popleft()
+                    if not kept:
+                        continue
+                    if writer is None:
+                        writer = VideoWriter(tmp, source, settings, rotation=info.rotation,
+                                             start=(t or 0.0) if frames else None)
+                    writer.write(out, pts, t)
+                    if bar is not None:
+                        bar.update(1)
+            finally:
                 if bar is not None:
-                    bar.update(1)
-            if bar is not None:
-                bar.close()
+                    bar.close()
             report = video.report
             if report.truncated:
                 raise CorruptVideoError(f"{source}: {report.summary()}; nothing was written")
-            if writer.frames == 0:
+            if writer is None:
                 raise CorruptVideoError(f"{source}: no frames in the range {first}:{'' if last is None else last}")
             writer.close()
         os.replace(tmp, output)

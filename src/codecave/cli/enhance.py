@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-crf", type=float, default=None,
                    help="sequence CRF of IN (default: read from IN's encoder settings or estimated from its QPs)")
     p.add_argument("--tile", type=int, default=0, help="process frames in tiles of this many pixels (multiple of 16)")
-    p.add_argument("--tile-overlap", type=int, default=32, help="context around each tile in pixels (default 32)")
+    p.add_argument("--tile-overlap", type=int, default=64, help="context around each tile in pixels (default 64)")
     p.add_argument("--chunk", type=int, default=4, help="frames per model call (default 4)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the model (default: all cores)")

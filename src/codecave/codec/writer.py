@@ -33,17 +33,18 @@ class VideoWriter:
         source: the video the frames come from.
         settings: encoder settings for the video stream.
         rotation: display rotation to record (degrees), as read from the source.
-        time_range: copy only extra-stream packets in ``[start, end)`` seconds (for
-            excerpts); None copies all.
+        start: for excerpts, the source time (seconds) of the first frame written: the
+            output starts at zero, and copied streams are cut to the frames' span and
+            shifted with them. None writes the source's own timestamps and copies all.
 
     Use as a context manager; :meth:`abort` discards a half-written file.
     """
 
     def __init__(self, path: str | os.PathLike[str], source: str | os.PathLike[str], settings: EncodeSettings,
-                 *, rotation: int = 0, time_range: tuple[float, float] | None = None) -> None:
+                 *, rotation: int = 0, start: float | None = None) -> None:
         self.path = Path(path)
         self.settings = settings
-        self.time_range = time_range
+        self.start = start
         self._source = av.open(str(source))
         try:
             self._container = av.open(str(self.path), mode="w")
@@ -54,6 +55,15 @@ class VideoWriter:
         self._src_video = src
         self._rotation = rotation
         self.frames = 0
+        fps = src.average_rate or src.guessed_rate or Fraction(25)
+        #: Timestamps are written in the source's time base (the muxer may change the
+        #: stream's own time base when it writes the header).
+        self._time_base = Fraction(src.time_base) if src.time_base else 1 / Fraction(fps)
+        self._frame_ticks = max(1, round(1 / (Fraction(fps) * self._time_base)))
+        self._frame_seconds = float(1 / Fraction(fps))
+        self._shift = round(Fraction(start) / self._time_base) if start else 0
+        self._last_pts: int | None = None
+        self._last_time: float | None = None
         try:
             self._stream = self._open_video(src.codec_context.width, src.codec_context.height)
         except BaseException:
@@ -91,6 +101,9 @@ class VideoWriter:
         ctx, sctx = stream.codec_context, src.codec_context
         for name in ("color_range", "color_primaries", "color_trc", "colorspace"):
             value = getattr(sctx, name, None)
+            if name == "color_range" and value and int(value) != 1:
+                # swscale writes limited ("tv") range; do not tag it as full range.
+                value = 1
             if value:
                 try:
                     setattr(ctx, name, value)
@@ -113,19 +126,24 @@ class VideoWriter:
             out = frame.reformat(format=self._pix_fmt, **kwargs)
         except (ValueError, av.FFmpegError):
             out = frame.reformat(format=self._pix_fmt)
-        out.pts = pts if pts is not None else self.frames
-        out.time_base = stream.time_base
+        if pts is None:  # raw streams: continue one frame after the last timestamp
+            pts = 0 if self._last_pts is None else self._last_pts + self._frame_ticks
+        self._last_pts = pts
+        out.pts = pts - self._shift
+        out.time_base = self._time_base
         try:
             for packet in stream.encode(out):
                 self._container.mux(packet)
         except av.FFmpegError as exc:
             raise EncoderError(f"{self.path}: {self.settings.encoder} failed at frame {self.frames}: {exc}") from exc
         self.frames += 1
-        if time is not None:
-            self._copy_until(time)
+        if time is None:
+            time = float(pts * self._time_base)
+        self._last_time = time
+        self._copy_until(time, inclusive=True)
 
-    def _copy_until(self, seconds: float | None) -> None:
-        """Mux copied packets whose time is before ``seconds`` (all when None)."""
+    def _copy_until(self, seconds: float | None, inclusive: bool = False) -> None:
+        """Mux copied packets whose source time is before ``seconds`` (all when None)."""
         if self._packets is None:
             return
         while True:
@@ -139,12 +157,18 @@ class VideoWriter:
                 self._pending = None
                 continue
             t = float((packet.pts if packet.pts is not None else packet.dts) * packet.time_base)
-            if seconds is not None and t > seconds:
+            if seconds is not None and (t > seconds if inclusive else t >= seconds):
                 self._pending = packet
                 return
             self._pending = None
-            if self.time_range is not None and not (self.time_range[0] <= t < self.time_range[1]):
-                continue
+            if self.start is not None:
+                if t < self.start:
+                    continue
+                shift = round(Fraction(self.start) / packet.time_base)
+                if packet.pts is not None:
+                    packet.pts -= shift
+                if packet.dts is not None:
+                    packet.dts -= shift
             packet.stream = self._copies[packet.stream_index]
             self._container.mux(packet)
 
@@ -156,7 +180,10 @@ class VideoWriter:
         try:
             for packet in self._stream.encode():
                 self._container.mux(packet)
-            self._copy_until(None)
+            if self.start is None:
+                self._copy_until(None)
+            elif self._last_time is not None:
+                self._copy_until(self._last_time + self._frame_seconds)
         finally:
             self._container.close()
             self._source.close()

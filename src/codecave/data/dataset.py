@@ -128,7 +128,13 @@ class PreparedWindows(Dataset):
     def _clip(self, name: str, variant: str) -> PreparedClip:
         key = (name, variant)
         if key not in self._cache:
-            self._cache[key] = load_clip(self.root, name, variant)
+            clip = load_clip(self.root, name, variant)
+            if clip.gt.shape != clip.decoded.shape:
+                raise DatasetError(f"{self.root}/{name}: ground truth {clip.gt.shape} and decoded "
+                                   f"{clip.decoded.shape} differ (a super-resolution set); these windows are "
+                                   "for same-size enhancement")
+            clip.flow = None  # not used for training; do not keep it in memory
+            self._cache[key] = clip
         return self._cache[key]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

@@ -180,6 +180,10 @@ def _validate(cfg: TrainConfig) -> None:
         (d.crop % 16 == 0 and d.crop > 0, f"data.crop {d.crop} must be a positive multiple of 16"),
         (0 <= d.lossless_prob <= 1 and 0 <= d.qp_dropout <= 1, "data probabilities must be in [0, 1]"),
         (d.frames >= 1, "data.frames must be at least 1"),
+        (bool(d.compressed) or (bool(d.lossless) and d.lossless_prob == 1),
+         "data.compressed must list at least one rate point (or lossless_prob must be 1)"),
+        (d.workers >= 0 and t.grad_clip >= 0 and t.max_minutes >= 0,
+         "data.workers, train.grad_clip and train.max_minutes must not be negative"),
     ]
     for ok, message in checks:
         if not ok:
@@ -214,11 +218,17 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, object] | Non
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     for key, value in (overrides or {}).items():
         node = data
         *parents, last = key.split(".")
         for p in parents:
-            node = node.setdefault(p, {})
+            if node.get(p) is None:
+                node[p] = {}
+            node = node[p]
+            if not isinstance(node, dict):
+                raise ConfigError(f"{path}: cannot set {key}: {p} is not a section")
         node[last] = value
     try:
         return parse_config(data)
