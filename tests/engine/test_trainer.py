@@ -13,7 +13,7 @@ import torch
 
 from codecave.data.dataset import PreparedWindows
 from codecave.engine.config import TrainConfig, load_config, parse_config, save_config
-from codecave.engine.trainer import _window_spec, train
+from codecave.engine.trainer import train
 from codecave.errors import ConfigError
 from codecave.losses import charbonnier
 from codecave.models import create_model
@@ -53,7 +53,7 @@ def test_config_round_trip_and_errors(tmp_path: Path) -> None:
 def _fixed_batch_loss(cfg: TrainConfig, weights: Path | None) -> float:
     model = (create_model("pnp_vcve", weights=weights) if weights else
              create_model("pnp_vcve", weights=None, **cfg.model.overrides))
-    ds = PreparedWindows(cfg.data.root, _window_spec(cfg), length=16, seed=99)
+    ds = PreparedWindows(cfg.data.root, cfg.data.window_spec(), length=16, seed=99)
     batch = torch.utils.data.default_collate([ds[i] for i in range(16)])
     with torch.no_grad():
         return float(charbonnier(model(batch["frames"], batch), batch["gt"]))

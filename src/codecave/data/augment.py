@@ -15,28 +15,27 @@ SPATIAL = ("frames", "gt", "qp_map", "mv_past", "mv_future", "mv_valid", "partit
 VECTORS = ("mv_past", "mv_future")
 
 
-def hflip(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Mirror left-right; vectors' dx changes sign."""
+def _flip(sample: dict[str, torch.Tensor], axis: int, component: int) -> dict[str, torch.Tensor]:
+    """Mirror along a picture axis; the matching vector component changes sign."""
     out = dict(sample)
     for key in SPATIAL:
         if key in out:
-            out[key] = out[key].flip(-1)
+            out[key] = out[key].flip(axis)
+    sign = torch.ones(2).index_fill_(0, torch.tensor(component), -1.0).view(2, 1, 1)
     for key in VECTORS:
         if key in out:
-            out[key] = out[key] * torch.tensor([-1.0, 1.0]).view(2, 1, 1)
+            out[key] = out[key] * sign
     return out
+
+
+def hflip(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mirror left-right; vectors' dx changes sign."""
+    return _flip(sample, -1, 0)
 
 
 def vflip(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Mirror top-bottom; vectors' dy changes sign."""
-    out = dict(sample)
-    for key in SPATIAL:
-        if key in out:
-            out[key] = out[key].flip(-2)
-    for key in VECTORS:
-        if key in out:
-            out[key] = out[key] * torch.tensor([1.0, -1.0]).view(2, 1, 1)
-    return out
+    return _flip(sample, -2, 1)
 
 
 def transpose(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

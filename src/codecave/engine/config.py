@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from codecave.data.dataset import WindowSpec
 from codecave.errors import ConfigError
 
 
@@ -47,14 +48,18 @@ class DataSection:
     """
 
     root: str = "data/train"
-    frames: int = 3
-    crop: int = 64
-    compressed: tuple[str, ...] = ("crf15", "crf25", "crf35")
-    lossless: str = "crf0"
-    lossless_prob: float = 0.2
-    qp_dropout: float = 0.25
-    augment: bool = True
+    frames: int = WindowSpec.frames
+    crop: int = WindowSpec.crop
+    compressed: tuple[str, ...] = WindowSpec.compressed
+    lossless: str = WindowSpec.lossless
+    lossless_prob: float = WindowSpec.lossless_prob
+    qp_dropout: float = WindowSpec.qp_dropout
+    augment: bool = WindowSpec.augment
     workers: int = 0
+
+    def window_spec(self) -> WindowSpec:
+        """The dataset's window settings."""
+        return WindowSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(WindowSpec)})
 
 
 @dataclass(frozen=True)

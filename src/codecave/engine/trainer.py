@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from codecave.data.dataset import PreparedWindows, WindowSpec
+from codecave.data.dataset import PreparedWindows
 from codecave.engine import checkpoint as ckpt
 from codecave.engine.config import TrainConfig, save_config
 from codecave.engine.distributed import Dist, mean_across, setup, teardown
@@ -69,12 +69,6 @@ class StepSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (self.steps - self.start) * self.batch
-
-
-def _window_spec(cfg: TrainConfig) -> WindowSpec:
-    d = cfg.data
-    return WindowSpec(frames=d.frames, crop=d.crop, compressed=d.compressed, lossless=d.lossless,
-                      lossless_prob=d.lossless_prob, qp_dropout=d.qp_dropout, augment=d.augment)
 
 
 def _tensorboard(folder: Path) -> object | None:
@@ -136,7 +130,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
             ckpt.save_checkpoint(out, model, optimizer, step, {"seconds": elapsed + time.perf_counter() - t0},
                                  metadata)
 
-    dataset = PreparedWindows(cfg.data.root, _window_spec(cfg), length=(t.steps * env.world + env.world) * t.batch_size,
+    dataset = PreparedWindows(cfg.data.root, cfg.data.window_spec(), length=(t.steps * env.world + env.world) * t.batch_size,
                               seed=t.seed)
     loader = DataLoader(dataset, batch_size=t.batch_size, sampler=StepSampler(start, t.steps, t.batch_size, env),
                         num_workers=cfg.data.workers, persistent_workers=False)
