@@ -29,7 +29,7 @@ def identity() -> Enhancer:
 
 def make_clip(path: Path, n: int = 12, size: tuple[int, int] = (64, 96), vfr: bool = False,
               audio: bool = True, rotation: int = 0, pix_fmt: str = "yuv420p", crf: int = 30,
-              bt709: bool = False) -> list[float]:
+              bt709: bool = False, sar: Fraction | None = None) -> list[float]:
     """x264 clip (+ AAC tone), optionally with irregular timestamps; returns the frame times in seconds."""
     h, w = size
     frames = pan_frames(n, h, w)
@@ -40,6 +40,8 @@ def make_clip(path: Path, n: int = 12, size: tuple[int, int] = (64, 96), vfr: bo
     v.options = {"crf": str(crf), "bframes": "2"}
     if rotation:
         v.set_display_rotation(rotation)
+    if sar:
+        v.codec_context.sample_aspect_ratio = sar
     if bt709:
         ctx = v.codec_context
         ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1  # BT.709
@@ -103,6 +105,52 @@ def test_frames_timestamps_audio_and_rotation_survive(tmp_path: Path) -> None:
     assert [getattr(info_out, k) for k in colour] == [getattr(info_in, k) for k in colour]
     assert info_in.color_space == "bt709" and info_in.rotation == 90
     assert not list(tmp_path.glob(".*partial*"))
+
+
+SRT = """1
+00:00:00,000 --> 00:00:00,200
+first line
+
+2
+00:00:00,240 --> 00:00:00,440
+second line
+"""
+
+
+def with_subtitles_and_tags(clip: Path, srt: Path, out: Path) -> None:
+    """Remux ``clip`` into Matroska with an SRT track, and tag every stream's language."""
+    srt.write_text(SRT)
+    with av.open(str(clip)) as a, av.open(str(srt)) as b, av.open(str(out), "w") as c:
+        pairs = []
+        for s, lang in ((a.streams.video[0], "eng"), (a.streams.audio[0], "deu"), (b.streams[0], "fra")):
+            t = c.add_stream_from_template(s)
+            t.metadata["language"] = lang
+            t.metadata["title"] = f"{s.type} track"
+            pairs.append((s, t))
+        for container, (s, t) in ((a, pairs[0]), (a, pairs[1]), (b, pairs[2])):
+            for p in container.demux(s):
+                if p.size:
+                    p.stream = t
+                    c.mux(p)
+
+
+def test_subtitles_tags_and_aspect_ratio_survive(tmp_path: Path) -> None:
+    clip, src, out = tmp_path / "clip.mp4", tmp_path / "in.mkv", tmp_path / "out.mkv"
+    make_clip(clip, sar=Fraction(4, 3))
+    with_subtitles_and_tags(clip, tmp_path / "subs.srt", src)
+    enhance_video(src, out, model=identity())
+    assert streams(out) == {"video": 1, "audio": 1, "subtitle": 1}
+
+    def describe(path: Path) -> list[object]:
+        with av.open(str(path)) as c:
+            tags = [(s.type, s.metadata.get("language"), s.metadata.get("title")) for s in c.streams]
+            text = [(round(float(p.pts * p.time_base), 3), bytes(p)) for p in c.demux(subtitles=0) if p.size]
+            return [tags, text, c.streams.video[0].codec_context.sample_aspect_ratio]
+
+    tags, text, sar = describe(out)
+    assert [tags, text, sar] == describe(src)
+    assert text == [(0.0, b"first line"), (0.24, b"second line")] and sar == Fraction(4, 3)
+    assert audio_packets(out) == audio_packets(src)
 
 
 def test_identity_model_output_matches_input_closely(tmp_path: Path) -> None:

@@ -94,7 +94,6 @@ class Enhancer:
         self.model = model.to(self.device).eval()
         self.radius = int(getattr(model, "temporal_radius", DEFAULT_RADIUS))
 
-    @torch.no_grad()
     def enhance_clip(self, frames: np.ndarray, priors: dict[str, np.ndarray], crf: float) -> np.ndarray:
         """Enhance a whole decoded clip held in memory.
 
@@ -170,6 +169,7 @@ class Enhancer:
                 buffer.popleft()
                 first += 1
 
+    @torch.inference_mode()
     def _adapt(self, crf: float) -> object | None:
         adapt = getattr(self.model, "adapt", None)
         if adapt is None:
@@ -190,6 +190,7 @@ class Enhancer:
                 out[:, y0:y1, x0:x1] = tile[:, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
         return out
 
+    @torch.inference_mode()
     def _model_call(self, frames: np.ndarray, stacked: dict[str, np.ndarray], crf: float,
                     sequence: object) -> np.ndarray:
         h, w = frames.shape[1:3]

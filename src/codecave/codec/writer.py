@@ -73,7 +73,8 @@ class VideoWriter:
         for s in self._source.streams:
             if s.type in COPIED_KINDS:
                 try:
-                    self._copies[s.index] = self._container.add_stream_from_template(s)
+                    self._copies[s.index] = copy = self._container.add_stream_from_template(s)
+                    _copy_tags(s, copy)
                 except (av.FFmpegError, ValueError) as exc:
                     log.warning("%s: stream %d (%s) cannot go into %s and is left out: %s",
                                 source, s.index, s.type, self.path.suffix, exc)
@@ -109,6 +110,11 @@ class VideoWriter:
                     setattr(ctx, name, value)
                 except (ValueError, TypeError, AttributeError):
                     log.debug("cannot set %s=%r on the output", name, value)
+        sar = sctx.sample_aspect_ratio
+        if sar and sar.numerator > 0 and sar != 1:
+            # Anamorphic sources (DVD, broadcast) display wider or narrower than stored.
+            ctx.sample_aspect_ratio = sar
+        _copy_tags(src, stream)
         if self._rotation:
             stream.set_display_rotation(self._rotation)
         return stream
@@ -195,3 +201,14 @@ class VideoWriter:
                 c.close()
             except (av.FFmpegError, OSError):
                 pass
+
+
+#: Stream tags that describe content (muxer bookkeeping such as DURATION is left out).
+COPIED_TAGS = ("language", "title", "handler_name")
+
+
+def _copy_tags(source: av.stream.Stream, target: av.stream.Stream) -> None:
+    """Carry a stream's language and title over to its counterpart in the output."""
+    for key, value in source.metadata.items():
+        if key.lower() in COPIED_TAGS and value:
+            target.metadata[key.lower()] = value

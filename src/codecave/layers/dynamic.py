@@ -10,8 +10,6 @@ that re-weight the mixed layer per frame.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -95,8 +93,21 @@ class ExpertConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.empty(n_experts, out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(n_experts, out_channels))
-        bound = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
-        nn.init.uniform_(self.weight, -math.sqrt(3.0) * bound, math.sqrt(3.0) * bound)
+        self.reset_parameters()
+
+    def reset_parameters(self, noise: float = 0.01) -> None:
+        """He-initialise one kernel and give every expert that kernel plus a little noise.
+
+        Independently drawn experts would average towards zero under the softmax
+        mixture (the mixed kernel's scale falls by about ``sqrt(N)``), which starves
+        the network of signal early in training; shared starting kernels keep the
+        mixed layer at He scale, and the noise lets the experts drift apart.
+        """
+        with torch.no_grad():
+            base = torch.empty_like(self.weight[0])
+            nn.init.kaiming_normal_(base, nonlinearity="relu")
+            self.weight.copy_(base + noise * torch.randn_like(self.weight))
+            self.bias.zero_()
 
     @property
     def n_experts(self) -> int:

@@ -122,6 +122,12 @@ class PnPVCVE(nn.Module):
             self.bae_refine = nn.ModuleList(
                 nn.Conv2d(c, c * REFINED_REGIONS, 3, padding=1) for _ in range(config.bae_blocks))
         self.bae_out = nn.Conv2d(c, cin, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                # He scale, halved: the residual branches start small but not silent.
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                m.weight.data.mul_(0.5)
+                nn.init.zeros_(m.bias)
         nn.init.zeros_(self.caa_out.weight)
         nn.init.zeros_(self.caa_out.bias)
         nn.init.zeros_(self.bae_out.weight)
