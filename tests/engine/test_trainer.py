@@ -102,3 +102,20 @@ def test_ddp_with_two_processes(tiny_dataset: Path, tmp_path: Path) -> None:
     assert "finished at step 2" in proc.stdout
     state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 2
+
+
+def test_init_starts_from_given_weights(tiny_dataset: Path, tmp_path: Path) -> None:
+    train(tiny_config(tiny_dataset, tmp_path / "a"), progress=False, device="cpu")
+    # One step with a negligible learning rate: the result is the starting point.
+    second = tiny_config(tiny_dataset, tmp_path / "b", steps=1, lr=1e-12, min_lr=1e-12,
+                         init=str(tmp_path / "a"))
+    train(second, progress=False, device="cpu")
+    a = create_model("pnp_vcve", weights=tmp_path / "a").state_dict()
+    b = create_model("pnp_vcve", weights=tmp_path / "b").state_dict()
+    fresh = create_model("pnp_vcve", weights=None, **second.model.overrides).state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+    assert any(not torch.allclose(a[k], fresh[k]) for k in a)
+    bad = tiny_config(tiny_dataset, tmp_path / "c", init=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="no such weights"):
+        train(bad, progress=False, device="cpu")

@@ -78,6 +78,10 @@ class TrainSection:
         log_every: steps between log lines and TensorBoard scalars.
         max_minutes: stop (with a checkpoint) after this much wall time; resume later.
         threads: torch CPU threads (0 = torch's default).
+        init: weights to start from instead of a random initialisation (fine-tuning,
+            or a second stage with other settings): a ``.safetensors`` file, a run
+            folder, or ``default`` for the shipped weights; empty = random. A run that
+            resumes from its own checkpoint ignores it.
     """
 
     steps: int = 1000
@@ -92,6 +96,7 @@ class TrainSection:
     log_every: int = 20
     max_minutes: float = 0.0
     threads: int = 0
+    init: str = ""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from codecave.engine import checkpoint as ckpt
 from codecave.engine.config import TrainConfig, save_config
 from codecave.engine.distributed import Dist, mean_across, setup, teardown
 from codecave.losses import charbonnier
-from codecave.models.registry import build_model
+from codecave.models.registry import build_model, create_model
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,10 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
     model = build_model(cfg.model.name, cfg.model.variant, **cfg.model.overrides).to(env.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=t.betas)
     state = ckpt.load_checkpoint(out) if resume else None
+    if t.init and state is None:
+        start_from = create_model(cfg.model.name, weights=t.init, variant=cfg.model.variant, **cfg.model.overrides)
+        model.load_state_dict(start_from.state_dict())
+        log.info("starting %s from the weights in %s", out, t.init)
     start, elapsed = 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
