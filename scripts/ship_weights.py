@@ -45,6 +45,51 @@ def _first_frames(report: EvalReport, variants: list[str], n: int | None) -> dic
     return out
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def training_stages(run: Path) -> list[dict[str, object]]:
+    """The run and, following ``train.init`` back through run folders, the runs it started from.
+
+    Returns one entry per stage, first stage first: run name, recipe (when the run's
+    name matches a config under ``configs/``), steps, wall minutes and the settings.
+    """
+    stages: list[dict[str, object]] = []
+    seen: set[Path] = set()
+    current: Path | None = run
+    while current is not None and current.resolve() not in seen and (current / "config.yaml").is_file():
+        seen.add(current.resolve())
+        cfg = load_config(current / "config.yaml")
+        state = torch.load(current / "checkpoint.pt", map_location="cpu", weights_only=False)
+        prefix = f"{cfg.model.name}_"
+        recipe = REPO / "configs" / cfg.model.name / f"{cfg.name.removeprefix(prefix)}.yaml"
+        settings = cfg.to_dict()
+        settings["data"] = {k: v for k, v in settings["data"].items() if k != "root"}
+        stages.append({"run": cfg.name,
+                       "recipe": str(recipe.relative_to(REPO)) if recipe.is_file() else None,
+                       "steps": int(state["step"]),
+                       "wall_minutes": round(float(state["extra"]["seconds"]) / 60, 1),
+                       "settings": settings})
+        init = cfg.train.init
+        current = Path(init) if init and Path(init).is_dir() else None
+    return stages[::-1]
+
+
+def training_entry(run: Path) -> dict[str, object]:
+    """The manifest's ``training`` entry: data, stages, and total steps and wall time."""
+    cfg = load_config(run / "config.yaml")
+    train_manifest = load_manifest(cfg.data.root)
+    stages = training_stages(run)
+    return {
+        "recipes": [st["recipe"] for st in stages],
+        "data": {"clips": sorted(train_manifest["clips"]), "settings": train_manifest["settings"]},
+        "stages": stages,
+        "steps": sum(int(st["steps"]) for st in stages),  # type: ignore[call-overload]
+        "wall_minutes": round(sum(float(st["wall_minutes"]) for st in stages), 1),  # type: ignore[arg-type]
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="training run folder (config.yaml, checkpoint.pt, model.safetensors)")
@@ -55,7 +100,6 @@ def main() -> None:
     ap.add_argument("--slice-type-frames", type=int, default=8, help="first N frames for the slice-type check")
     args = ap.parse_args()
     cfg = load_config(args.run / "config.yaml")
-    state = torch.load(args.run / "checkpoint.pt", map_location="cpu", weights_only=False)
     model = create_model(cfg.model.name, weights=args.run / "model.safetensors", variant=cfg.model.variant)
     runs = {"frame_qp": ([f"crf{c}" for c in args.crf.split(",")], args.frames, False),
             "slice_type": ([f"crf{c}" for c in args.slice_type_crf.split(",")], args.slice_type_frames, True)}
@@ -76,7 +120,6 @@ def main() -> None:
     target = WEIGHTS / f"{name}.safetensors"
     shutil.copyfile(args.run / "model.safetensors", target)
     val_manifest = load_manifest(args.val)
-    train_manifest = load_manifest(cfg.data.root)
     entry = {
         "model": cfg.model.name,
         "variant": cfg.model.variant,
@@ -84,14 +127,7 @@ def main() -> None:
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
         "config": model.describe(),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "training": {
-            "recipe": f"configs/{cfg.model.name}/{cfg.model.variant}.yaml",
-            "data": {"clips": sorted(train_manifest["clips"]), "settings": train_manifest["settings"]},
-            "settings": cfg.to_dict() | {"data": {k: v for k, v in cfg.to_dict()["data"].items() if k != "root"}},
-            "steps": int(state["step"]),
-            "wall_minutes": round(float(state["extra"]["seconds"]) / 60, 1),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        },
+        "training": training_entry(args.run),
         "validation": {
             "clips": {n: c.get("source") for n, c in val_manifest["clips"].items()},
             "frames": {"frame_qp": args.frames or "all", "slice_type": args.slice_type_frames},
