@@ -19,6 +19,7 @@ import json
 import platform
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,13 +49,13 @@ def _first_frames(report: EvalReport, variants: list[str], n: int | None) -> dic
 REPO = Path(__file__).resolve().parents[1]
 
 
-def training_stages(run: Path) -> list[dict[str, object]]:
+def training_stages(run: Path) -> list[dict[str, Any]]:
     """The run and, following ``train.init`` back through run folders, the runs it started from.
 
     Returns one entry per stage, first stage first: run name, recipe (when the run's
     name matches a config under ``configs/``), steps, wall minutes and the settings.
     """
-    stages: list[dict[str, object]] = []
+    stages: list[dict[str, Any]] = []
     seen: set[Path] = set()
     current: Path | None = run
     while current is not None and current.resolve() not in seen and (current / "config.yaml").is_file():
@@ -84,8 +85,8 @@ def training_entry(run: Path) -> dict[str, object]:
         "recipes": [st["recipe"] for st in stages],
         "data": {"clips": sorted(train_manifest["clips"]), "settings": train_manifest["settings"]},
         "stages": stages,
-        "steps": sum(int(st["steps"]) for st in stages),  # type: ignore[call-overload]
-        "wall_minutes": round(sum(float(st["wall_minutes"]) for st in stages), 1),  # type: ignore[arg-type]
+        "steps": sum(st["steps"] for st in stages),
+        "wall_minutes": round(sum(st["wall_minutes"] for st in stages), 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
     }
 
