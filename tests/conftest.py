@@ -44,10 +44,13 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def pan_clip(clip_dir: Path) -> Path:
-    """x264 CRF 23, 3 B-frames with pyramid, keyint 16, 24 frames of 160x96 panning (+2, +1)."""
+    """x264 CRF 23, 3 B-frames with pyramid, keyint 16, 24 frames of 160x96 panning (+2, +1).
+
+    One encoder thread, so the bitstream is the same on every machine.
+    """
     path = clip_dir / "pan.mp4"
     encode_frames(pan_frames(24, 96, 160), path,
-                  EncodeSettings(codec="x264", crf=23, bframes=3, keyint=16, preset="medium"))
+                  EncodeSettings(codec="x264", crf=23, bframes=3, keyint=16, preset="medium", threads=1))
     return path
 
 

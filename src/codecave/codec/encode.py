@@ -56,6 +56,9 @@ class EncodeSettings:
         tune: x264/x265 tune (``"psnr"``, ``"film"``...).
         pix_fmt: pixel format of the encoded pictures.
         params: extra ``key=value`` encoder parameters (x264-params and the like).
+        threads: encoder threads (``None``: the encoder's choice, which follows the
+            machine's core count). x264 gives the same bitstream for the same thread
+            count, so ``threads=1`` makes an encode repeatable on any machine.
     """
 
     codec: str = "x264"
@@ -68,6 +71,7 @@ class EncodeSettings:
     tune: str | None = None
     pix_fmt: str = "yuv420p"
     params: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None
 
     @property
     def encoder(self) -> str:
@@ -92,6 +96,7 @@ class EncodeSettings:
             "tune": self.tune,
             "pix_fmt": self.pix_fmt,
             "params": dict(sorted(self.params.items())),
+            "threads": self.threads,
         }
 
     def with_(self, **changes: object) -> EncodeSettings:
@@ -105,6 +110,10 @@ def _stream_options(s: EncodeSettings) -> tuple[dict[str, str], dict[str, int]]:
     opts: dict[str, str] = {}
     ctx: dict[str, int] = {}
     params = dict(s.params)
+    if s.threads is not None:
+        if s.threads < 1:
+            raise EncoderError(f"threads must be at least 1, got {s.threads}")
+        ctx["thread_count"] = s.threads
     if enc in ("libx264", "libx265"):
         if s.qp is not None and enc == "libx264":
             opts["qp"] = f"{int(round(s.qp))}"
