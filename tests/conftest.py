@@ -46,7 +46,7 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pan_clip(clip_dir: Path) -> Path:
     """x264 CRF 23, 3 B-frames with pyramid, keyint 16, 24 frames of 160x96 panning (+2, +1).
 
-    One encoder thread, so the bitstream is the same on every machine.
+    One encoder thread, so the GOP and the vectors do not follow the machine's core count.
     """
     path = clip_dir / "pan.mp4"
     encode_frames(pan_frames(24, 96, 160), path,

@@ -294,9 +294,14 @@ def test_interrupted_run_leaves_no_partial_file(tmp_path: Path) -> None:
 
 
 def test_default_model_raises_psnr_on_a_compressed_clip(tmp_path: Path) -> None:
-    frames = pan_frames(10, 96, 160, seed=5)
+    from codecave.data.synth import load_still, synthesize_clip
+    from codecave.demo import sample_photo
+
+    # a photo (matplotlib's bundled sample) seen by a moving camera: natural content, as the
+    # model was trained on; on the noise texture of pan_frames its gain is within +-0.02 dB
+    frames = list(synthesize_clip(load_still(sample_photo()), 10, (96, 160), seed=1).frames)
     src, out = tmp_path / "in.mp4", tmp_path / "out.mkv"
-    encode_frames(frames, src, EncodeSettings(crf=35, preset="medium"))
+    encode_frames(frames, src, EncodeSettings(crf=35, preset="medium", threads=1))
     enhance_video(src, out, encode=EncodeSettings(codec="ffv1", crf=None, preset=None, pix_fmt="bgr0"),
                   options=EnhanceOptions(device="cpu"))
     gt = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
@@ -306,5 +311,5 @@ def test_default_model_raises_psnr_on_a_compressed_clip(tmp_path: Path) -> None:
             x = torch.from_numpy(np.stack([f.rgb for f in v])).permute(0, 3, 1, 2).float() / 255
         return float(psnr_y(x, gt).mean())
 
-    # The shipped model is an early one: its gain here is small (about +0.01 dB) but real.
-    assert score(out) > score(src)
+    # measured with the shipped model: +0.04 to +0.07 dB over camera seeds 0-3
+    assert score(out) > score(src) + 0.01

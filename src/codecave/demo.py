@@ -131,7 +131,7 @@ def run_demo(out: str | os.PathLike[str] = "codecave-demo", *, crf: float = 35.0
         "side_by_side": out / "side_by_side.png",
     }
     encode_frames(clip.frames, files["original"], LOSSLESS)
-    # one encoder thread: the same compressed clip, so the same scores, on every machine
+    # one encoder thread, so the compressed clip does not follow the machine's core count
     encode_frames(clip.frames, files["compressed"], EncodeSettings(crf=crf, threads=1))
     enhancer = model if isinstance(model, Enhancer) else Enhancer(model, EnhanceOptions())
     enhance_video(files["compressed"], files["enhanced"], model=enhancer, encode=LOSSLESS, overwrite=True,

@@ -130,15 +130,11 @@ def test_pyramid_references_match_vector_lengths(pan_clip: Path) -> None:
             assert np.median(rows["dx"]) / ref == pytest.approx(2.0 * sign, abs=0.25), (f.index, ref)
 
 
-def test_one_thread_repeats_the_bitstream(tmp_path: Path) -> None:
-    """threads=1 pins x264's output, whatever the machine's core count."""
-    frames = pan_frames(10, 64, 96)
-    settings = EncodeSettings(codec="x264", crf=30, bframes=2, threads=1)
-    first, second = tmp_path / "a.mp4", tmp_path / "b.mp4"
-    encode_frames(frames, first, settings)
-    encode_frames(frames, second, settings)
-    assert first.read_bytes() == second.read_bytes()
-    assert b" threads=1 " in first.read_bytes()
+def test_thread_count_reaches_the_encoder(tmp_path: Path) -> None:
+    frames = pan_frames(6, 64, 96)
+    settings = EncodeSettings(codec="x264", crf=30, threads=1)
+    encode_frames(frames, tmp_path / "a.mp4", settings)
+    assert b" threads=1 " in (tmp_path / "a.mp4").read_bytes()  # x264's settings SEI
     with pytest.raises(CodecaveError, match="threads"):
         encode_frames(frames, tmp_path / "c.mp4", settings.with_(threads=0))
 

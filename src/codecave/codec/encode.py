@@ -57,8 +57,8 @@ class EncodeSettings:
         pix_fmt: pixel format of the encoded pictures.
         params: extra ``key=value`` encoder parameters (x264-params and the like).
         threads: encoder threads (``None``: the encoder's choice, which follows the
-            machine's core count). x264 gives the same bitstream for the same thread
-            count, so ``threads=1`` makes an encode repeatable on any machine.
+            machine's core count, so x264's decisions can differ between machines;
+            a fixed count removes that difference).
     """
 
     codec: str = "x264"
