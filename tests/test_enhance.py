@@ -13,6 +13,8 @@ import torch
 from codecave.cli.main import main
 from codecave.codec.encode import EncodeSettings, encode_frames
 from codecave.codec.reader import open_video, read_info
+from codecave.data.synth import load_still, synthesize_clip
+from codecave.demo import sample_photo
 from codecave.enhance import EnhanceOptions, Enhancer, enhance_video
 from codecave.errors import OutputExistsError, VideoError
 from codecave.metrics.quality import psnr_y
@@ -294,9 +296,6 @@ def test_interrupted_run_leaves_no_partial_file(tmp_path: Path) -> None:
 
 
 def test_default_model_raises_psnr_on_a_compressed_clip(tmp_path: Path) -> None:
-    from codecave.data.synth import load_still, synthesize_clip
-    from codecave.demo import sample_photo
-
     # a photo (matplotlib's bundled sample) seen by a moving camera: natural content, as the
     # model was trained on; on the noise texture of pan_frames its gain is within +-0.02 dB
     frames = list(synthesize_clip(load_still(sample_photo()), 10, (96, 160), seed=1).frames)
