@@ -15,7 +15,7 @@ from codecave.data.dataset import PreparedWindows
 from codecave.engine.config import TrainConfig, load_config, parse_config, save_config
 from codecave.engine.trainer import train
 from codecave.errors import ConfigError
-from codecave.losses import charbonnier
+from codecave.losses import charbonnier, round_8bit
 from codecave.models import create_model
 
 TINY = {
@@ -119,3 +119,24 @@ def test_init_starts_from_given_weights(tiny_dataset: Path, tmp_path: Path) -> N
     bad = tiny_config(tiny_dataset, tmp_path / "c", init=str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="no such weights"):
         train(bad, progress=False, device="cpu")
+
+
+def test_round_8bit_holds_8bit_values_and_passes_gradients() -> None:
+    x = torch.tensor([-0.2, 0.0, 0.3 / 255, 0.6 / 255, 100.49 / 255, 1.0, 1.3], requires_grad=True)
+    y = round_8bit(x)
+    torch.testing.assert_close(y.detach() * 255, torch.tensor([0.0, 0.0, 0.0, 1.0, 100.0, 255.0, 255.0]))
+    (y * torch.arange(7.0)).sum().backward()
+    torch.testing.assert_close(x.grad, torch.arange(7.0))
+
+
+def test_round_output_trains_on_the_rounded_output(tiny_dataset: Path, tmp_path: Path) -> None:
+    # Same seed and data, and training repeats exactly (test_resume_equals_uninterrupted),
+    # so any difference in the weights comes from the loss on the rounded output.
+    plain = tiny_config(tiny_dataset, tmp_path / "plain", steps=3)
+    rounded = tiny_config(tiny_dataset, tmp_path / "rounded", steps=3, round_output=True)
+    train(plain, progress=False, device="cpu")
+    result = train(rounded, progress=False, device="cpu")
+    assert result.finished and load_config(tmp_path / "rounded" / "config.yaml").train.round_output
+    a = create_model("pnp_vcve", weights=tmp_path / "plain").state_dict()
+    b = create_model("pnp_vcve", weights=tmp_path / "rounded").state_dict()
+    assert any(not torch.allclose(a[k], b[k]) for k in a)

@@ -73,6 +73,11 @@ class TrainSection:
         betas: Adam betas.
         grad_clip: maximum gradient norm (0 = off).
         stage_weight: weight of the loss on the intermediate (CAA) output.
+        round_output: score the final output after rounding it to 8 bits, as
+            ``codecave enhance`` and ``codecave evaluate`` store it (straight-through
+            gradient). On high-quality inputs the rounding costs about as much as the
+            model gains (``benchmarks/rounding_cost.py``); a 300-step fine-tune of
+            the shipped model with it did not recover that (see the README).
         seed: seed for initialisation and sampling.
         checkpoint_every: steps between checkpoints.
         log_every: steps between log lines and TensorBoard scalars.
@@ -91,6 +96,7 @@ class TrainSection:
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
     stage_weight: float = 0.0
+    round_output: bool = False
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 20

@@ -24,7 +24,7 @@ from codecave.data.dataset import PreparedWindows
 from codecave.engine import checkpoint as ckpt
 from codecave.engine.config import TrainConfig, save_config
 from codecave.engine.distributed import Dist, mean_across, setup, teardown
-from codecave.losses import charbonnier
+from codecave.losses import charbonnier, round_8bit
 from codecave.models.registry import build_model, create_model
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
         for group in optimizer.param_groups:
             group["lr"] = lr
         x_hat, x_caa = net(batch["frames"], batch, return_stages=True)
-        loss = charbonnier(x_hat, batch["gt"])
+        loss = charbonnier(round_8bit(x_hat) if t.round_output else x_hat, batch["gt"])
         if t.stage_weight:
             loss = loss + t.stage_weight * charbonnier(x_caa, batch["gt"])
         optimizer.zero_grad(set_to_none=True)
