@@ -43,6 +43,10 @@ def test_config_round_trip_and_errors(tmp_path: Path) -> None:
         parse_config({"train": {"stepz": 3}})
     with pytest.raises(ConfigError, match="train.lr"):
         parse_config({"train": {"lr": "fast"}})
+    with pytest.raises(ConfigError, match="train.lr"):
+        parse_config({"train": {"lr": "nan"}})
+    # YAML 1.1 reads 1e-4 as a string (as in --set train.lr=1e-4): it is still a number.
+    assert parse_config({"train": {"lr": "1e-4"}}).train.lr == 1e-4
     with pytest.raises(ConfigError, match="crop"):
         parse_config({"data": {"crop": 30}})
     (tmp_path / "bad.yaml").write_text("train: [1, 2\n")

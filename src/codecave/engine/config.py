@@ -8,6 +8,7 @@ The resolved config is written next to every checkpoint (``config.yaml``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -153,6 +154,15 @@ def _coerce(value: object, tp: object, where: str) -> object:
     if origin in (typing.Union, types.UnionType):
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-4 (no dot) as a string; take it as the number it spells.
+            try:
+                number = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+            return number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
