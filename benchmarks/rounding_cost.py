@@ -22,6 +22,7 @@ import torch
 from codecave.codec.rasterize import dense_priors
 from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
+from codecave.losses import round_8bit
 from codecave.metrics.quality import psnr_y
 from codecave.models import create_model
 
@@ -44,7 +45,7 @@ def rounding_cost(model: torch.nn.Module, root: str, clip: str, variant: str, fr
     priors["crf"] = torch.tensor([variant_crf(data.info, variant)])
     x, gt = _tensor(decoded), _tensor(data.gt[:n])
     y = model(x.unsqueeze(0), priors)[0].clamp(0, 1)
-    y8 = y.mul(255).round().div(255)
+    y8 = round_8bit(y)  # the 8-bit grid train.round_output trains on
     base = psnr_y(x, gt)
     gain_float, gain_8bit = psnr_y(y, gt) - base, psnr_y(y8, gt) - base
     return {
