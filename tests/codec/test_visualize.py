@@ -110,8 +110,9 @@ def test_intra_frame_and_constant_qp(tmp_path: Path) -> None:
 
 
 def test_large_frame_is_drawn_at_its_own_size(tmp_path: Path) -> None:
-    frame = _frame(qp_map=None)
-    frame.rgb = np.zeros((360, 640, 3), np.uint8)
+    small = _frame(qp_map=None)
+    frame = CodedFrame(index=7, pts=7, time=0.28, packet_size=123, rgb=np.zeros((360, 640, 3), np.uint8),
+                       priors=small.priors)
     width, height = _png_size(draw_partition_map(frame, tmp_path / "big.png"))
     assert width == 640 and 360 < height < 460
 
@@ -132,7 +133,7 @@ def test_no_matplotlib_at_import_and_no_pyplot_when_drawing(tmp_path: Path) -> N
         "from codecave.codec.priors import CodedFrame, FramePriors, FrameType, empty_mvs\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported at import time'\n"
         "p = FramePriors(FrameType.I, True, 30.0, None, empty_mvs())\n"
-        "v.draw_qp_map(CodedFrame(0, 0, 0.0, 1, np.zeros((32, 32, 3), np.uint8), p), sys.argv[1])\n"
+        "v.draw_qp_map(CodedFrame(0, 0, 0.0, 1, p, rgb=np.zeros((32, 32, 3), np.uint8)), sys.argv[1])\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.png")], check=True)

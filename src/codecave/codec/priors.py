@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
@@ -172,39 +172,110 @@ class FramePriors:
     source: PriorSource = "bitstream"
 
 
-@dataclass
+@dataclass(frozen=True)
+class YUVPlanes:
+    """One picture's YUV 4:2:0 planes, exactly as the decoder produced them.
+
+    Attributes:
+        y: ``(H, W)`` luma codes.
+        u, v: ``(H/2, W/2)`` chroma codes.
+        bit_depth: bits per sample (8: uint8 arrays; 9 to 16: uint16 arrays).
+        color_range: ``"tv"`` (limited), ``"pc"`` (full) or None when unspecified.
+        color_space: matrix name (``"bt709"``, ``"smpte170m"``...) or None.
+    """
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    bit_depth: int = 8
+    color_range: str | None = None
+    color_space: str | None = None
+
+    @property
+    def height(self) -> int:
+        """Luma height in pixels."""
+        return int(self.y.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Luma width in pixels."""
+        return int(self.y.shape[1])
+
+
 class CodedFrame:
     """A decoded picture with its codec priors, in display order.
+
+    The picture is held as its YUV 4:2:0 planes (:attr:`planes`) when the stream is
+    4:2:0; RGB (:attr:`rgb`) is computed only when asked, and kept. ``rgb`` may be
+    given as an array or as a function that makes it (the reader passes one that
+    converts the decoder's own frame, so chroma siting is honoured).
 
     Attributes:
         index: display-order index in the stream, from 0.
         pts: presentation timestamp in ``time_base`` units, if known.
         time: presentation time in seconds, if known.
         packet_size: bytes of the coded picture (its packet), if known.
-        rgb: the decoded picture, ``(H, W, 3)`` uint8 RGB.
         priors: the frame's codec priors.
         decode_index: position of the frame's packet in decoding order, if known.
         corrupt: whether FFmpeg flagged the frame as corrupt (concealed errors).
+        pix_fmt: FFmpeg pixel format the picture was decoded in.
     """
 
-    index: int
-    pts: int | None
-    time: float | None
-    packet_size: int | None
-    rgb: np.ndarray
-    priors: FramePriors
-    decode_index: int | None = None
-    corrupt: bool = False
+    def __init__(self, index: int, pts: int | None, time: float | None, packet_size: int | None,
+                 priors: FramePriors, *, planes: YUVPlanes | None = None,
+                 rgb: np.ndarray | Callable[[], np.ndarray] | None = None,
+                 decode_index: int | None = None, corrupt: bool = False, pix_fmt: str = "yuv420p") -> None:
+        if planes is None and rgb is None:
+            raise ValueError("a CodedFrame needs its planes or its RGB picture")
+        self.index, self.pts, self.time, self.packet_size = index, pts, time, packet_size
+        self.priors = priors
+        self.decode_index, self.corrupt, self.pix_fmt = decode_index, corrupt, pix_fmt
+        self._planes, self._rgb = planes, rgb
+
+    def __repr__(self) -> str:
+        return (f"CodedFrame(index={self.index}, pts={self.pts}, {self.width}x{self.height} {self.pix_fmt}, "
+                f"{self.priors.frame_type.name})")
+
+    @property
+    def planes(self) -> YUVPlanes:
+        """The decoded YUV 4:2:0 planes.
+
+        Raises:
+            UnsupportedVideoError: the stream is not 4:2:0 (4:2:2, 4:4:4, gray, RGB...).
+        """
+        if self._planes is None:
+            from codecave.errors import UnsupportedVideoError
+
+            raise UnsupportedVideoError(
+                f"frame {self.index}: pixel format {self.pix_fmt} is not YUV 4:2:0; codecave's YUV models take "
+                "yuv420p / yuvj420p / nv12 and their 10- to 16-bit forms (convert with ffmpeg -pix_fmt yuv420p)")
+        return self._planes
+
+    @property
+    def has_planes(self) -> bool:
+        """Whether the picture is available as YUV 4:2:0 planes."""
+        return self._planes is not None
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """The decoded picture as ``(H, W, 3)`` uint8 RGB (computed on first use)."""
+        if self._rgb is None:
+            from codecave.codec.convert import planes_to_rgb
+
+            self._rgb = planes_to_rgb(self._planes)  # type: ignore[arg-type]
+        elif callable(self._rgb):
+            self._rgb = self._rgb()
+        return self._rgb
 
     @property
     def height(self) -> int:
         """Picture height in pixels."""
-        return int(self.rgb.shape[0])
+        return self._planes.height if self._planes is not None else int(self.rgb.shape[0])
 
     @property
     def width(self) -> int:
         """Picture width in pixels."""
-        return int(self.rgb.shape[1])
+        return self._planes.width if self._planes is not None else int(self.rgb.shape[1])
 
 
 #: Mean frame QP minus CRF per slice type in x264 CRF encodes (preset medium, 3

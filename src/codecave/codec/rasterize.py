@@ -205,6 +205,42 @@ def dense_priors(stacked: dict[str, np.ndarray], height: int, width: int) -> dic
     }
 
 
+def grid_priors(stacked: dict[str, np.ndarray], grid_height: int | None = None,
+                grid_width: int | None = None) -> dict[str, torch.Tensor]:
+    """A clip's stacked compact priors as tensors on the 4x4 grid, with no upsampling.
+
+    The priors of ``yuv420`` models (design section 3): one value per 4x4 luma block,
+    the positions of :func:`codecave.grid.pack`.
+
+    Args:
+        stacked: output of :func:`stack_compact` (possibly sliced in time or cropped).
+        grid_height, grid_width: pad (by edge replication) to this many positions, for
+            pictures padded to whole macroblocks; default: the priors' own size.
+
+    Returns:
+        ``frame_type (T,)`` int64, ``qp (T,)`` float32, ``qp_map (T, 1, h, w)`` (QP per
+        position), ``mv_past`` / ``mv_future (T, 2, h, w)`` float32 in grid units
+        (pixels / 4, one-frame step), ``mv_valid (T, 2, h, w)`` bool and
+        ``partition (T, 4, h, w)`` float32 one-hot.
+    """
+    mv = torch.from_numpy(np.asarray(stacked["mv"], dtype=np.float32)) / GRID
+    valid = torch.from_numpy(np.asarray(stacked["mv_valid"]))
+    part = F.one_hot(torch.from_numpy(np.asarray(stacked["partition"], dtype=np.int64)), len(PARTITION_CLASSES))
+    part = part.permute(0, 3, 1, 2).float()
+    gh, gw = mv.shape[-2:]
+    qp_map = torch.from_numpy(np.asarray(stacked["qp_map"], dtype=np.float32)).unsqueeze(1)
+    qp_map = _upsample(qp_map, MB // GRID, gh, gw)
+    out = {"mv_past": mv[:, 0], "mv_future": mv[:, 1], "mv_valid": valid, "partition": part, "qp_map": qp_map}
+    th, tw = grid_height or gh, grid_width or gw
+    if (th, tw) != (gh, gw):
+        for key, value in out.items():
+            padded = F.pad(value.float(), (0, tw - gw, 0, th - gh), mode="replicate")
+            out[key] = padded.bool() if value.dtype == torch.bool else padded
+    out["frame_type"] = torch.from_numpy(np.asarray(stacked["frame_type"], dtype=np.int64))
+    out["qp"] = torch.from_numpy(np.asarray(stacked["qp"], dtype=np.float32))
+    return out
+
+
 def motion_compensate(
     compact: CompactPriors,
     past: np.ndarray | None,

@@ -28,6 +28,7 @@ from types import TracebackType
 import av
 import numpy as np
 
+from codecave.codec.convert import is_420, planes_from_frame
 from codecave.codec.gop import ReferenceTracker, fallback_references, h264_is_reference, h264_nal_length_size
 from codecave.codec.priors import (
     MB,
@@ -244,7 +245,7 @@ def _full_chroma(name: str) -> str | None:
     return None
 
 
-def to_rgb(frame: av.VideoFrame) -> np.ndarray:
+def to_rgb(frame: av.VideoFrame) -> np.ndarray:  # for pictures that are not 4:2:0
     """Decoded picture as ``(H, W, 3)`` uint8 RGB.
 
     Subsampled YUV is first brought to 4:4:4 and then converted: swscale's direct
@@ -311,7 +312,8 @@ class VideoReader:
                 "export_side_data": "venc_params",
             }
         if self.bit_depth > 8:
-            log.info("%s: %s decoded to 8-bit RGB", self.path, self.info.pix_fmt)
+            log.info("%s: %s planes kept at %d bits (RGB, when asked, is 8-bit)", self.path, self.info.pix_fmt,
+                     self.bit_depth)
         self._iterated = False
 
     @property
@@ -413,14 +415,18 @@ class VideoReader:
                 qp, qp_map = _qp_from_side_data(side)
         if frame.is_corrupt:
             self.report.corrupt_frames.append(index)
-        rgb = to_rgb(frame)
+        name = frame.format.name
+        planes = planes_from_frame(frame) if is_420(name) else None
+        rgb = (lambda: to_rgb(frame)) if planes is not None else to_rgb(frame)
         pts = frame.pts
         return CodedFrame(
             index=index,
             pts=pts,
             time=float(pts * time_base) if pts is not None and time_base else None,
             packet_size=packet_size,
+            planes=planes,
             rgb=rgb,
+            pix_fmt=name,
             priors=FramePriors(
                 frame_type=frame_type,
                 key_frame=bool(frame.key_frame),

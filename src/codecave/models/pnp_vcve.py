@@ -13,8 +13,11 @@ Two stages:
   fused with the current frame, and refined by residual blocks whose output is the
   adapted convolution plus one filter per partition-size region.
 
-The ``small`` variant works on 2x pixel-unshuffled frames with 32 channels so that
-it trains on two CPU cores; ``paper`` keeps full resolution and 64 channels.
+The ``small`` variant works on 2x pixel-unshuffled RGB frames with 32 channels so
+that it trains on two CPU cores; ``paper`` keeps full resolution and 64 channels.
+Both take RGB. The ``fast`` variant (:class:`PnPVCVEFast`) works in the codec's own
+pixels: YUV 4:2:0 packed on the 4x4 luma-block grid (:mod:`codecave.grid`), with its
+priors on the same grid, so one position is one block of the codec.
 """
 
 from __future__ import annotations
@@ -58,9 +61,33 @@ class PnPVCVEConfig:
     region_refine: bool = True
 
 
-VARIANTS: dict[str, PnPVCVEConfig] = {
+@dataclass(frozen=True)
+class PnPVCVEFastConfig:
+    """Architecture of the packed-grid PnP-VCVE (:class:`PnPVCVEFast`).
+
+    Attributes:
+        channels: feature channels per grid position.
+        caa_blocks: residual blocks of adapted convolutions in the CAA stage.
+        bae_blocks: region-aware residual blocks in the BAE stage.
+        n_experts: experts per adapted layer (``N``).
+        caa: False runs one expert with no frame-wise transfer (ablation "w/o CAA").
+        mv_align: False fuses the neighbours without warping (ablation "w/o MV").
+        region_refine: False drops the per-partition filters (ablation "w/o region").
+    """
+
+    channels: int = 32
+    caa_blocks: int = 1
+    bae_blocks: int = 3
+    n_experts: int = 6
+    caa: bool = True
+    mv_align: bool = True
+    region_refine: bool = True
+
+
+VARIANTS: dict[str, PnPVCVEConfig | PnPVCVEFastConfig] = {
     "small": PnPVCVEConfig(),
     "paper": PnPVCVEConfig(channels=64, caa_blocks=4, bae_blocks=8, n_experts=6, unshuffle=1),
+    "fast": PnPVCVEFastConfig(),
 }
 
 
@@ -93,12 +120,31 @@ def _shift(x: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     return out, present
 
 
+def _init_convs(module: nn.Module, zero: list[nn.Conv2d]) -> None:
+    """He-scale (halved) init of every convolution; the output layers in ``zero`` start at zero,
+    so that an untrained model is the identity."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            # He scale, halved: the residual branches start small but not silent.
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            m.weight.data.mul_(0.5)
+            nn.init.zeros_(m.bias)
+    for m in zero:
+        nn.init.zeros_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 class PnPVCVE(nn.Module):
-    """Compression-aware adaptation + bitstream-aware enhancement.
+    """Compression-aware adaptation + bitstream-aware enhancement, on RGB frames.
 
     Args:
         config: architecture; see :data:`VARIANTS`.
     """
+
+    #: Frames the model takes: ``(B, T, 3, H, W)`` RGB in [0, 1].
+    domain = "rgb"
+    #: Frames of context it needs on each side of a frame.
+    temporal_radius = 1
 
     #: Priors the model reads (design section 3).
     needs_priors = ("crf", "qp", "frame_type", "mv_past", "mv_future", "mv_valid", "partition")
@@ -122,16 +168,7 @@ class PnPVCVE(nn.Module):
             self.bae_refine = nn.ModuleList(
                 nn.Conv2d(c, c * REFINED_REGIONS, 3, padding=1) for _ in range(config.bae_blocks))
         self.bae_out = nn.Conv2d(c, cin, 3, padding=1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                # He scale, halved: the residual branches start small but not silent.
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                m.weight.data.mul_(0.5)
-                nn.init.zeros_(m.bias)
-        nn.init.zeros_(self.caa_out.weight)
-        nn.init.zeros_(self.caa_out.bias)
-        nn.init.zeros_(self.bae_out.weight)
-        nn.init.zeros_(self.bae_out.bias)
+        _init_convs(self, [self.caa_out, self.bae_out])
         if config.caa:
             self.sequence_generator = SequenceWeightGenerator(n)
             self.frame_generator = FrameParameterGenerator(sum(m.out_channels for m in self._adapted()))
@@ -231,3 +268,130 @@ class PnPVCVE(nn.Module):
     def describe(self) -> dict[str, object]:
         """Architecture settings, as saved beside weights."""
         return asdict(self.config)
+
+
+class PnPVCVEFast(nn.Module):
+    """PnP-VCVE on the packed YUV 4:2:0 grid: the ``fast`` variant.
+
+    The paper's two stages (Zeng et al., CVPR 2025, section 3) with their body on the
+    4x4 luma-block grid of :mod:`codecave.grid`:
+
+    * **CAA**: adapted convolutions (``N`` experts mixed by the sequence CRF,
+      re-weighted per frame by QP or slice type) give a first enhanced frame
+      ``x_caa`` for every frame of the clip.
+    * **BAE**: the CAA outputs of the previous and next frames are aligned to each
+      frame by the decoder's motion vectors, sample-exactly
+      (:func:`codecave.grid.warp_packed`), fused with the frame and its CAA
+      features, and refined by residual blocks whose output is an adapted
+      convolution plus one 1x1 filter per partition-size region.
+
+    Args:
+        config: architecture; see :data:`VARIANTS` (``fast``).
+    """
+
+    #: Frames the model takes: packed 4:2:0 ``(B, T, 24, H/4, W/4)`` in [0, 1].
+    domain = "yuv420"
+    #: Frames of context it needs on each side of a frame.
+    temporal_radius = 1
+    #: Priors the model reads, on the 4x4 grid (design section 3).
+    needs_priors = ("crf", "qp", "frame_type", "mv_past", "mv_future", "mv_valid", "partition")
+
+    def __init__(self, config: PnPVCVEFastConfig = PnPVCVEFastConfig()) -> None:
+        super().__init__()
+        from codecave.grid import PACKED_CHANNELS
+
+        self.config = config
+        c, n, cin = config.channels, (config.n_experts if config.caa else 1), PACKED_CHANNELS
+        self.caa_in = ExpertConv2d(cin, c, 3, n)
+        self.caa_body = nn.ModuleList(ExpertConv2d(c, c, 3, n) for _ in range(2 * config.caa_blocks))
+        self.caa_out = nn.Conv2d(c, cin, 3, padding=1)
+        self.bae_fuse = nn.Conv2d(3 * cin + 2 + c, c, 3, padding=1)
+        self.bae_conv = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1) for _ in range(config.bae_blocks))
+        self.bae_adapted = nn.ModuleList(ExpertConv2d(c, c, 3, n) for _ in range(config.bae_blocks))
+        if config.region_refine:
+            # One 1x1 filter per region: applied to [m_1 h, m_2 h, m_3 h] (one-hot masks m_k),
+            # a single convolution gives sum_k m_k (W_k h).
+            self.bae_refine = nn.ModuleList(nn.Conv2d(c * REFINED_REGIONS, c, 1) for _ in range(config.bae_blocks))
+        self.bae_out = nn.Conv2d(c, cin, 3, padding=1)
+        _init_convs(self, [self.caa_out, self.bae_out])
+        if config.caa:
+            self.sequence_generator = SequenceWeightGenerator(n)
+            self.frame_generator = FrameParameterGenerator(sum(m.out_channels for m in self._adapted()))
+
+    def _adapted(self) -> list[ExpertConv2d]:
+        return [self.caa_in, *self.caa_body, *self.bae_adapted]
+
+    adapt = PnPVCVE.adapt
+    _frame_scales = PnPVCVE._frame_scales
+    describe = PnPVCVE.describe
+
+    def forward(self, frames: torch.Tensor, priors: dict[str, torch.Tensor],
+                sequence: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                return_stages: bool = False, targets: tuple[int, int] | None = None,
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Enhance a clip of packed frames.
+
+        Args:
+            frames: ``(B, T, 24, h, w)`` packed 4:2:0 frames in [0, 1] (:func:`codecave.grid.pack`).
+            priors: grid priors (:func:`codecave.codec.rasterize.grid_priors`), ``(B, T, C, h, w)``,
+                plus ``crf (B,)``.
+            sequence: precomputed :meth:`adapt` output (else computed from ``priors["crf"]``).
+            return_stages: also return the CAA output of the same frames.
+            targets: ``(lo, hi)``: enhance frames ``lo..hi-1`` only, the others being
+                context (their CAA output is still computed: BAE needs it). Default: all.
+
+        Returns:
+            ``(B, n, 24, h, w)`` enhanced frames, ``n = hi - lo`` (and their CAA output when asked).
+        """
+        from codecave.grid import warp_packed
+
+        b, t = frames.shape[:2]
+        lo, hi = targets if targets is not None else (0, t)
+        mixed = sequence if sequence is not None else self.adapt(priors["crf"])
+        scales = self._frame_scales(priors)
+        layers = iter(zip(self._adapted(), mixed, scales))
+
+        def adapted(feat: torch.Tensor, frames_of: slice) -> torch.Tensor:
+            layer, mix, scale = next(layers)
+            n = feat.shape[0] // b
+            y = layer(feat.view(b, n, *feat.shape[1:]), mix, None if scale is None else scale[:, frames_of])
+            return y.flatten(0, 1)
+
+        every, kept = slice(0, t), slice(lo, hi)
+        # NHWC: oneDNN's convolutions run about twice as fast on CPU in this layout.
+        x = frames.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+        f = F.relu(adapted(x, every))
+        for _ in range(self.config.caa_blocks):
+            f = f + adapted(F.relu(adapted(f, every)), every)
+        x_caa = (x + self.caa_out(f)).unflatten(0, (b, t))
+
+        n = hi - lo
+        centre = x_caa[:, kept].flatten(0, 1)
+        neighbours, masks = [], []
+        for step, key, slot in ((-1, "mv_past", 0), (1, "mv_future", 1)):
+            index = torch.arange(lo, hi, device=frames.device) + step
+            present = ((index >= 0) & (index < t)).to(x.dtype)
+            nb = x_caa[:, index.clamp(0, t - 1)].flatten(0, 1)
+            mask = priors["mv_valid"][:, kept, slot : slot + 1].flatten(0, 1).to(x.dtype)
+            if self.config.mv_align:
+                nb = warp_packed(nb, priors[key][:, kept].flatten(0, 1).to(x.dtype), mask)
+            weight = present.repeat(b).view(-1, 1, 1, 1)
+            neighbours.append(nb * weight)
+            masks.append(mask * weight)
+        feat = f.view(b, t, *f.shape[1:])[:, kept].flatten(0, 1)
+        fused = torch.cat([centre, *neighbours, *masks, feat], dim=1).contiguous(memory_format=torch.channels_last)
+        g = F.relu(self.bae_fuse(fused))
+        regions = priors["partition"][:, kept, :REFINED_REGIONS].flatten(0, 1).to(x.dtype)
+        for i in range(self.config.bae_blocks):
+            h = F.relu(self.bae_conv[i](g))
+            y = adapted(h, kept)
+            if self.config.region_refine:
+                y = y + self.bae_refine[i](torch.cat([h * regions[:, k : k + 1] for k in range(REFINED_REGIONS)], 1))
+            g = g + y
+        x_hat = (centre + self.bae_out(g)).unflatten(0, (b, n))
+        return (x_hat, x_caa[:, kept]) if return_stages else x_hat
+
+
+def model_class(config: PnPVCVEConfig | PnPVCVEFastConfig) -> type[nn.Module]:
+    """The model class a config builds."""
+    return PnPVCVEFast if isinstance(config, PnPVCVEFastConfig) else PnPVCVE

@@ -18,9 +18,9 @@ from torch import nn
 from codecave.errors import ConfigError
 from codecave.models import pnp_vcve
 
-#: name -> (model class, config class, variants). Static: no registration at import time.
+#: name -> (model class for a config, variants). Static: no registration at import time.
 _MODELS = {
-    "pnp_vcve": (pnp_vcve.PnPVCVE, pnp_vcve.PnPVCVEConfig, pnp_vcve.VARIANTS),
+    "pnp_vcve": (pnp_vcve.model_class, pnp_vcve.VARIANTS),
 }
 #: The model ``codecave enhance`` uses unless told otherwise.
 DEFAULT_MODEL = "pnp_vcve"
@@ -31,7 +31,7 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def _entry(name: str) -> tuple[type[nn.Module], type, dict[str, object]]:
+def _entry(name: str) -> tuple[object, dict[str, object]]:
     if name not in _MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
     return _MODELS[name]
@@ -47,10 +47,10 @@ def weights_manifest() -> dict[str, dict[str, object]]:
 
 def model_info(name: str, variant: str = "small") -> dict[str, object]:
     """Architecture of a variant and, when shipped, its weights' manifest entry."""
-    _, _, variants = _entry(name)
+    _, variants = _entry(name)
     if variant not in variants:
         raise ConfigError(f"{name}: unknown variant {variant!r}; choose one of {', '.join(variants)}")
-    info: dict[str, object] = {"model": name, "variant": variant,
+    info: dict[str, object] = {"model": name, "variant": variant, "domain": model_domain(name, variant),
                                "config": dataclasses.asdict(variants[variant])}
     shipped = weights_manifest().get(f"{name}_{variant}")
     if shipped:
@@ -66,14 +66,24 @@ def build_model(name: str, variant: str = "small", **overrides: object) -> nn.Mo
         variant: ``small`` or ``paper``.
         **overrides: architecture fields to change (e.g. ``mv_align=False``).
     """
-    cls, config_cls, variants = _entry(name)
+    class_for, variants = _entry(name)
     if variant not in variants:
         raise ConfigError(f"{name}: unknown variant {variant!r}; choose one of {', '.join(variants)}")
-    fields = {f.name for f in dataclasses.fields(config_cls)}
+    config = variants[variant]
+    fields = {f.name for f in dataclasses.fields(config)}
     unknown = set(overrides) - fields
     if unknown:
-        raise ConfigError(f"{name}: unknown setting(s) {sorted(unknown)}; known: {sorted(fields)}")
-    return cls(dataclasses.replace(variants[variant], **overrides))
+        raise ConfigError(f"{name} ({variant}): unknown setting(s) {sorted(unknown)}; known: {sorted(fields)}")
+    config = dataclasses.replace(config, **overrides)
+    return class_for(config)(config)
+
+
+def model_domain(name: str, variant: str = "small") -> str:
+    """What frames a variant takes: ``"rgb"`` or ``"yuv420"`` (design section 3)."""
+    class_for, variants = _entry(name)
+    if variant not in variants:
+        raise ConfigError(f"{name}: unknown variant {variant!r}; choose one of {', '.join(variants)}")
+    return str(class_for(variants[variant]).domain)
 
 
 def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | None = "default",
