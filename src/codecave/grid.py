@@ -16,8 +16,11 @@ here and nowhere else.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from codecave.codec.priors import YUVPlanes
 
 #: Channels of one packed position: 16 Y, 4 U, 4 V.
 PACKED_CHANNELS = 24
@@ -182,3 +185,32 @@ def dihedral_packed(x: torch.Tensor, code: int) -> torch.Tensor:
     if code & 4:
         planes = [p.transpose(-1, -2) for p in planes]
     return pack(*planes).contiguous()
+
+
+def pack_planes(planes: YUVPlanes) -> np.ndarray:
+    """Pack one picture's planes with NumPy, keeping their integer codes.
+
+    Args:
+        planes: 4:2:0 planes with sides that are multiples of 4.
+
+    Returns:
+        ``(24, H/4, W/4)`` array of the planes' dtype (uint8 or uint16), the layout of :func:`pack`.
+    """
+    h, w = planes.y.shape
+    if h % CELL or w % CELL:
+        raise ValueError(f"luma {w}x{h}: both sides must be multiples of {CELL}")
+    gh, gw = h // CELL, w // CELL
+    y = planes.y.reshape(gh, CELL, gw, CELL).transpose(1, 3, 0, 2).reshape(16, gh, gw)
+    u = planes.u.reshape(gh, 2, gw, 2).transpose(1, 3, 0, 2).reshape(4, gh, gw)
+    v = planes.v.reshape(gh, 2, gw, 2).transpose(1, 3, 0, 2).reshape(4, gh, gw)
+    return np.concatenate([y, u, v])
+
+
+def unpack_planes(packed: np.ndarray, bit_depth: int = 8, **tags: str | None) -> YUVPlanes:
+    """Inverse of :func:`pack_planes`: ``(24, h, w)`` integer codes -> planes (``tags``:
+    ``color_range``, ``color_space``)."""
+    _, gh, gw = packed.shape
+    y = packed[Y_CHANNELS].reshape(CELL, CELL, gh, gw).transpose(2, 0, 3, 1).reshape(gh * CELL, gw * CELL)
+    u = packed[U_CHANNELS].reshape(2, 2, gh, gw).transpose(2, 0, 3, 1).reshape(gh * 2, gw * 2)
+    v = packed[V_CHANNELS].reshape(2, 2, gh, gw).transpose(2, 0, 3, 1).reshape(gh * 2, gw * 2)
+    return YUVPlanes(np.ascontiguousarray(y), np.ascontiguousarray(u), np.ascontiguousarray(v), bit_depth, **tags)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from codecave.data.prepare import PrepareSettings, prepare_dataset
+from codecave.data.prepare import PrepareSettings, held_out_names, prepare_dataset
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -42,6 +42,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="clip size made from photos (default 448x256)")
     p.add_argument("--yuv-size", type=_size, metavar="WxH", help="size of raw .yuv sources")
     p.add_argument("--yuv-format", default="yuv420p", help="pixel format of raw .yuv sources")
+    p.add_argument("--domain", choices=("yuv420", "rgb"),
+                   help="what the dataset stores: yuv420 (4:2:0 planes, the default) or rgb "
+                        "(for RGB models; the default with --scale)")
+    p.add_argument("--exclude-split", metavar="FILE",
+                   help="leave out the clips a validation split lists (configs/validation_split.yaml)")
     p.add_argument("--workers", type=int, default=2, help="clips prepared in parallel (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -55,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         keyint=args.keyint, ref=args.ref, tune=args.tune, max_frames=args.frames, scale=args.scale,
         still_frames=args.still_frames, still_size=(args.still_size[1], args.still_size[0]),
         yuv_size=args.yuv_size, yuv_format=args.yuv_format,
+        domain=args.domain or ("yuv420" if args.scale == 1 else "rgb"),
     )
+    exclude = held_out_names(args.exclude_split) if args.exclude_split else ()
     bar = None
     if not args.no_progress:
         from tqdm import tqdm
@@ -71,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = prepare_dataset(args.sources, args.out, settings, workers=args.workers,
-                                 stills=args.stills, progress=progress)
+                                 stills=args.stills, progress=progress, exclude=exclude)
     finally:
         if bar is not None:
             bar.close()

@@ -17,6 +17,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from codecave.codec.convert import planes_to_frame
+from codecave.codec.priors import YUVPlanes
 from codecave.errors import EncoderError
 
 log = logging.getLogger(__name__)
@@ -187,10 +189,15 @@ def encode_frames(
     *,
     fps: Fraction | int = 25,
 ) -> EncodeResult:
-    """Encode RGB frames into a video file.
+    """Encode RGB frames or YUV 4:2:0 planes into a video file.
+
+    Planes whose format is the encoder's pixel format (``yuv420p`` for 8-bit planes,
+    ``yuv420p10le`` for 10-bit ones) reach the encoder unchanged, so the encoder's
+    input is exactly the planes given; RGB frames are converted by swscale.
 
     Args:
-        frames: pictures, each ``(H, W, 3)`` uint8 RGB, all the same size.
+        frames: pictures, each ``(H, W, 3)`` uint8 RGB or a
+            :class:`~codecave.codec.priors.YUVPlanes`, all the same size.
         path: output file; the container follows the extension (``.mp4``,
             ``.mkv``, ``.264``, ``.m2v``...).
         settings: encoder and its settings (default: x264 CRF 23, medium).
@@ -216,26 +223,32 @@ def encode_frames(
     try:
         stream = None
         for rgb in frames:
-            if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            planes = rgb if isinstance(rgb, YUVPlanes) else None
+            if planes is None and (rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3):
                 raise EncoderError(
-                    f"{path}: frames must be (H, W, 3) uint8 RGB, got {rgb.dtype} {rgb.shape}"
+                    f"{path}: frames must be (H, W, 3) uint8 RGB or YUVPlanes, got {rgb.dtype} {rgb.shape}"
                 )
+            size = planes.y.shape if planes is not None else rgb.shape[:2]
             if stream is None:
-                height, width = int(rgb.shape[0]), int(rgb.shape[1])
+                height, width = int(size[0]), int(size[1])
                 if s.pix_fmt.startswith(("yuv420", "nv12")) and (width % 2 or height % 2):
                     raise EncoderError(
                         f"{path}: {width}x{height} has an odd side; {s.pix_fmt} needs even "
                         "width and height (crop or pad the frames)"
                     )
                 stream = _add_stream(container, enc, fps, width, height, s.pix_fmt, opts, ctx_attrs)
-            elif rgb.shape[:2] != (height, width):
+            elif tuple(size) != (height, width):
                 raise EncoderError(
-                    f"{path}: frame {n} is {rgb.shape[1]}x{rgb.shape[0]}, "
+                    f"{path}: frame {n} is {size[1]}x{size[0]}, "
                     f"the clip is {width}x{height}"
                 )
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            if planes is not None:
+                frame = planes_to_frame(planes, s.pix_fmt)
+            else:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
+                    format=s.pix_fmt)
             frame.pts = n
-            for packet in stream.encode(frame.reformat(format=s.pix_fmt)):
+            for packet in stream.encode(frame):
                 container.mux(packet)
             n += 1
         if stream is None:

@@ -11,6 +11,8 @@ import torch
 
 #: Keys of a sample whose last two axes are picture axes.
 SPATIAL = ("frames", "gt", "qp_map", "mv_past", "mv_future", "mv_valid", "partition")
+#: Keys holding packed 4:2:0 pictures in packed samples.
+PACKED = ("frames", "gt")
 #: Keys holding (dx, dy) vector fields on axis -3.
 VECTORS = ("mv_past", "mv_future")
 
@@ -50,11 +52,24 @@ def transpose(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def dihedral(sample: dict[str, torch.Tensor], code: int) -> dict[str, torch.Tensor]:
+def dihedral(sample: dict[str, torch.Tensor], code: int, packed: bool = False) -> dict[str, torch.Tensor]:
     """Apply one of the 8 flips/rotations: bit 0 hflip, bit 1 vflip, bit 2 transpose.
 
     ``code`` 5 (hflip then transpose) is a rot90; all tensors stay contiguous.
+
+    Args:
+        sample: pictures and priors (:data:`SPATIAL` keys are transformed).
+        code: 0 to 7.
+        packed: ``frames`` and ``gt`` are packed 4:2:0 grids (:mod:`codecave.grid`); they
+            are transformed on their planes (:func:`codecave.grid.dihedral_packed`), the
+            grid priors like any other picture-shaped tensor.
     """
+    if packed:
+        from codecave.grid import dihedral_packed
+
+        pictures = {k: dihedral_packed(sample[k], code) for k in PACKED if k in sample}
+        rest = dihedral({k: v for k, v in sample.items() if k not in PACKED}, code)
+        return {**rest, **pictures}
     if code & 1:
         sample = hflip(sample)
     if code & 2:

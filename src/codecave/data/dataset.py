@@ -1,8 +1,10 @@
 """Training windows over a prepared dataset (see :mod:`codecave.data.prepare`).
 
 Each sample is a random window of ``T`` frames of one clip at one rate point,
-cropped on the 16x16 macroblock grid (so it is on the 4x4 prior grid too),
-upsampled to dense priors and flipped/rotated with its priors. Compressed vs
+cropped on the 16x16 macroblock grid (so it is on the 4x4 prior grid too) and
+flipped/rotated with its priors. RGB datasets give pictures with dense priors; YUV
+4:2:0 datasets give packed planes with priors on the 4x4 grid, sliced straight from
+the memory-mapped arrays (no decoding and no painting per sample). Compressed vs
 "uncompressed" inputs are drawn as in PnP-VCVE's reference code: with probability
 ``lossless_prob`` the input is x264 at CRF 0 (lossless, so its priors exist),
 otherwise one of the compressed rate points, uniformly.
@@ -20,11 +22,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from codecave.codec.priors import MB
-from codecave.codec.rasterize import crop_compact, dense_priors
+from codecave.codec.priors import GRID, MB
+from codecave.codec.rasterize import crop_compact, dense_priors, grid_priors
 from codecave.data.augment import dihedral
-from codecave.data.prepare import PreparedClip, load_clip, load_manifest
+from codecave.data.prepare import PreparedClip, dataset_domain, load_clip, load_manifest
 from codecave.errors import DatasetError
+from codecave.grid import peak
 
 
 @dataclass(frozen=True)
@@ -75,13 +78,27 @@ def crop_sample(clip: PreparedClip, start: int, frames: int, y: int, x: int, siz
         size: crop side, a multiple of 16.
 
     Returns:
-        ``frames`` / ``gt`` ``(T, 3, S, S)`` float in [0, 1], ``crf`` scalar and the
-        dense priors of :func:`~codecave.codec.rasterize.dense_priors`.
+        ``crf`` scalar, and for an RGB dataset ``frames`` / ``gt`` ``(T, 3, S, S)`` float
+        in [0, 1] with the dense priors of :func:`~codecave.codec.rasterize.dense_priors`;
+        for a ``yuv420`` dataset ``frames`` / ``gt`` packed ``(T, 24, S/4, S/4)`` in [0, 1]
+        with the grid priors of :func:`~codecave.codec.rasterize.grid_priors`.
     """
     t = slice(start, start + frames)
     window = {k: v[t] for k, v in clip.priors.items() if k in ("mv", "mv_valid", "partition", "qp_map",
                                                                   "frame_type", "qp")}
     stacked = crop_compact(window, y, x, size, size)
+    if clip.domain == "yuv420":
+        sample = grid_priors(stacked)
+        cells = (slice(y // GRID, (y + size) // GRID), slice(x // GRID, (x + size) // GRID))
+
+        def packed(a: np.ndarray) -> torch.Tensor:
+            crop = np.ascontiguousarray(a[t, :, cells[0], cells[1]])
+            return torch.from_numpy(crop.astype(np.float32)) / peak(clip.bit_depth)
+
+        sample["frames"] = packed(clip.decoded)
+        sample["gt"] = packed(clip.gt)
+        sample["crf"] = torch.tensor(variant_crf(clip.info, clip.variant))
+        return sample
     sample = dense_priors(stacked, size, size)
 
     def pixels(a: np.ndarray) -> torch.Tensor:
@@ -121,6 +138,8 @@ class PreparedWindows(Dataset):
         if not wanted <= variants:
             raise DatasetError(f"{root}: has rate points {sorted(variants)}, needs {sorted(wanted)}")
         self._cache: dict[tuple[str, str], PreparedClip] = {}
+        #: ``"yuv420"`` or ``"rgb"``: what the samples hold (the dataset's domain).
+        self.domain = dataset_domain(manifest)
 
     def __len__(self) -> int:
         return self.length
@@ -146,7 +165,9 @@ class PreparedWindows(Dataset):
         else:
             variant = spec.compressed[rng.integers(len(spec.compressed))]
         clip = self._clip(name, variant)
-        n, h, w = clip.decoded.shape[:3]
+        n = clip.decoded.shape[0]
+        h, w = ((clip.decoded.shape[2] * GRID, clip.decoded.shape[3] * GRID) if clip.domain == "yuv420"
+                else clip.decoded.shape[1:3])
         if n < spec.frames or h < spec.crop or w < spec.crop:
             raise DatasetError(f"{name}: {n} frames of {w}x{h} is smaller than a "
                                f"{spec.frames}-frame {spec.crop}px window")
@@ -157,5 +178,5 @@ class PreparedWindows(Dataset):
         if rng.random() < spec.qp_dropout:
             sample["qp"] = torch.full_like(sample["qp"], float("nan"))
         if spec.augment:
-            sample = dihedral(sample, int(rng.integers(8)))
+            sample = dihedral(sample, int(rng.integers(8)), packed=clip.domain == "yuv420")
         return sample

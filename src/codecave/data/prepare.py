@@ -5,14 +5,26 @@ encoded with a real encoder, decoded again by :mod:`codecave.codec.reader`, and
 cached as NumPy arrays with compact priors (4x4 grid, QP per macroblock):
 
 ```
-OUT/manifest.json                   settings, versions, one entry per clip
-OUT/clips/NAME/gt.npy               (T, H, W, 3) uint8 ground truth
-OUT/clips/NAME/flow.npz             flow_past / flow_future (T, 2, H, W), stills only
-OUT/clips/NAME/VARIANT/video.EXT    the real bitstream (VARIANT: crf25, qp30...)
-OUT/clips/NAME/VARIANT/decoded.npy  (T, h, w, 3) uint8 decoded frames
-OUT/clips/NAME/VARIANT/priors.npz   compact priors (see codec.rasterize.stack_compact)
-OUT/clips/NAME/info.json            per clip: source, hash, sizes, bytes per variant
+OUT/manifest.json                       settings (domain among them), versions, one entry per clip
+OUT/clips/NAME/gt_yuv.npy               yuv420: (T, 24, H/4, W/4) packed ground-truth planes
+OUT/clips/NAME/VARIANT/decoded_yuv.npy  yuv420: (T, 24, H/4, W/4) packed decoded planes
+OUT/clips/NAME/gt.npy                   rgb: (T, H, W, 3) uint8 ground truth
+OUT/clips/NAME/VARIANT/decoded.npy      rgb: (T, h, w, 3) uint8 decoded frames
+OUT/clips/NAME/flow.npz                 flow_past / flow_future (T, 2, H, W), stills only
+OUT/clips/NAME/VARIANT/video.EXT        the real bitstream (VARIANT: crf25, qp30...)
+OUT/clips/NAME/VARIANT/priors.npz       compact priors (see codec.rasterize.stack_compact)
+OUT/clips/NAME/info.json                per clip: source, hash, sizes, bytes per variant
 ```
+
+Datasets hold one of two domains (``PrepareSettings.domain``, recorded in the
+manifest). ``yuv420`` (the default) stores the exact 4:2:0 planes that were fed to
+the encoder as ground truth and the decoder's own planes, packed on the 4x4 grid
+(:func:`codecave.grid.pack_planes`; integer codes, uint8 for 8-bit): no colour
+conversion sits between a target and its input. Sources that are already 4:2:0 keep
+their planes; RGB sources are converted once, as
+:data:`codecave.codec.convert.RGB_TO_YUV420` states (BT.601, limited range), and the
+manifest says so. ``rgb`` keeps the RGB layout for RGB models (and super-resolution
+sets). Manifests written before domains existed are ``rgb``.
 
 Each clip is built in a temporary folder and renamed when complete, so an
 interrupted run resumes where it stopped. A folder is bound to one set of
@@ -21,6 +33,7 @@ settings: preparing into it with different settings is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -35,7 +48,10 @@ from pathlib import Path
 import numpy as np
 
 import codecave
+from codecave.codec.convert import RGB_TO_YUV420, planar_format, rgb_to_planes
 from codecave.codec.encode import EncodeSettings, encode_frames, library_versions
+from codecave.codec.priors import YUVPlanes
+from codecave.grid import pack_planes
 from codecave.codec.rasterize import compact_priors, stack_compact
 from codecave.data.sources import Source, discover_sources, file_hash, read_frames
 from codecave.errors import DatasetError
@@ -43,6 +59,8 @@ from codecave.errors import DatasetError
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+#: What a dataset can hold (design section 3).
+DOMAINS = ("yuv420", "rgb")
 _CONTAINER = {"libx264": ".mp4", "libx265": ".mp4", "libsvtav1": ".mkv", "mpeg2video": ".mpg",
               "mpeg4": ".avi", "ffv1": ".mkv"}
 
@@ -67,6 +85,7 @@ class PrepareSettings:
         yuv_size: ``(width, height)`` of raw ``.yuv`` sources.
         yuv_format: pixel format of raw ``.yuv`` sources.
         seed: seed of the synthetic camera motion of stills.
+        domain: ``yuv420`` (4:2:0 planes on the packed grid) or ``rgb``.
     """
 
     codec: str = "x264"
@@ -87,8 +106,13 @@ class PrepareSettings:
     yuv_format: str = "yuv420p"
     seed: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    domain: str = "yuv420"
 
     def __post_init__(self) -> None:
+        if self.domain not in DOMAINS:
+            raise DatasetError(f"domain {self.domain!r}: use one of {', '.join(DOMAINS)}")
+        if self.domain == "yuv420" and self.scale != 1:
+            raise DatasetError("super-resolution sets (scale > 1) are RGB: use domain rgb (--domain rgb)")
         if not self.crfs and not self.qps:
             raise DatasetError("give at least one CRF or QP rate point")
         if self.scale not in (1, 2, 4):
@@ -187,17 +211,44 @@ def _ground_truth(source: Source, s: PrepareSettings, index: int) -> tuple[np.nd
     return _crop(np.stack(frames), multiple), {}
 
 
-def _encode_variant(gt_input: np.ndarray, folder: Path, settings: EncodeSettings) -> dict[str, object]:
+def _crop_planes(planes: list[YUVPlanes], multiple: int) -> list[YUVPlanes]:
+    h = planes[0].height // multiple * multiple
+    w = planes[0].width // multiple * multiple
+    if h == 0 or w == 0:
+        raise DatasetError(f"frames of {planes[0].width}x{planes[0].height} are smaller than {multiple} pixels")
+    return [dataclasses.replace(p, y=np.ascontiguousarray(p.y[:h, :w]), u=np.ascontiguousarray(p.u[: h // 2, : w // 2]),
+                                v=np.ascontiguousarray(p.v[: h // 2, : w // 2])) for p in planes]
+
+
+def _ground_truth_planes(source: Source, s: PrepareSettings, index: int
+                         ) -> tuple[list[YUVPlanes], dict[str, np.ndarray]]:
+    """A clip's ground truth as 4:2:0 planes, cropped: a 4:2:0 source's own planes,
+    anything else converted once (:func:`~codecave.codec.convert.rgb_to_planes`)."""
+    if source.kind == "still":
+        gt, flows = _ground_truth(source, s, index)
+        return [rgb_to_planes(f) for f in gt], flows
+    planes = list(read_frames(source, max_frames=s.max_frames, yuv_size=s.yuv_size, yuv_format=s.yuv_format,
+                              planes=True))
+    if not planes:
+        raise DatasetError(f"{source.path}: no frames")
+    return _crop_planes(planes, s.crop_multiple), {}
+
+
+def _encode_variant(gt_input: np.ndarray | list[YUVPlanes], folder: Path, settings: EncodeSettings
+                    ) -> dict[str, object]:
     """Encode, decode back, and store one variant; return its summary."""
     from codecave.codec.reader import open_video
 
     folder.mkdir(parents=True)
     video = folder / f"video{_CONTAINER.get(settings.encoder, '.mkv')}"
+    yuv = isinstance(gt_input, list)
+    if yuv and gt_input[0].bit_depth > 8:
+        settings = settings.with_(pix_fmt=planar_format(gt_input[0].bit_depth))
     result = encode_frames(iter(gt_input), video, settings)
     decoded, compact, kinds = [], [], []
     with open_video(video) as reader:
         for frame in reader:
-            decoded.append(frame.rgb)
+            decoded.append(pack_planes(frame.planes) if yuv else frame.rgb)
             compact.append(compact_priors(frame.priors, frame.height, frame.width))
             kinds.append(frame.priors.frame_type.name)
         reader.check()
@@ -205,14 +256,15 @@ def _encode_variant(gt_input: np.ndarray, folder: Path, settings: EncodeSettings
         encoder = reader.info.encoder
     if len(decoded) != len(gt_input):
         raise DatasetError(f"{video}: {len(gt_input)} frames encoded but {len(decoded)} decoded")
-    np.save(folder / "decoded.npy", np.stack(decoded))
+    np.save(folder / ("decoded_yuv.npy" if yuv else "decoded.npy"), np.stack(decoded))
     stacked = stack_compact(compact)
     np.savez(folder / "priors.npz", **stacked)
     qps = stacked["qp"][np.isfinite(stacked["qp"])]
+    pixels = len(gt_input) * result.width * result.height
     return {
         "file": video.name,
         "bytes": result.bytes,
-        "bits_per_pixel": 8 * result.bytes / gt_input[:, :, :, 0].size,
+        "bits_per_pixel": 8 * result.bytes / pixels,
         "frame_types": "".join(k[0] for k in kinds),
         "mean_qp": float(qps.mean()) if qps.size else None,
         "prior_source": source,
@@ -235,22 +287,33 @@ def prepare_clip(source: Source, root: Path, s: PrepareSettings, index: int = 0)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        gt, flows = _ground_truth(source, s, index)
-        np.save(tmp / "gt.npy", gt)
+        if s.domain == "yuv420":
+            planes, flows = _ground_truth_planes(source, s, index)
+            np.save(tmp / "gt_yuv.npy", np.stack([pack_planes(p) for p in planes]))
+            net_input: np.ndarray | list[YUVPlanes] = planes
+            frames, (height, width), depth = len(planes), planes[0].y.shape, planes[0].bit_depth
+            input_size = (height, width)
+        else:
+            gt, flows = _ground_truth(source, s, index)
+            np.save(tmp / "gt.npy", gt)
+            net_input = blur_downsample(gt, s.scale, s.blur_sigma) if s.scale > 1 else gt
+            frames, (height, width), depth = len(gt), gt.shape[1:3], 8
+            input_size = net_input.shape[1:3]
         if flows:
             np.savez(tmp / "flow.npz", **flows)
-        net_input = blur_downsample(gt, s.scale, s.blur_sigma) if s.scale > 1 else gt
         variants = {name: _encode_variant(net_input, tmp / name, enc) for name, enc in s.variants().items()}
         info = {
             "name": source.name,
             "source": str(source.path),
             "kind": source.kind,
             "sha256": file_hash(source.path),
-            "frames": int(gt.shape[0]),
-            "height": int(gt.shape[1]),
-            "width": int(gt.shape[2]),
-            "input_height": int(net_input.shape[1]),
-            "input_width": int(net_input.shape[2]),
+            "domain": s.domain,
+            "bit_depth": depth,
+            "frames": int(frames),
+            "height": int(height),
+            "width": int(width),
+            "input_height": int(input_size[0]),
+            "input_width": int(input_size[1]),
             "has_flow": bool(flows),
             "variants": variants,
         }
@@ -294,6 +357,7 @@ def prepare_dataset(
     workers: int = 1,
     stills: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
+    exclude: Sequence[str] = (),
 ) -> PrepareResult:
     """Encode ground-truth clips at every rate point and cache frames and priors.
 
@@ -304,6 +368,7 @@ def prepare_dataset(
         workers: clips prepared in parallel processes.
         stills: treat images inside folders as photos to animate, not as frames.
         progress: called as ``progress(done, total, clip_name)`` after each clip.
+        exclude: clip names to leave out (a validation split's, :func:`held_out_names`).
 
     Returns:
         What was prepared, skipped and failed.
@@ -314,7 +379,9 @@ def prepare_dataset(
     s = settings or PrepareSettings()
     root = Path(root)
     start = time.perf_counter()
-    sources = discover_sources(inputs, stills=stills)
+    sources = [src for src in discover_sources(inputs, stills=stills) if src.name not in set(exclude)]
+    if not sources:
+        raise DatasetError(f"no sources left in {', '.join(map(str, inputs))} after leaving out {len(exclude)} names")
     manifest = _check_settings(root, s)
     (root / "clips").mkdir(parents=True, exist_ok=True)
     clips: dict[str, object] = dict(manifest.get("clips", {}))  # type: ignore[arg-type]
@@ -326,8 +393,11 @@ def prepare_dataset(
         "codecave": codecave.__version__,
         "versions": library_versions(),
         "settings": s.to_json(),
+        "domain": s.domain,
         "clips": clips,
     }
+    if s.domain == "yuv420":
+        manifest["rgb_to_yuv420"] = RGB_TO_YUV420
     _write_json(root / MANIFEST, manifest)
     prepared: list[str] = []
     failed: dict[str, str] = {}
@@ -361,6 +431,24 @@ def prepare_dataset(
     return PrepareResult(root, prepared, skipped, failed, time.perf_counter() - start)
 
 
+def held_out_names(split: str | os.PathLike[str]) -> list[str]:
+    """Clip names a validation split file lists (its ``sequences`` and ``stills``, by file stem).
+
+    Raises:
+        DatasetError: the file is missing or lists nothing.
+    """
+    import yaml
+
+    path = Path(split)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such validation split file")
+    data = yaml.safe_load(path.read_text()) or {}
+    names = [Path(str(p)).stem for key in ("sequences", "stills") for p in data.get(key) or ()]
+    if not names:
+        raise DatasetError(f"{path}: lists no sequences or stills")
+    return names
+
+
 @dataclass
 class PreparedClip:
     """One clip of a prepared dataset, one variant, loaded back.
@@ -368,8 +456,9 @@ class PreparedClip:
     Attributes:
         name: clip name.
         variant: rate point (``crf25``...).
-        gt: ``(T, H, W, 3)`` uint8 ground truth.
-        decoded: ``(T, h, w, 3)`` uint8 decoded frames (``h = H / scale``).
+        gt: ground truth: ``(T, 24, H/4, W/4)`` packed 4:2:0 codes (domain ``yuv420``)
+            or ``(T, H, W, 3)`` uint8 RGB (domain ``rgb``).
+        decoded: decoded frames in the same layout (``(T, h, w, 3)``, ``h = H / scale``, for rgb).
         priors: compact priors arrays (see :func:`~codecave.codec.rasterize.stack_compact`).
         flow: ground-truth ``flow_past`` / ``flow_future`` for clips made from stills.
         info: the clip's ``info.json``.
@@ -382,6 +471,17 @@ class PreparedClip:
     priors: dict[str, np.ndarray]
     flow: dict[str, np.ndarray] | None
     info: dict[str, object]
+    domain: str = "rgb"
+
+    @property
+    def bit_depth(self) -> int:
+        """Bits per sample of the stored codes."""
+        return int(self.info.get("bit_depth", 8))
+
+
+def dataset_domain(manifest: dict[str, object]) -> str:
+    """``"yuv420"`` or ``"rgb"``; manifests from before domains existed are RGB."""
+    return str(manifest.get("domain", "rgb"))
 
 
 def load_manifest(root: str | os.PathLike[str]) -> dict[str, object]:
@@ -412,12 +512,15 @@ def load_clip(root: str | os.PathLike[str], name: str, variant: str, *, mmap: bo
     if info.get("has_flow"):
         with np.load(folder / "flow.npz") as z:
             flow = {k: z[k] for k in z.files}
+    domain = str(info.get("domain", "rgb"))
+    suffix = "_yuv" if domain == "yuv420" else ""
     return PreparedClip(
         name=name,
         variant=variant,
-        gt=np.load(folder / "gt.npy", mmap_mode=mode),
-        decoded=np.load(folder / variant / "decoded.npy", mmap_mode=mode),
+        gt=np.load(folder / f"gt{suffix}.npy", mmap_mode=mode),
+        decoded=np.load(folder / variant / f"decoded{suffix}.npy", mmap_mode=mode),
         priors=priors,
         flow=flow,
         info=info,
+        domain=domain,
     )

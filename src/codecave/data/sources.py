@@ -1,6 +1,6 @@
 """Ground-truth sources for datasets: frame folders, y4m, raw yuv, lossless video, stills.
 
-Every source yields ``(H, W, 3)`` uint8 RGB frames. Video-like sources are read
+Every source yields ``(H, W, 3)`` uint8 RGB frames, or YUV 4:2:0 planes on request. Video-like sources are read
 through :mod:`codecave.codec.reader` (FFmpeg demuxes y4m and raw yuv too); stills
 become clips by synthetic camera motion (:mod:`codecave.data.synth`).
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codecave.codec.priors import YUVPlanes
 from codecave.errors import DatasetError
 
 FRAME_EXTS = (".png",)
@@ -101,8 +102,9 @@ def read_frames(
     yuv_size: tuple[int, int] | None = None,
     yuv_format: str = "yuv420p",
     fps: Fraction | int = 25,
-) -> Iterator[np.ndarray]:
-    """Yield a source's frames as ``(H, W, 3)`` uint8 RGB (not for stills).
+    planes: bool = False,
+) -> Iterator[np.ndarray] | Iterator[YUVPlanes]:
+    """Yield a source's frames as ``(H, W, 3)`` uint8 RGB, or as YUV 4:2:0 planes (not for stills).
 
     Args:
         source: a frames, video or yuv source.
@@ -110,7 +112,12 @@ def read_frames(
         yuv_size: ``(width, height)`` of a raw ``.yuv`` file (required for yuv).
         yuv_format: FFmpeg pixel format of a raw ``.yuv`` file.
         fps: frame rate of a raw ``.yuv`` file.
+        planes: yield :class:`~codecave.codec.priors.YUVPlanes`: a 4:2:0 source's own
+            planes, exactly; any other source converted once by
+            :func:`~codecave.codec.convert.rgb_to_planes` (BT.601 limited range).
     """
+    from codecave.codec.convert import rgb_to_planes
+
     limit = max_frames if max_frames is not None else float("inf")
     if source.kind == "frames":
         from PIL import Image
@@ -120,7 +127,8 @@ def read_frames(
             if i >= limit:
                 return
             with Image.open(file) as im:
-                yield np.asarray(im.convert("RGB"))
+                rgb = np.asarray(im.convert("RGB"))
+            yield rgb_to_planes(rgb) if planes else rgb
         return
     from codecave.codec.reader import open_video, yuv_options
 
@@ -137,7 +145,10 @@ def read_frames(
         for i, frame in enumerate(reader):
             if i >= limit:
                 return
-            yield frame.rgb
+            if planes:
+                yield frame.planes if frame.has_planes else rgb_to_planes(frame.rgb)
+            else:
+                yield frame.rgb
         reader.check()
 
 

@@ -24,6 +24,7 @@ from codecave.data.dataset import PreparedWindows
 from codecave.engine import checkpoint as ckpt
 from codecave.engine.config import TrainConfig, save_config
 from codecave.engine.distributed import Dist, mean_across, setup, teardown
+from codecave.errors import ConfigError
 from codecave.losses import charbonnier, round_8bit
 from codecave.models.registry import build_model, create_model
 
@@ -136,6 +137,9 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
 
     dataset = PreparedWindows(cfg.data.root, cfg.data.window_spec(), length=(t.steps * env.world + env.world) * t.batch_size,
                               seed=t.seed)
+    if dataset.domain != getattr(model, "domain", "rgb"):
+        raise ConfigError(f"{cfg.data.root} holds {dataset.domain} data but {cfg.model.name} ({cfg.model.variant}) "
+                          f"takes {model.domain}; prepare it with --domain {model.domain}")
     loader = DataLoader(dataset, batch_size=t.batch_size, sampler=StepSampler(start, t.steps, t.batch_size, env),
                         num_workers=cfg.data.workers, persistent_workers=False)
     writer = _tensorboard(out) if env.main else None
