@@ -54,14 +54,12 @@ def pan_clip(clip_dir: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A prepared dataset of two 8-frame 64x96 pans (+2, +1) at x264 CRF 0 and 35."""
+def _tiny(tmp_path_factory: pytest.TempPathFactory, domain: str) -> Path:
     from PIL import Image
 
     from codecave.data.prepare import PrepareSettings, prepare_dataset
 
-    base = tmp_path_factory.mktemp("tiny")
+    base = tmp_path_factory.mktemp(f"tiny_{domain}")
     for k in range(2):
         folder = base / "src" / f"pan{k}"
         folder.mkdir(parents=True)
@@ -69,5 +67,17 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
             Image.fromarray(f).save(folder / f"{i:03d}.png")
     root = base / "ds"
     prepare_dataset([base / "src" / "pan0", base / "src" / "pan1"], root,
-                    PrepareSettings(crfs=(0.0, 35.0), max_frames=8, preset="veryfast", bframes=2))
+                    PrepareSettings(crfs=(0.0, 35.0), max_frames=8, preset="veryfast", bframes=2, domain=domain))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An RGB dataset of two 8-frame 64x96 pans (+2, +1) at x264 CRF 0 and 35 (for RGB models)."""
+    return _tiny(tmp_path_factory, "rgb")
+
+
+@pytest.fixture(scope="session")
+def tiny_yuv_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same pans prepared as YUV 4:2:0 (the default domain), for YUV models."""
+    return _tiny(tmp_path_factory, "yuv420")

@@ -1,10 +1,12 @@
 """Enhance decoded frames with their codec priors: the plug-and-play API.
 
 :class:`Enhancer` takes decoded frames and their compact priors (as the codec
-reader or a prepared dataset gives them) and returns enhanced frames. It works in
-temporal chunks with one frame of context on each side (PnP-VCVE looks one frame
-back and one ahead), so the result equals processing the whole clip at once while
-memory stays bounded; large frames can also be split into overlapping tiles.
+reader or a prepared dataset gives them) and returns enhanced frames, in the
+model's own domain: YUV 4:2:0 planes for ``yuv420`` models, RGB for ``rgb`` ones.
+It works in temporal chunks with the model's context on each side (PnP-VCVE looks
+one frame back and one ahead), so the result equals processing the whole clip at
+once while memory stays bounded; large frames can also be split into overlapping
+tiles.
 
 :func:`enhance_video` does the same for a whole file: it streams frames from the
 codec reader through the model into a new file that keeps the source's timing,
@@ -14,6 +16,8 @@ when complete.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import os
 import time
@@ -26,10 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from codecave.codec.priors import MB, CodedFrame, sequence_crf
-from codecave.codec.rasterize import CompactPriors, compact_priors, crop_compact, dense_priors, stack_compact
+from codecave.codec.convert import planes_to_rgb, rgb_to_yuv420_like_encoder
+from codecave.codec.priors import GRID, MB, CodedFrame, YUVPlanes, sequence_crf
+from codecave.codec.rasterize import CompactPriors, compact_priors, crop_compact, dense_priors, grid_priors, stack_compact
 from codecave.engine.distributed import pick_device
 from codecave.errors import ConfigError, CorruptVideoError, OutputExistsError
+from codecave.grid import crop_planes, pack_planes, pad_planes, padded_size, to_codes, to_unit, unpack_planes
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +75,15 @@ def _tiles(size: int, tile: int) -> list[tuple[int, int]]:
 
 
 class Enhancer:
-    """Run an enhancement model over decoded frames and their priors.
+    """Run an enhancement model over decoded frames and their priors, in its own domain.
+
+    YUV 4:2:0 models (``model.domain == "yuv420"``, e.g. PnP-VCVE ``fast``) get the
+    decoder's planes, padded by edge replication to whole macroblocks and packed on
+    the 4x4 grid (:mod:`codecave.grid`) with their priors on the same grid, and give
+    planes back at the input's bit depth: no RGB anywhere. RGB models get RGB frames
+    with dense priors. Frames are enhanced in chunks with the model's temporal
+    context on each side; context frames are not enhanced (a ``targets`` window is
+    passed to models that take one), so each frame's output is computed once.
 
     Args:
         model: a model from :func:`codecave.models.create_model`, or a registered
@@ -78,33 +92,42 @@ class Enhancer:
 
     Example::
 
-        enhancer = Enhancer()                      # shipped PnP-VCVE
+        enhancer = Enhancer()                      # shipped default model
         with open_video("in.mp4") as video:
-            for frame, enhanced in zip(video, enhancer.stream(video)):
-                ...                                # enhanced: (H, W, 3) uint8
+            for enhanced in enhancer.stream(video):
+                ...                                # (H, W, 3) uint8 RGB
     """
 
     def __init__(self, model: nn.Module | str | None = None, options: EnhanceOptions = EnhanceOptions()) -> None:
-        from codecave.models.registry import DEFAULT_MODEL, create_model
+        from codecave.models.registry import DEFAULT_MODEL, DEFAULT_VARIANT, create_model
 
         if model is None or isinstance(model, str):
-            model = create_model(model or DEFAULT_MODEL)
+            model = create_model(model or DEFAULT_MODEL, variant=DEFAULT_VARIANT)
         self.options = options
         self.device = pick_device(options.device)
         self.model = model.to(self.device).eval()
         self.radius = int(getattr(model, "temporal_radius", DEFAULT_RADIUS))
+        #: ``"yuv420"`` or ``"rgb"``: what the model takes.
+        self.domain = str(getattr(model, "domain", "rgb"))
+        self._targets = "targets" in inspect.signature(model.forward).parameters
 
-    def enhance_clip(self, frames: np.ndarray, priors: dict[str, np.ndarray], crf: float) -> np.ndarray:
-        """Enhance a whole decoded clip held in memory.
+    # -- in-memory clips -------------------------------------------------------------------
+
+    def enhance_clip(self, frames: np.ndarray, priors: dict[str, np.ndarray], crf: float,
+                     bit_depth: int = 8) -> np.ndarray:
+        """Enhance a whole decoded clip held in memory, in the model's domain.
 
         Args:
-            frames: ``(T, H, W, 3)`` uint8 decoded frames.
+            frames: for RGB models ``(T, H, W, 3)`` uint8 RGB; for YUV models
+                ``(T, 24, H/4, W/4)`` packed 4:2:0 codes (a prepared ``yuv420`` dataset's
+                ``decoded``, :func:`codecave.grid.pack_planes`).
             priors: stacked compact priors of the same frames
                 (:func:`~codecave.codec.rasterize.stack_compact`).
             crf: sequence CRF (see :func:`~codecave.codec.priors.sequence_crf`).
+            bit_depth: bits per sample of packed codes.
 
         Returns:
-            ``(T, H, W, 3)`` uint8 enhanced frames.
+            Enhanced frames, same shape and dtype as ``frames``.
         """
         n = len(frames)
         out = np.empty_like(frames)
@@ -113,11 +136,18 @@ class Enhancer:
             b = min(a + self.options.chunk, n)
             lo, hi = max(0, a - self.radius), min(n, b + self.radius)
             window = {k: v[lo:hi] for k, v in priors.items()}
-            out[a:b] = self._run(frames[lo:hi], window, crf, sequence)[a - lo : a - lo + b - a]
+            clip = np.asarray(frames[lo:hi])
+            if self.domain == "yuv420":
+                out[a:b] = self._run_packed(clip, window, crf, sequence, (a - lo, b - lo), bit_depth)
+            else:
+                out[a:b] = self._run(clip, window, crf, sequence)[a - lo : a - lo + b - a]
         return out
 
+    # -- streams ---------------------------------------------------------------------------
+
     def stream(self, frames: Iterable[CodedFrame], crf: float | None = None,
-               encoder: object | None = None, report: dict[str, object] | None = None) -> Iterator[np.ndarray]:
+               encoder: object | None = None, report: dict[str, object] | None = None,
+               output: str = "rgb") -> Iterator[np.ndarray] | Iterator[YUVPlanes]:
         """Enhance frames as they are decoded, with bounded memory.
 
         Args:
@@ -126,10 +156,19 @@ class Enhancer:
                 encoder settings) or is estimated from the frame QPs of the first chunk.
             encoder: :class:`~codecave.codec.priors.EncoderSettings` of the stream, if known.
             report: if given, receives ``crf`` and its ``source``.
+            output: ``"rgb"`` yields ``(H, W, 3)`` uint8 RGB (what downstream vision
+                models want); ``"yuv420"`` yields :class:`~codecave.codec.priors.YUVPlanes`
+                at the input's bit depth (what an encoder wants).
 
         Yields:
-            ``(H, W, 3)`` uint8 enhanced frames, one per input frame, in order.
+            One enhanced picture per input frame, in order.
+
+        Raises:
+            UnsupportedVideoError: a YUV model or ``output="yuv420"`` meets frames that
+                are not 4:2:0.
         """
+        if output not in ("rgb", "yuv420"):
+            raise ConfigError(f"output {output!r}: use rgb or yuv420")
         buffer: deque[tuple[CodedFrame, CompactPriors]] = deque()
         done = 0          # frames already yielded
         first = 0         # index of buffer[0] in the stream
@@ -144,8 +183,7 @@ class Enhancer:
                 except StopIteration:
                     exhausted = True
                     break
-                h, w = frame.rgb.shape[:2]
-                buffer.append((frame, compact_priors(frame.priors, h, w)))
+                buffer.append((frame, compact_priors(frame.priors, frame.height, frame.width)))
             if not adapted:
                 adapted = True
                 source = "given"
@@ -159,15 +197,34 @@ class Enhancer:
             if end <= done:
                 break
             items = list(buffer)
-            rgb = np.stack([f.rgb for f, _ in items])
             stacked = stack_compact([c for _, c in items])
-            out = self._run(rgb, stacked, crf, sequence)
-            for i in range(done, end):
-                yield out[i - first]
+            targets = (done - first, end - first)
+            for picture in self._enhance_items([f for f, _ in items], stacked, crf, sequence, targets, output):
+                yield picture
             done = end
             while first < done - self.radius:
                 buffer.popleft()
                 first += 1
+
+    def _enhance_items(self, frames: list[CodedFrame], stacked: dict[str, np.ndarray], crf: float,
+                       sequence: object, targets: tuple[int, int], output: str) -> list[np.ndarray] | list[YUVPlanes]:
+        """Enhance ``frames[targets[0]:targets[1]]`` with the others as context."""
+        lo, hi = targets
+        if self.domain == "yuv420":
+            planes = [f.planes for f in frames]
+            depth = planes[0].bit_depth
+            h, w = planes[0].height, planes[0].width
+            packed = np.stack([pack_planes(_pad(p)) for p in planes])
+            codes = self._run_packed(packed, stacked, crf, sequence, targets, depth)
+            tags = {"color_range": planes[0].color_range, "color_space": planes[0].color_space}
+            out = [_crop(unpack_planes(c, depth, **tags), h, w) for c in codes]
+            return [planes_to_rgb(p) for p in out] if output == "rgb" else out
+        rgb = np.stack([f.rgb for f in frames])
+        enhanced = list(self._run(rgb, stacked, crf, sequence)[lo:hi])
+        if output == "yuv420":
+            space = frames[0].planes.color_space if frames[0].has_planes else None
+            return [rgb_to_yuv420_like_encoder(e, space) for e in enhanced]
+        return enhanced
 
     @torch.inference_mode()
     def _adapt(self, crf: float) -> object | None:
@@ -175,6 +232,43 @@ class Enhancer:
         if adapt is None:
             return None
         return adapt(torch.tensor([float(crf)], device=self.device))
+
+    # -- YUV 4:2:0 models ------------------------------------------------------------------
+
+    def _run_packed(self, codes: np.ndarray, stacked: dict[str, np.ndarray], crf: float, sequence: object,
+                    targets: tuple[int, int], bit_depth: int) -> np.ndarray:
+        """Enhance packed codes ``(n, 24, h, w)``; returns the codes of the target frames, tile by tile."""
+        lo, hi = targets
+        n, _, gh, gw = codes.shape
+        out = np.empty((hi - lo, *codes.shape[1:]), dtype=codes.dtype)
+        cell = GRID
+        tile, ov = self.options.tile // cell, self.options.tile_overlap // cell
+        for y0, y1 in _tiles(gh, tile):
+            for x0, x1 in _tiles(gw, tile):
+                ya, xa = (max(0, y0 - ov), max(0, x0 - ov)) if tile else (0, 0)
+                yb, xb = (min(gh, y1 + ov), min(gw, x1 + ov)) if tile else (gh, gw)
+                window = crop_compact(stacked, ya * cell, xa * cell, (yb - ya) * cell, (xb - xa) * cell)
+                result = self._packed_call(codes[:, :, ya:yb, xa:xb], window, crf, sequence, targets, bit_depth)
+                out[:, :, y0:y1, x0:x1] = result[:, :, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+        return out
+
+    @torch.inference_mode()
+    def _packed_call(self, codes: np.ndarray, stacked: dict[str, np.ndarray], crf: float, sequence: object,
+                     targets: tuple[int, int], bit_depth: int) -> np.ndarray:
+        gh, gw = codes.shape[-2:]
+        priors = {k: v.unsqueeze(0).to(self.device) for k, v in grid_priors(stacked, gh, gw).items()}
+        if self.options.slice_type:
+            priors["qp"] = torch.full_like(priors["qp"], float("nan"))
+        priors["crf"] = torch.tensor([float(crf)], device=self.device)
+        x = to_unit(torch.from_numpy(np.ascontiguousarray(codes)).to(self.device), bit_depth)
+        kwargs: dict[str, object] = {"sequence": sequence} if sequence is not None else {}
+        if self._targets:
+            y = self.model(x.unsqueeze(0), priors, targets=targets, **kwargs)[0]
+        else:
+            y = self.model(x.unsqueeze(0), priors, **kwargs)[0, targets[0] : targets[1]]
+        return to_codes(y, bit_depth).cpu().numpy().astype(codes.dtype)
+
+    # -- RGB models --------------------------------------------------------------------------
 
     def _run(self, frames: np.ndarray, stacked: dict[str, np.ndarray], crf: float, sequence: object) -> np.ndarray:
         """One model call per tile on ``(n, H, W, 3)`` frames; returns uint8 frames."""
@@ -204,8 +298,29 @@ class Enhancer:
         return y.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
-#: Output encoding when none is given: visually lossless x264.
-DEFAULT_OUTPUT = {"codec": "x264", "crf": 14.0, "preset": "medium"}
+def _pad(planes: YUVPlanes) -> YUVPlanes:
+    """Edge-replicate planes to whole macroblocks (the one padding rule of :mod:`codecave.grid`)."""
+    ph, pw = padded_size(planes.height, planes.width)
+    if (ph, pw) == (planes.height, planes.width):
+        return planes
+    y, u, v = (torch.from_numpy(p.astype(np.int32)) for p in (planes.y, planes.u, planes.v))
+    y, u, v = pad_planes(y, u, v)
+    dtype = planes.y.dtype
+    return dataclasses.replace(planes, y=y.numpy().astype(dtype), u=u.numpy().astype(dtype),
+                               v=v.numpy().astype(dtype))
+
+
+def _crop(planes: YUVPlanes, height: int, width: int) -> YUVPlanes:
+    """Undo :func:`_pad`."""
+    if (planes.height, planes.width) == (height, width):
+        return planes
+    y, u, v = crop_planes(planes.y, planes.u, planes.v, height, width)
+    return dataclasses.replace(planes, y=np.ascontiguousarray(y), u=np.ascontiguousarray(u),
+                               v=np.ascontiguousarray(v))
+
+
+#: Output encoding when none is given: visually lossless x264 in the source's pixel format.
+DEFAULT_OUTPUT = {"codec": "x264", "crf": 14.0, "preset": "medium", "pix_fmt": "source"}
 
 
 @dataclass
@@ -285,6 +400,7 @@ def enhance_video(
         VideoError: the source is not a readable video, or ends early (truncated).
         EncoderError: the output cannot be written.
     """
+    from codecave.codec.convert import is_420
     from codecave.codec.encode import EncodeSettings
     from codecave.codec.reader import open_video
     from codecave.codec.writer import VideoWriter
@@ -319,13 +435,16 @@ def enhance_video(
             bar = _bar(info.frames, first, last) if progress else None
             crf_info: dict[str, object] = {}
             try:
-                for out in enhancer.stream(selected(), crf=crf, encoder=info.encoder, report=crf_info):
+                # YUV models write the planes they enhanced; RGB models write RGB, converted once by the writer.
+                planes = is_420(info.pix_fmt) and enhancer.domain == "yuv420"
+                for out in enhancer.stream(selected(), crf=crf, encoder=info.encoder, report=crf_info,
+                                           output="yuv420" if planes else "rgb"):
                     pts, t, kept = timing.popleft()
                     if not kept:
                         continue
                     if writer is None:
                         writer = VideoWriter(tmp, source, settings, rotation=info.rotation,
-                                             start=(t or 0.0) if frames else None)
+                                             start=(t or 0.0) if frames else None, planes=planes)
                     writer.write(out, pts, t)
                     if bar is not None:
                         bar.update(1)

@@ -2,8 +2,10 @@
 
 For every clip and rate point of a prepared dataset (``codecave prepare ... --crf
 15,25,35,18,28,38``), the decoded frames are enhanced with their priors and both
-the input and the output are scored against the ground truth on the Y channel
-(:mod:`codecave.metrics.quality`). Results come as JSON, a Markdown table and a
+the input and the output are scored against the ground truth on Y
+(:mod:`codecave.metrics.quality`): the Y plane of the YUV file for ``yuv420``
+datasets (with PSNR-YUV 6:1:1), Y computed from RGB for ``rgb`` ones; every report
+says which. Results come as JSON, a Markdown table and a
 plot of per-frame PSNR with frame types marked.
 """
 
@@ -20,15 +22,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codecave.codec.convert import planes_to_rgb, rgb_to_yuv420_like_encoder
 from codecave.data.dataset import variant_crf
-from codecave.data.prepare import load_clip, load_manifest
+from codecave.data.prepare import PreparedClip, dataset_domain, load_clip, load_manifest
 from codecave.enhance import Enhancer
 from codecave.errors import DatasetError
-from codecave.metrics.quality import mean_finite, psnr_y, ssim_y
+from codecave.grid import luma, pack_planes, peak, unpack_planes
+from codecave.metrics.quality import mean_finite, psnr_y, psnr_yuv_packed, ssim_plane, ssim_y
 
 log = logging.getLogger(__name__)
 
 _TYPE_NAMES = "IPB"
+#: What "Y" means in a report.
+METRIC_YUV = "Y plane of the YUV 4:2:0 file (PSNR-YUV weighted 6:1:1 beside it)"
+METRIC_RGB = "Y of BT.601 computed from RGB"
 
 
 @dataclass
@@ -52,13 +59,19 @@ class ClipScore:
     ssim_in: list[float]
     ssim_out: list[float]
     seconds: float
+    psnr_yuv_in: list[float] = field(default_factory=list)
+    psnr_yuv_out: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, float]:
-        """Means and deltas over frames."""
+        """Means and deltas over frames (PSNR-YUV 6:1:1 too for YUV datasets)."""
         p_in, p_out = mean_finite(self.psnr_in), mean_finite(self.psnr_out)
         s_in, s_out = float(np.mean(self.ssim_in)), float(np.mean(self.ssim_out))
-        return {"psnr_in": p_in, "psnr_out": p_out, "delta_psnr": p_out - p_in,
-                "ssim_in": s_in, "ssim_out": s_out, "delta_ssim": s_out - s_in}
+        out = {"psnr_in": p_in, "psnr_out": p_out, "delta_psnr": p_out - p_in,
+               "ssim_in": s_in, "ssim_out": s_out, "delta_ssim": s_out - s_in}
+        if self.psnr_yuv_in:
+            y_in, y_out = mean_finite(self.psnr_yuv_in), mean_finite(self.psnr_yuv_out)
+            out.update(psnr_yuv_in=y_in, psnr_yuv_out=y_out, delta_psnr_yuv=y_out - y_in)
+        return out
 
 
 @dataclass
@@ -74,6 +87,7 @@ class EvalReport:
     model: dict[str, object]
     mode: str
     scores: list[ClipScore] = field(default_factory=list)
+    metric: str = METRIC_RGB
 
     def by_variant(self) -> dict[str, dict[str, float]]:
         """Mean of the per-clip summaries for each rate point, in input order."""
@@ -85,23 +99,30 @@ class EvalReport:
 
     def to_json(self) -> dict[str, object]:
         """Everything, per frame included."""
-        return {"model": self.model, "mode": self.mode, "mean": self.by_variant(),
+        return {"model": self.model, "mode": self.mode, "metric": self.metric, "mean": self.by_variant(),
                 "clips": [{**asdict(s), **s.summary()} for s in self.scores]}
 
     def to_markdown(self) -> str:
         """A table per clip and rate point, then the means."""
-        lines = [f"Model: {self.model.get('name')} ({self.model.get('weights')}); frame-wise input: {self.mode}", "",
-                 "| clip | rate point | CRF | frames | PSNR-Y in | PSNR-Y out | ΔPSNR | SSIM-Y in | SSIM-Y out | ΔSSIM |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+        yuv = self.metric == METRIC_YUV
+        lines = [f"Model: {self.model.get('name')} ({self.model.get('weights')}); frame-wise input: {self.mode}",
+                 f"Scored on: {self.metric}", "",
+                 "| clip | rate point | CRF | frames | PSNR-Y in | PSNR-Y out | ΔPSNR | SSIM-Y in | SSIM-Y out | ΔSSIM |"
+                 + (" ΔPSNR-YUV |" if yuv else ""),
+                 "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if yuv else "")]
+
+        def tail(m: dict[str, float]) -> str:
+            return f" {m['delta_psnr_yuv']:+.3f} |" if yuv and "delta_psnr_yuv" in m else ""
+
         for s in self.scores:
             m = s.summary()
             lines.append(f"| {s.clip} | {s.variant} | {s.crf:g} | {len(s.psnr_in)} | {m['psnr_in']:.3f} | "
                          f"{m['psnr_out']:.3f} | {m['delta_psnr']:+.3f} | {m['ssim_in']:.4f} | {m['ssim_out']:.4f} | "
-                         f"{m['delta_ssim']:+.4f} |")
+                         f"{m['delta_ssim']:+.4f} |" + tail(m))
         for variant, m in self.by_variant().items():
             lines.append(f"| **mean** | {variant} | | | {m['psnr_in']:.3f} | {m['psnr_out']:.3f} | "
                          f"**{m['delta_psnr']:+.3f}** | {m['ssim_in']:.4f} | {m['ssim_out']:.4f} | "
-                         f"{m['delta_ssim']:+.4f} |")
+                         f"{m['delta_ssim']:+.4f} |" + tail(m))
         return "\n".join(lines) + "\n"
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
@@ -142,8 +163,21 @@ def _to_tensor(frames: np.ndarray) -> torch.Tensor:
 
 def score_clip(enhancer: Enhancer, root: str | os.PathLike[str], clip: str, variant: str,
                max_frames: int | None = None) -> ClipScore:
-    """Enhance one prepared clip variant and score input and output."""
+    """Enhance one prepared clip variant and score input and output.
+
+    On a ``yuv420`` dataset the Y plane is scored (and PSNR-YUV 6:1:1); a YUV model
+    runs on the planes directly, an RGB model on RGB made from them, its output
+    converted back as ``codecave enhance`` would write it. On an RGB dataset, Y is
+    computed from RGB.
+
+    Raises:
+        DatasetError: sizes differ (a super-resolution set), or a YUV model meets an RGB dataset.
+    """
     data = load_clip(root, clip, variant)
+    if data.domain == "yuv420":
+        return _score_yuv(enhancer, data, max_frames)
+    if enhancer.domain == "yuv420":
+        raise DatasetError(f"{root}: an RGB dataset; {enhancer.domain} models need one prepared with --domain yuv420")
     n = len(data.decoded) if max_frames is None else min(max_frames, len(data.decoded))
     if data.decoded.shape != data.gt.shape:
         raise DatasetError(f"{clip}/{variant}: decoded {data.decoded.shape} and ground truth {data.gt.shape} differ "
@@ -160,6 +194,33 @@ def score_clip(enhancer: Enhancer, root: str | os.PathLike[str], clip: str, vari
         frame_types="".join(_TYPE_NAMES[int(t)] for t in priors["frame_type"]),
         psnr_in=psnr_y(x, gt).tolist(), psnr_out=psnr_y(y, gt).tolist(),
         ssim_in=ssim_y(x, gt).tolist(), ssim_out=ssim_y(y, gt).tolist(), seconds=seconds)
+
+
+def _score_yuv(enhancer: Enhancer, data: PreparedClip, max_frames: int | None) -> ClipScore:
+    n = len(data.decoded) if max_frames is None else min(max_frames, len(data.decoded))
+    decoded = np.asarray(data.decoded[:n])
+    gt = np.asarray(data.gt[:n])
+    priors = {k: v[:n] for k, v in data.priors.items()}
+    crf = variant_crf(data.info, data.variant)
+    depth = data.bit_depth
+    start = time.perf_counter()
+    if enhancer.domain == "yuv420":
+        enhanced = enhancer.enhance_clip(decoded, priors, crf, depth)
+    else:
+        rgb = np.stack([planes_to_rgb(unpack_planes(c, depth)) for c in decoded])
+        out = enhancer.enhance_clip(rgb, priors, crf)
+        enhanced = np.stack([pack_planes(rgb_to_yuv420_like_encoder(f)) for f in out])
+    seconds = time.perf_counter() - start
+    top = float(peak(depth))
+    g, x, y = (torch.from_numpy(a.astype(np.float64)) for a in (gt, decoded, enhanced))
+    scores_in, scores_out = psnr_yuv_packed(x, g, top), psnr_yuv_packed(y, g, top)
+    g_y, x_y, y_y = luma(g), luma(x), luma(y)
+    return ClipScore(
+        clip=data.name, variant=data.variant, crf=crf,
+        frame_types="".join(_TYPE_NAMES[int(t)] for t in priors["frame_type"]),
+        psnr_in=scores_in["psnr_y"].tolist(), psnr_out=scores_out["psnr_y"].tolist(),
+        ssim_in=ssim_plane(x_y, g_y, top).tolist(), ssim_out=ssim_plane(y_y, g_y, top).tolist(), seconds=seconds,
+        psnr_yuv_in=scores_in["psnr_yuv"].tolist(), psnr_yuv_out=scores_out["psnr_yuv"].tolist())
 
 
 def evaluate(enhancer: Enhancer, root: str | os.PathLike[str], variants: Sequence[str] | None = None,
@@ -188,7 +249,8 @@ def evaluate(enhancer: Enhancer, root: str | os.PathLike[str], variants: Sequenc
     if missing:
         raise DatasetError(f"{root}: no rate point(s) {missing}; it has {available}")
     clips = list(clips or sorted(manifest["clips"]))
-    report = EvalReport(model=model_info or {}, mode="slice type" if enhancer.options.slice_type else "frame QP")
+    report = EvalReport(model=model_info or {}, mode="slice type" if enhancer.options.slice_type else "frame QP",
+                        metric=METRIC_YUV if dataset_domain(manifest) == "yuv420" else METRIC_RGB)
     for variant in variants:
         for clip in clips:
             if progress is not None:

@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from codecave.codec.convert import rgb_to_planes
 from codecave.codec.encode import EncodeSettings, encode_frames
+from codecave.codec.reader import open_video
 from codecave.data.prepare import PrepareSettings, load_clip, prepare_dataset
 from codecave.data.sources import discover_sources, read_frames
 from codecave.errors import DatasetError
+from codecave.grid import pack_planes
 from tests.conftest import pan_frames, texture
 
 
@@ -24,7 +27,7 @@ def lossless(tmp_path: Path) -> tuple[Path, np.ndarray]:
     return path, np.stack(frames)
 
 
-SMALL = PrepareSettings(crfs=(25.0, 35.0), max_frames=6, preset="veryfast")
+SMALL = PrepareSettings(crfs=(25.0, 35.0), max_frames=6, preset="veryfast", domain="rgb")
 
 
 def test_lossless_source_gives_identical_ground_truth(tmp_path: Path, lossless: tuple[Path, np.ndarray]) -> None:
@@ -49,7 +52,7 @@ def test_resume_skips_done_clips_and_refuses_other_settings(tmp_path: Path, loss
     again = prepare_dataset([path], tmp_path / "ds", SMALL)
     assert again.prepared == [] and again.skipped == ["pan"]
     with pytest.raises(DatasetError, match="other settings"):
-        prepare_dataset([path], tmp_path / "ds", PrepareSettings(crfs=(20.0,), max_frames=6))
+        prepare_dataset([path], tmp_path / "ds", PrepareSettings(crfs=(20.0,), max_frames=6, domain="rgb"))
 
 
 def test_interrupted_clip_leaves_no_partial_folder(tmp_path: Path, lossless: tuple[Path, np.ndarray],
@@ -72,7 +75,7 @@ def test_stills_become_clips_with_flow_and_sr_downscale(tmp_path: Path) -> None:
     stills = tmp_path / "stills"
     stills.mkdir()
     Image.fromarray(texture(300, 400, seed=5)).save(stills / "photo.png")
-    s = PrepareSettings(crfs=(30.0,), still_frames=4, still_size=(128, 192), scale=4, preset="veryfast")
+    s = PrepareSettings(crfs=(30.0,), still_frames=4, still_size=(128, 192), scale=4, preset="veryfast", domain="rgb")
     prepare_dataset([stills], tmp_path / "ds", s, stills=True)
     clip = load_clip(tmp_path / "ds", "photo", "crf30")
     assert clip.gt.shape == (4, 128, 192, 3) and clip.decoded.shape == (4, 32, 48, 3)
@@ -106,3 +109,32 @@ def test_bad_inputs(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no video"):
         prepare_dataset([tmp_path / "empty"], tmp_path / "ds", SMALL)
+
+
+def test_yuv_dataset_ground_truth_is_the_encoders_input(tmp_path: Path, lossless: tuple[Path, np.ndarray]) -> None:
+    """RGB source: ground truth is the stated BT.601 conversion, and x264 lossless
+    (CRF 0) decodes back to exactly those planes, so they are what the encoder took."""
+    path, frames = lossless
+    prepare_dataset([path], tmp_path / "ds", PrepareSettings(crfs=(0.0, 35.0), max_frames=6, preset="veryfast"))
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["domain"] == "yuv420" and manifest["rgb_to_yuv420"]["matrix"] == "bt601"
+    lossless_clip = load_clip(tmp_path / "ds", "pan", "crf0")
+    assert lossless_clip.domain == "yuv420" and lossless_clip.gt.shape == (6, 24, 16, 24)
+    expected = np.stack([pack_planes(rgb_to_planes(f)) for f in frames])
+    assert np.array_equal(lossless_clip.gt, expected)
+    assert np.array_equal(lossless_clip.decoded, lossless_clip.gt)
+    compressed = load_clip(tmp_path / "ds", "pan", "crf35")
+    assert compressed.decoded.shape == expected.shape and not np.array_equal(compressed.decoded, expected)
+
+
+def test_yuv420_source_keeps_its_own_planes(tmp_path: Path) -> None:
+    """A 4:2:0 source (no RGB anywhere) gives its decoder's planes as ground truth, bit for bit."""
+    frames = pan_frames(5, 64, 96)
+    src = tmp_path / "src" / "yuv.mkv"
+    src.parent.mkdir()
+    encode_frames(frames, src, EncodeSettings(codec="ffv1", crf=None, preset=None, pix_fmt="yuv420p"))
+    with open_video(src, priors=False) as video:
+        planes = [f.planes for f in video]
+    prepare_dataset([src], tmp_path / "ds", PrepareSettings(crfs=(30.0,), max_frames=5, preset="veryfast"))
+    clip = load_clip(tmp_path / "ds", "yuv", "crf30")
+    assert np.array_equal(clip.gt, np.stack([pack_planes(p) for p in planes]))

@@ -9,9 +9,9 @@ from codecave.errors import ConfigError
 #: --codec choices -> encoder settings.
 OUTPUT_CODECS = {
     "x264": {"codec": "x264"},
-    "x264-lossless": {"codec": "x264", "crf": None, "qp": 0.0, "pix_fmt": "yuv444p"},
+    "x264-lossless": {"codec": "x264", "crf": None, "qp": 0.0},
     "x265": {"codec": "x265"},
-    "ffv1": {"codec": "ffv1", "crf": None, "pix_fmt": "bgr0"},
+    "ffv1": {"codec": "ffv1", "crf": None},
 }
 
 
@@ -23,12 +23,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="IN", help="video to enhance")
     p.add_argument("output", metavar="OUT", help="new video file (.mp4, .mkv, ...)")
     p.add_argument("--model", default="pnp_vcve", help="registered model (default pnp_vcve)")
-    p.add_argument("--variant", default="small", help="model variant (default small)")
+    p.add_argument("--variant", default=None, help="model variant (default: the one saved with --weights, else the shipped default's)")
     p.add_argument("--weights", default="default",
                    help="'default' (shipped), a .safetensors file, a run folder, or none (untrained)")
     p.add_argument("--codec", default="x264", choices=sorted(OUTPUT_CODECS),
                    help="output encoding (default x264 at CRF 14; x264-lossless and ffv1 are lossless)")
     p.add_argument("--crf", type=float, default=None, help="output CRF for x264/x265 (default 14)")
+    p.add_argument("--pix-fmt", default="source",
+                   help="output pixel format (default: the input's own, e.g. yuv420p10le stays 10-bit)")
     p.add_argument("--preset", default="medium", help="x264/x265 preset (default medium)")
     p.add_argument("--frames", default=None, metavar="START:END", help="enhance only these frames (END exclusive)")
     p.add_argument("--input-crf", type=float, default=None,
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    fields = {**DEFAULT_OUTPUT, "preset": args.preset, **OUTPUT_CODECS[args.codec]}
+    fields = {**DEFAULT_OUTPUT, "preset": args.preset, **OUTPUT_CODECS[args.codec], "pix_fmt": args.pix_fmt}
     if args.crf is not None:
         if fields.get("crf") is None:
             raise ConfigError(f"--crf does not apply to --codec {args.codec} (lossless)")

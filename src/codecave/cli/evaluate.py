@@ -13,7 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "and psnr_per_frame.png.")
     p.add_argument("dataset", help="folder made by `codecave prepare` (e.g. with --crf 15,25,35,18,28,38)")
     p.add_argument("--model", default="pnp_vcve", help="registered model name (default pnp_vcve)")
-    p.add_argument("--variant", default="small", help="model variant (default small)")
+    p.add_argument("--variant", default=None,
+                   help="model variant (default: the one saved with --weights, else the shipped default's)")
     p.add_argument("--weights", default="default",
                    help="'default' (shipped), a .safetensors file or a training run folder")
     p.add_argument("--crf", default=None, help="rate points to score, e.g. 15,25,35 (default: all in the dataset)")
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     variants = [f"crf{v.strip()}" for v in args.crf.split(",")] if args.crf else None
     clips = args.clips.split(",") if args.clips else None
     report = evaluate(enhancer, args.dataset, variants, clips, args.frames,
-                      model_info={"name": args.model, "variant": args.variant, "weights": str(args.weights)},
+                      model_info={"name": args.model, "variant": getattr(model, "variant", args.variant),
+                                  "weights": str(args.weights)},
                       progress=lambda m: print(f"evaluating {m}", file=sys.stderr))
     paths = write_report(report, args.out)
     print(report.to_markdown())

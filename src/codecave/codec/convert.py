@@ -138,6 +138,31 @@ def rgb_to_planes(rgb: np.ndarray) -> YUVPlanes:
                      "smpte170m")
 
 
+def rgb_to_yuv420_like_encoder(rgb: np.ndarray, color_space: str | None = None) -> YUVPlanes:
+    """RGB output of an RGB model -> 8-bit 4:2:0 planes, as :class:`~codecave.codec.writer.VideoWriter`
+    converts it for the encoder (swscale, limited range, the source's matrix when known).
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8 with even sides.
+        color_space: matrix name of the source (``"bt709"``...), None for swscale's default (BT.601).
+    """
+    frame = rgb_frame_to_yuv420(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"), color_space)
+    return planes_from_frame(frame)
+
+
+def rgb_frame_to_yuv420(frame: av.VideoFrame, color_space: str | None, pix_fmt: str = "yuv420p") -> av.VideoFrame:
+    """swscale's RGB -> YUV conversion with the given matrix (the single definition the writer uses)."""
+    code = _SPACE_CODES.get(color_space or "")
+    try:
+        out = frame.reformat(format=pix_fmt, dst_colorspace=code) if code else frame.reformat(format=pix_fmt)
+    except (ValueError, av.FFmpegError):
+        out = frame.reformat(format=pix_fmt)
+    if code:
+        out.colorspace = code
+    out.color_range = 1
+    return out
+
+
 def require_420(pix_fmt: str, path: str) -> None:
     """Raise :class:`UnsupportedVideoError` naming ``pix_fmt`` unless it is read as 4:2:0."""
     if not is_420(pix_fmt):

@@ -1,5 +1,8 @@
 """Write frames into a new video shaped like a source video.
 
+Pictures come as YUV 4:2:0 planes, which reach the encoder unchanged when the
+output has their pixel format (by default the source's own format and bit depth:
+:data:`SOURCE_FORMAT`), or as RGB, converted by swscale with the source's matrix.
 The new file keeps the source's frame rate, time base and per-frame timestamps
 (variable frame rate included), colour metadata and display rotation, and copies
 every audio and subtitle stream without re-encoding, interleaved by time.
@@ -16,7 +19,18 @@ from pathlib import Path
 import av
 import numpy as np
 
+from codecave.codec.convert import (
+    _SPACES as _SPACE_NAMES,
+)
+from codecave.codec.convert import (
+    format_bit_depth,
+    is_420,
+    planar_format,
+    planes_to_frame,
+    rgb_frame_to_yuv420,
+)
 from codecave.codec.encode import EncodeSettings, _add_stream, _stream_options
+from codecave.codec.priors import YUVPlanes
 from codecave.errors import EncoderError
 
 log = logging.getLogger(__name__)
@@ -36,13 +50,16 @@ class VideoWriter:
         start: for excerpts, the source time (seconds) of the first frame written: the
             output starts at zero, and copied streams are cut to the frames' span and
             shifted with them. None writes the source's own timestamps and copies all.
+        planes: the pictures will be the source's own YUV planes (enhanced), so the
+            source's colour range is kept (RGB pictures are written in limited range).
 
     Use as a context manager; :meth:`abort` discards a half-written file.
     """
 
     def __init__(self, path: str | os.PathLike[str], source: str | os.PathLike[str], settings: EncodeSettings,
-                 *, rotation: int = 0, start: float | None = None) -> None:
+                 *, rotation: int = 0, start: float | None = None, planes: bool = False) -> None:
         self.path = Path(path)
+        self._planes = planes
         self.settings = settings
         self.start = start
         self._source = av.open(str(source))
@@ -86,13 +103,13 @@ class VideoWriter:
         s = self.settings
         src = self._src_video
         fps = src.average_rate or src.guessed_rate or Fraction(25)
-        self._pix_fmt = s.pix_fmt
-        if s.pix_fmt.startswith(("yuv420", "nv12")) and (width % 2 or height % 2):
+        self._pix_fmt = output_pix_fmt(s, src.codec_context.pix_fmt or "yuv420p", str(self.path))
+        if self._pix_fmt.startswith(("yuv420", "nv12")) and (width % 2 or height % 2):
             if s.codec not in ("x264", "x265"):
-                raise EncoderError(f"{self.path}: {width}x{height} has an odd side; {s.pix_fmt} needs even sides "
-                                   "(use --codec ffv1 or x264)")
+                raise EncoderError(f"{self.path}: {width}x{height} has an odd side; {self._pix_fmt} needs even "
+                                   "sides (use --codec ffv1 or x264)")
             log.warning("%s: %dx%d has an odd side, so the output is 4:4:4 (yuv444p) instead of %s",
-                        self.path, width, height, s.pix_fmt)
+                        self.path, width, height, self._pix_fmt)
             self._pix_fmt = "yuv444p"
         opts, attrs = _stream_options(s)
         stream = _add_stream(self._container, s.encoder, fps, width, height, self._pix_fmt, opts, attrs)
@@ -102,8 +119,8 @@ class VideoWriter:
         ctx, sctx = stream.codec_context, src.codec_context
         for name in ("color_range", "color_primaries", "color_trc", "colorspace"):
             value = getattr(sctx, name, None)
-            if name == "color_range" and value and int(value) != 1:
-                # swscale writes limited ("tv") range; do not tag it as full range.
+            if name == "color_range" and value and int(value) != 1 and not self._planes:
+                # swscale writes limited ("tv") range from RGB; do not tag it as full range.
                 value = 1
             if value:
                 try:
@@ -119,19 +136,28 @@ class VideoWriter:
             stream.set_display_rotation(self._rotation)
         return stream
 
-    def write(self, rgb: np.ndarray, pts: int | None, time: float | None = None) -> None:
-        """Encode one ``(H, W, 3)`` uint8 RGB frame with the source's ``pts`` (in its time base)."""
-        if rgb.shape[:2] != (self._stream.height, self._stream.width):
-            raise EncoderError(f"{self.path}: frame {self.frames} is {rgb.shape[1]}x{rgb.shape[0]}, "
+    def write(self, picture: np.ndarray | YUVPlanes, pts: int | None, time: float | None = None) -> None:
+        """Encode one picture with the source's ``pts`` (in its time base).
+
+        Args:
+            picture: :class:`~codecave.codec.priors.YUVPlanes` (passed to the encoder
+                unchanged when the output has their format, the default) or an
+                ``(H, W, 3)`` uint8 RGB frame (converted by swscale with the source's matrix).
+            pts: presentation timestamp in the source's time base (None for raw streams).
+            time: source time in seconds, for interleaving the copied streams.
+        """
+        planes = picture if isinstance(picture, YUVPlanes) else None
+        size = (planes.height, planes.width) if planes is not None else picture.shape[:2]
+        if size != (self._stream.height, self._stream.width):
+            raise EncoderError(f"{self.path}: frame {self.frames} is {size[1]}x{size[0]}, "
                                f"the video is {self._stream.width}x{self._stream.height}")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         stream = self._stream
-        colorspace = self._src_video.codec_context.colorspace
-        kwargs = {"dst_colorspace": colorspace} if colorspace else {}
-        try:
-            out = frame.reformat(format=self._pix_fmt, **kwargs)
-        except (ValueError, av.FFmpegError):
-            out = frame.reformat(format=self._pix_fmt)
+        if planes is not None:
+            out = planes_to_frame(planes, self._pix_fmt)
+        else:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
+            space = _SPACE_NAMES.get(int(self._src_video.codec_context.colorspace or 0))
+            out = rgb_frame_to_yuv420(frame, space, self._pix_fmt)
         if pts is None:  # raw streams: continue one frame after the last timestamp
             pts = 0 if self._last_pts is None else self._last_pts + self._frame_ticks
         self._last_pts = pts
@@ -201,6 +227,32 @@ class VideoWriter:
                 c.close()
             except (av.FFmpegError, OSError):
                 pass
+
+
+#: ``EncodeSettings.pix_fmt`` value that means "the source's own 4:2:0 format and bit depth".
+SOURCE_FORMAT = "source"
+
+
+def output_pix_fmt(settings: EncodeSettings, source_pix_fmt: str, path: str = "output") -> str:
+    """The pixel format to encode in.
+
+    ``settings.pix_fmt`` is taken as given, except :data:`SOURCE_FORMAT`, which picks
+    the planar 4:2:0 format of the source's bit depth (``yuv420p10le`` for a 10-bit
+    source), or the deepest 4:2:0 format the encoder takes below it (with a warning),
+    and ``yuv420p`` for sources that are not 4:2:0.
+    """
+    if settings.pix_fmt != SOURCE_FORMAT:
+        return settings.pix_fmt
+    if not is_420(source_pix_fmt):
+        return "yuv420p"
+    depth = format_bit_depth(source_pix_fmt)
+    formats = {f.name for f in (av.codec.Codec(settings.encoder, "w").video_formats or ())}
+    for d in range(depth, 7, -1):
+        if planar_format(d) in formats or not formats:
+            if d != depth:
+                log.warning("%s: %s cannot encode %d-bit 4:2:0; writing %d bits", path, settings.encoder, depth, d)
+            return planar_format(d)
+    return "yuv420p"
 
 
 #: Stream tags that describe content (muxer bookkeeping such as DURATION is left out).

@@ -1,8 +1,12 @@
-"""PSNR and SSIM on the Y channel of BT.601 YCbCr (the papers' convention).
+"""PSNR and SSIM on Y: the Y plane of YUV 4:2:0 pictures, or Y computed from RGB.
 
-Y is computed as MATLAB's ``rgb2ycbcr`` does: ``Y = 16 + 65.481 R + 128.553 G +
-24.966 B`` for RGB in [0, 1], giving Y in [16, 235], and both metrics use a peak of
-255.
+* YUV models and datasets are scored on the Y plane of the YUV file itself (the
+  convention of MFQE, STDF and the PowerQE benchmarks), with PSNR-YUV weighted 6:1:1
+  (the video-coding convention) beside it: :func:`psnr_plane`, :func:`ssim_plane`,
+  :func:`psnr_yuv_packed`.
+* RGB models and datasets are scored on Y computed as MATLAB's ``rgb2ycbcr`` does:
+  ``Y = 16 + 65.481 R + 128.553 G + 24.966 B`` for RGB in [0, 1], giving Y in
+  [16, 235], with a peak of 255 (:func:`psnr_y`, :func:`ssim_y`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,38 @@ def psnr_y(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(255.0**2 / mse)
 
 
+def psnr_plane(x: torch.Tensor, ref: torch.Tensor, peak: float = 255.0) -> torch.Tensor:
+    """PSNR in dB of sample planes, per picture.
+
+    Args:
+        x, ref: ``(..., H, W)`` sample codes (e.g. a Y plane, 0..255 for 8 bits).
+        peak: largest code (255 for 8 bits, 1023 for 10).
+
+    Returns:
+        ``(...)`` PSNR; ``inf`` for identical planes.
+    """
+    mse = (x.double() - ref.double()).pow(2).mean(dim=(-2, -1))
+    return 10.0 * torch.log10(peak**2 / mse)
+
+
+def psnr_yuv_packed(x: torch.Tensor, ref: torch.Tensor, peak: float = 255.0) -> dict[str, torch.Tensor]:
+    """PSNR of Y, U, V and PSNR-YUV ``(6 Y + U + V) / 8`` of packed 4:2:0 pictures.
+
+    Args:
+        x, ref: ``(..., 24, h, w)`` packed codes (:func:`codecave.grid.pack_planes`).
+        peak: largest code.
+
+    Returns:
+        ``psnr_y``, ``psnr_u``, ``psnr_v``, ``psnr_yuv``, each ``(...)``.
+    """
+    from codecave.grid import unpack
+
+    (ya, ua, va), (yb, ub, vb) = unpack(x), unpack(ref)
+    out = {"psnr_y": psnr_plane(ya, yb, peak), "psnr_u": psnr_plane(ua, ub, peak), "psnr_v": psnr_plane(va, vb, peak)}
+    out["psnr_yuv"] = (6 * out["psnr_y"] + out["psnr_u"] + out["psnr_v"]) / 8
+    return out
+
+
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
@@ -52,11 +88,25 @@ def ssim_y(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(...)`` SSIM.
     """
-    lead = x.shape[:-3]
-    a = rgb_to_y(x).reshape(-1, 1, *x.shape[-2:])
-    b = rgb_to_y(ref).reshape(-1, 1, *x.shape[-2:])
+    return ssim_plane(rgb_to_y(x)[..., 0, :, :], rgb_to_y(ref)[..., 0, :, :])
+
+
+def ssim_plane(x: torch.Tensor, ref: torch.Tensor, peak: float = 255.0) -> torch.Tensor:
+    """SSIM of sample planes (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5,
+    K1 0.01, K2 0.03), averaged over the valid window positions.
+
+    Args:
+        x, ref: ``(..., H, W)`` sample codes.
+        peak: largest code (the dynamic range ``L``).
+
+    Returns:
+        ``(...)`` SSIM.
+    """
+    lead = x.shape[:-2]
+    a = x.double().reshape(-1, 1, *x.shape[-2:])
+    b = ref.double().reshape(-1, 1, *x.shape[-2:])
     win = _gaussian_window().to(a.device)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
     mu_a, mu_b = F.conv2d(a, win), F.conv2d(b, win)
     var_a = F.conv2d(a * a, win) - mu_a**2
     var_b = F.conv2d(b * b, win) - mu_b**2

@@ -24,6 +24,8 @@ _MODELS = {
 }
 #: The model ``codecave enhance`` uses unless told otherwise.
 DEFAULT_MODEL = "pnp_vcve"
+#: Its variant.
+DEFAULT_VARIANT = "small"
 
 
 def list_models() -> list[str]:
@@ -75,7 +77,9 @@ def build_model(name: str, variant: str = "small", **overrides: object) -> nn.Mo
     if unknown:
         raise ConfigError(f"{name} ({variant}): unknown setting(s) {sorted(unknown)}; known: {sorted(fields)}")
     config = dataclasses.replace(config, **overrides)
-    return class_for(config)(config)
+    model = class_for(config)(config)
+    model.variant = variant  # reports say which variant ran
+    return model
 
 
 def model_domain(name: str, variant: str = "small") -> str:
@@ -87,7 +91,7 @@ def model_domain(name: str, variant: str = "small") -> str:
 
 
 def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | None = "default",
-                 variant: str = "small", **overrides: object) -> nn.Module:
+                 variant: str | None = None, **overrides: object) -> nn.Module:
     """Build a model and load weights into it.
 
     Args:
@@ -95,7 +99,8 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
         weights: ``"default"`` for the shipped weights of this variant, a path to a
             ``.safetensors`` file or a training run folder (its ``model.safetensors``),
             or None (or ``"none"``) for random initialisation.
-        variant: ``small`` or ``paper``.
+        variant: ``small``, ``paper`` or ``fast``; None takes the variant saved with the
+            weights (a trained run), else :data:`DEFAULT_VARIANT`.
         **overrides: architecture fields to change.
 
     Returns:
@@ -107,8 +112,9 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
     from safetensors.torch import load_file
 
     if weights is None or weights == "none":
-        return build_model(name, variant, **overrides).eval()
+        return build_model(name, variant or DEFAULT_VARIANT, **overrides).eval()
     if weights == "default":
+        variant = variant or DEFAULT_VARIANT
         entry = weights_manifest().get(f"{name}_{variant}")
         if entry is None:
             raise ConfigError(f"no shipped weights for {name} ({variant}); pass weights=PATH or weights=None")
@@ -120,7 +126,9 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
             path = path / "model.safetensors"
         if not path.is_file():
             raise ConfigError(f"{weights}: no such weights file")
-        arch = {**_saved_architecture(path), **overrides}
+        saved = _saved_metadata(path)
+        variant = variant or (json.loads(saved["variant"]) if "variant" in saved else DEFAULT_VARIANT)
+        arch = {**json.loads(saved.get("config", "{}")), **overrides}
     model = build_model(name, variant, **arch)
     with resources.as_file(path) as real:
         state = load_file(str(real))
@@ -131,10 +139,9 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
     return model.eval()
 
 
-def _saved_architecture(path: Path) -> dict[str, object]:
-    """Architecture stored in a safetensors file's metadata by the trainer, if any."""
+def _saved_metadata(path: Path) -> dict[str, str]:
+    """Metadata the trainer stores in a safetensors file (``variant``, ``config`` as JSON...), if any."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return json.loads(meta.get("config", "{}"))
+        return dict(f.metadata() or {})
