@@ -12,8 +12,9 @@ import torch
 from codecave.codec.encode import EncodeSettings, encode_frames
 from codecave.codec.priors import FrameType
 from codecave.codec.rasterize import compact_priors, dense_priors, stack_compact
-from codecave.codec.reader import open_video, read_info
+from codecave.codec.reader import open_video, read_info, yuv_options
 from codecave.errors import (
+    UnsupportedVideoError,
     CodecaveError,
     EmptyVideoError,
     NotAVideoError,
@@ -298,3 +299,63 @@ def test_qp_map_read_from_the_side_data_buffer_equals_pyav(pan_clip: Path) -> No
                     assert qp == pytest.approx(float(qp_map.mean()))
                     checked += 1
     assert checked == 24
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv420p10le"])
+def test_planes_equal_the_decoders_own(tmp_path: Path, pix_fmt: str) -> None:
+    """Each frame's Y, U, V planes are the decoder's, bit for bit (PyAV's I420 layout), and at
+    the stream's bit depth; RGB is only made when asked."""
+    path = tmp_path / f"{pix_fmt}.mp4"
+    encode_frames(pan_frames(5, 62, 94), path, EncodeSettings(crf=25, pix_fmt=pix_fmt))
+    container = av.open(str(path))
+    expected = [f.to_ndarray() for f in container.decode(video=0)]
+    container.close()
+    with open_video(path) as video:
+        frames = list(video)
+    assert len(frames) == len(expected) == 5
+    for frame, ref in zip(frames, expected):
+        p = frame.planes
+        assert p.bit_depth == (10 if "10" in pix_fmt else 8) and p.y.shape == (62, 94) and p.u.shape == (31, 47)
+        assert p.y.dtype == (np.uint16 if p.bit_depth == 10 else np.uint8)
+        assert np.array_equal(np.concatenate([p.y.ravel(), p.u.ravel(), p.v.ravel()]), ref.ravel())
+        assert frame._rgb is None or callable(frame._rgb)  # no RGB made yet
+        assert frame.rgb.shape == (62, 94, 3)
+
+
+def test_nv12_is_read_as_planes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    y, u, v = rng.integers(0, 256, (32, 48), np.uint8), rng.integers(0, 256, (16, 24), np.uint8), \
+        rng.integers(0, 256, (16, 24), np.uint8)
+    uv = np.stack([u, v], axis=-1).reshape(16, 48)
+    (tmp_path / "a.yuv").write_bytes(np.concatenate([y.ravel(), uv.ravel()]).tobytes() * 2)
+    with open_video(tmp_path / "a.yuv", format="rawvideo", options=yuv_options(48, 32, "nv12")) as video:
+        frames = list(video)
+    assert len(frames) == 2
+    p = frames[1].planes
+    assert np.array_equal(p.y, y) and np.array_equal(p.u, u) and np.array_equal(p.v, v)
+
+
+def test_444_frames_refuse_planes_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "444.mkv"
+    encode_frames(pan_frames(2, 32, 48), path, EncodeSettings(codec="ffv1", crf=None, preset=None, pix_fmt="yuv444p"))
+    with open_video(path) as video:
+        frame = next(iter(video))
+    assert not frame.has_planes and frame.rgb.shape == (32, 48, 3)
+    with pytest.raises(UnsupportedVideoError, match="yuv444p is not YUV 4:2:0"):
+        _ = frame.planes
+
+
+def test_side_data_is_the_same_on_every_read(tmp_path: Path) -> None:
+    """Frame threading once corrupted B-frames' QP maps now and then (a race); every read
+    of the same file must give the same priors, with other work going on in between."""
+    path = tmp_path / "b.mp4"
+    encode_frames(pan_frames(6, 96, 128), path, EncodeSettings(crf=30, bframes=2, threads=1))
+    seen = set()
+    for _ in range(12):
+        with open_video(path) as video:
+            qps = []
+            for frame in video:
+                qps.append(round(float(frame.priors.qp), 3))
+                torch.randn(160, 160) @ torch.randn(160, 160)
+        seen.add(tuple(qps))
+    assert len(seen) == 1 and min(next(iter(seen))) > 10

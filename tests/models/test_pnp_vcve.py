@@ -109,3 +109,55 @@ def test_shipped_default_weights_load() -> None:
     model = create_model()
     assert not model.training
     assert isinstance(model, PnPVCVE)
+
+
+def grid_clip(b: int, t: int, gh: int, gw: int, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Packed frames and grid priors (design section 3: one value per 4x4 block)."""
+    g = torch.Generator().manual_seed(seed)
+    part = torch.randint(0, 4, (b, t, gh, gw), generator=g)
+    priors = {
+        "crf": torch.full((b,), 30.0),
+        "qp": torch.full((b, t), 32.0),
+        "frame_type": torch.randint(0, 3, (b, t), generator=g),
+        "mv_past": torch.randn(b, t, 2, gh, gw, generator=g) * 0.7,
+        "mv_future": torch.randn(b, t, 2, gh, gw, generator=g) * 0.7,
+        "mv_valid": torch.rand(b, t, 2, gh, gw, generator=g) > 0.3,
+        "partition": torch.nn.functional.one_hot(part, 4).permute(0, 1, 4, 2, 3).float(),
+    }
+    return torch.rand(b, t, 24, gh, gw, generator=g), priors
+
+
+def test_fast_variant_works_on_the_packed_grid() -> None:
+    torch.manual_seed(0)
+    model = create_model("pnp_vcve", weights=None, variant="fast").train()
+    assert model.domain == "yuv420" and create_model("pnp_vcve", weights=None).domain == "rgb"
+    frames, priors = grid_clip(2, 3, 8, 12)
+    x_hat, x_caa = model(frames, priors, return_stages=True)
+    assert x_hat.shape == frames.shape and x_caa.shape == frames.shape
+    torch.testing.assert_close(x_hat, frames)  # identity at initialisation
+    (x_hat - frames.flip(-1)).abs().mean().backward()
+    grads = dict(model.named_parameters())
+    for name in ("bae_out.weight", "caa_out.weight"):
+        assert grads[name].grad is not None and grads[name].grad.abs().sum() > 0
+
+
+def test_fast_targets_compute_only_the_frames_asked_for() -> None:
+    """Enhancing frames 1..3 of 5 with the rest as context equals slicing the whole output."""
+    torch.manual_seed(1)
+    model = create_model("pnp_vcve", weights=None, variant="fast")
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    frames, priors = grid_clip(1, 5, 8, 8, seed=2)
+    with torch.no_grad():
+        whole = model(frames, priors)
+        part = model(frames, priors, targets=(1, 4))
+    assert part.shape == (1, 3, 24, 8, 8)
+    torch.testing.assert_close(part, whole[:, 1:4], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(whole, frames, atol=1e-3)
+
+
+@pytest.mark.parametrize("ablation", [{"caa": False}, {"mv_align": False}, {"region_refine": False}])
+def test_fast_ablations_build_and_run(ablation: dict[str, bool]) -> None:
+    model = create_model("pnp_vcve", weights=None, variant="fast", **ablation)
+    frames, priors = grid_clip(1, 3, 4, 4)
+    assert model(frames, priors).shape == frames.shape
