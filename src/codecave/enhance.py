@@ -260,7 +260,7 @@ class Enhancer:
         if self.options.slice_type:
             priors["qp"] = torch.full_like(priors["qp"], float("nan"))
         priors["crf"] = torch.tensor([float(crf)], device=self.device)
-        x = to_unit(torch.from_numpy(np.ascontiguousarray(codes)).to(self.device), bit_depth)
+        x = to_unit(torch.from_numpy(np.array(codes)).to(self.device), bit_depth)
         kwargs: dict[str, object] = {"sequence": sequence} if sequence is not None else {}
         if self._targets:
             y = self.model(x.unsqueeze(0), priors, targets=targets, **kwargs)[0]

@@ -66,6 +66,26 @@ def test_train_then_evaluate_from_the_command_line(tiny_dataset: Path, tmp_path:
     assert "crf99" in capsys.readouterr().err
 
 
+def test_train_a_yuv_model_on_a_yuv_dataset(tiny_yuv_dataset: Path, tiny_dataset: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    cfg = {"name": "yuv", "out": str(tmp_path / "run"),
+           "model": {"name": "pnp_vcve", "variant": "fast", "overrides": {"channels": 8, "bae_blocks": 1}},
+           "data": {"root": str(tiny_yuv_dataset), "crop": 32, "compressed": ["crf35"]},
+           "train": {"steps": 2, "batch_size": 2, "threads": 1}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "c.yaml"), "--no-progress"]) == 0
+    assert "finished at step 2" in capsys.readouterr().out
+    # the variant comes with the weights: no --variant needed
+    assert main(["evaluate", str(tiny_yuv_dataset), "--weights", str(tmp_path / "run"), "--crf", "35",
+                 "--out", str(tmp_path / "eval")]) == 0
+    assert "Y plane of the YUV 4:2:0 file" in capsys.readouterr().out
+    assert main(["train", str(tmp_path / "c.yaml"), "--no-progress", "--set", f"data.root={tiny_dataset}",
+                 "--set", f"out={tmp_path / 'run2'}"]) == 2
+    assert "--domain yuv420" in capsys.readouterr().err
+
+
 def test_enhance_refusals_are_one_line_errors(pan_clip: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["enhance", str(pan_clip), str(pan_clip), "--weights", "none", "--no-progress"]) == 2
