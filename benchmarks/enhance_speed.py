@@ -1,12 +1,20 @@
-"""Speed and memory of ``codecave enhance``.
+"""Speed and memory of ``codecave enhance``, beside FFmpeg on the same files.
 
-1. Frames per second of enhancing an x264 clip with the default model at 640x360
-   and 1280x720, against plain decoding plus re-encoding of the same file (same
-   output settings).
-2. Peak memory (RSS) of enhancing a clip and the same content ten times longer,
-   each in a fresh process. Goal: equal within noise.
+1. Frames per second of ``codecave enhance`` (default output: x264 CRF 14, medium, the
+   source's pixel format) at 640x360 and 1280x720, beside FFmpeg decoding and
+   re-encoding the same file with the same output settings, and beside FFmpeg's
+   classical ``spp`` post-filter (quality 4, qp 8) with the same output settings.
+   All three run in this one process tree, one after another, on the same clip, so
+   the ratios are measured in one run.
+2. Peak memory (RSS) of ``codecave enhance`` at 1280x720 on a clip and on the same
+   content ten times longer, each in a fresh process. Goal: at most 1 GiB, and equal.
+3. With ``--evaluate DATASET``: peak RSS of ``codecave evaluate`` on one clip of a
+   prepared dataset (e.g. Temple, 1200x800), in a fresh process. Goal: at most 2 GiB.
 
-Usage: python benchmarks/enhance_speed.py [--frames 12] [--memory-frames 12] [--json out.json]
+Needs the ``ffmpeg`` command (Debian: ``apt-get install ffmpeg``) for the FFmpeg rows.
+
+Usage: python benchmarks/enhance_speed.py [--variant fast] [--weights default] [--frames 24]
+       [--memory-frames 8] [--evaluate data/val_yuv --evaluate-clip temple] [--json out.json]
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,83 +32,120 @@ from pathlib import Path
 import numpy as np
 import torch
 
+OUTPUT = ["-c:v", "libx264", "-crf", "14", "-preset", "medium"]
+
 
 def make_clip(path: Path, width: int, height: int, frames: int) -> None:
+    """x264 CRF 30 clip of a smooth texture panned by a camera (2, 1) px per frame."""
     from codecave.codec.encode import EncodeSettings, encode_frames
 
     g = torch.Generator().manual_seed(0)
     big = torch.nn.functional.interpolate(torch.rand(1, 3, height // 8 + 8, width // 8 + 40, generator=g),
                                           size=(height + 64, width + 320), mode="bicubic")
     big = (big.clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-    clip = (np.ascontiguousarray(big[t % 32 : t % 32 + height, (3 * t) % 300 : (3 * t) % 300 + width])
+    clip = (np.ascontiguousarray(big[t % 32 : t % 32 + height, (2 * t) % 300 : (2 * t) % 300 + width])
             for t in range(frames))
     encode_frames(clip, path, EncodeSettings(crf=30, preset="veryfast"))
 
 
-def reencode(src: Path, out: Path) -> int:
-    """Plain decode + re-encode with the enhance command's default output settings."""
-    from codecave.codec.encode import EncodeSettings
-    from codecave.codec.reader import open_video
-    from codecave.codec.writer import VideoWriter
-    from codecave.enhance import DEFAULT_OUTPUT
-
-    with open_video(src, priors=False) as video:
-        writer = VideoWriter(out, src, EncodeSettings(**DEFAULT_OUTPUT))
-        for f in video:
-            writer.write(f.rgb, f.pts, f.time)
-        writer.close()
-        return writer.frames
+def ffmpeg_seconds(src: Path, out: Path, filters: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(src), *filters, *OUTPUT, "-an", str(out)],
+                   check=True)
+    return time.perf_counter() - start
 
 
-def speed(size: tuple[int, int], frames: int, folder: Path) -> dict[str, object]:
-    from codecave.enhance import enhance_video
+def enhance_seconds(src: Path, out: Path, variant: str, weights: str) -> float:
+    from codecave.enhance import Enhancer, enhance_video
+    from codecave.models import create_model
 
+    enhancer = Enhancer(create_model("pnp_vcve", weights=weights, variant=variant))  # loading is not timed
+    start = time.perf_counter()
+    enhance_video(src, out, model=enhancer, overwrite=True)
+    return time.perf_counter() - start
+
+
+def speed(size: tuple[int, int], frames: int, folder: Path, variant: str, weights: str,
+          has_ffmpeg: bool) -> dict[str, object]:
     src = folder / f"clip_{size[0]}x{size[1]}.mp4"
     make_clip(src, *size, frames)
-    start = time.perf_counter()
-    reencode(src, folder / "plain.mp4")
-    plain = time.perf_counter() - start
-    start = time.perf_counter()
-    enhance_video(src, folder / "enhanced.mp4", overwrite=True)
-    enhanced = time.perf_counter() - start
-    return {"size": f"{size[0]}x{size[1]}", "frames": frames, "plain_fps": frames / plain,
-            "enhance_fps": frames / enhanced, "slowdown": enhanced / plain}
+    row: dict[str, object] = {"size": f"{size[0]}x{size[1]}", "frames": frames}
+    row["enhance_fps"] = frames / enhance_seconds(src, folder / "enhanced.mp4", variant, weights)
+    if has_ffmpeg:
+        row["reencode_fps"] = frames / ffmpeg_seconds(src, folder / "plain.mp4", [])
+        row["spp_fps"] = frames / ffmpeg_seconds(src, folder / "spp.mp4", ["-vf", "spp=quality=4:qp=8"])
+    return row
 
 
-def peak_rss_child(src: Path, out: Path) -> float:
-    """Run `codecave enhance` in a fresh process; return its peak RSS in MiB."""
-    code = ("import resource, sys; from codecave.enhance import enhance_video; "
-            f"enhance_video({str(src)!r}, {str(out)!r}, overwrite=True); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+def peak_rss(code: str) -> float:
+    """Run Python ``code`` in a fresh process; return its peak RSS in MiB."""
+    wrapped = code + "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    done = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])
 
 
+def enhance_rss(src: Path, out: Path, variant: str, weights: str) -> float:
+    return peak_rss("from codecave.enhance import Enhancer, enhance_video; from codecave.models import create_model\n"
+                    f"m = Enhancer(create_model('pnp_vcve', weights={weights!r}, variant={variant!r}))\n"
+                    f"enhance_video({str(src)!r}, {str(out)!r}, model=m, overwrite=True)")
+
+
 def main() -> None:
+    from codecave.models.registry import DEFAULT_VARIANT
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=12, help="frames per speed clip")
-    ap.add_argument("--memory-frames", type=int, default=12, help="frames of the short memory clip (x10 for long)")
+    ap.add_argument("--variant", default=DEFAULT_VARIANT, help=f"PnP-VCVE variant (default {DEFAULT_VARIANT})")
+    ap.add_argument("--weights", default="default", help="default (shipped), none (untrained: same speed), or a path")
+    ap.add_argument("--frames", type=int, default=24, help="frames per speed clip")
+    ap.add_argument("--memory-frames", type=int, default=8, help="frames of the short 1280x720 clip (x10 for long)")
+    ap.add_argument("--evaluate", default=None, metavar="DATASET", help="also measure `codecave evaluate` memory")
+    ap.add_argument("--evaluate-clip", default="temple")
+    ap.add_argument("--evaluate-frames", type=int, default=6)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    has_ffmpeg = shutil.which("ffmpeg") is not None
+    machine = (f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+               f"pnp_vcve {args.variant} (weights {args.weights})")
     print(f"machine: {machine}")
+    if not has_ffmpeg:
+        print("ffmpeg not found: FFmpeg rows left out (apt-get install ffmpeg)")
+    result: dict[str, object] = {"machine": machine}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        rows = [speed(s, args.frames, folder) for s in ((640, 360), (1280, 720))]
-        print("| size | frames | decode + re-encode (fps) | enhance (fps) | slowdown |")
-        print("|---|---|---|---|---|")
+        rows = [speed(s, args.frames, folder, args.variant, args.weights, has_ffmpeg)
+                for s in ((640, 360), (1280, 720))]
+        result["speed"] = rows
+        print("| size | frames | FFmpeg decode + x264 (fps) | FFmpeg spp + x264 (fps) | codecave enhance (fps) | "
+              "enhance / re-encode time | enhance / spp time |")
+        print("|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['size']} | {r['frames']} | {r['plain_fps']:.2f} | {r['enhance_fps']:.2f} | "
-                  f"{r['slowdown']:.1f}x |", flush=True)
+            ffm = (f"{r['reencode_fps']:.1f} | {r['spp_fps']:.1f}" if has_ffmpeg else "- | -")
+            ratios = (f"{r['reencode_fps'] / r['enhance_fps']:.1f}x | {r['spp_fps'] / r['enhance_fps']:.1f}x"
+                      if has_ffmpeg else "- | -")
+            print(f"| {r['size']} | {r['frames']} | {ffm} | {r['enhance_fps']:.2f} | {ratios} |", flush=True)
         short, long = folder / "short.mp4", folder / "long.mp4"
-        make_clip(short, 320, 180, args.memory_frames)
-        make_clip(long, 320, 180, 10 * args.memory_frames)
-        mem = {"short_frames": args.memory_frames, "short_mib": peak_rss_child(short, folder / "o1.mp4"),
-               "long_frames": 10 * args.memory_frames, "long_mib": peak_rss_child(long, folder / "o2.mp4")}
-        print(f"peak RSS at 320x180: {mem['short_frames']} frames {mem['short_mib']:.0f} MiB, "
-              f"{mem['long_frames']} frames {mem['long_mib']:.0f} MiB")
+        make_clip(short, 1280, 720, args.memory_frames)
+        make_clip(long, 1280, 720, 10 * args.memory_frames)
+        mem = {"short_frames": args.memory_frames,
+               "short_mib": enhance_rss(short, folder / "o1.mp4", args.variant, args.weights),
+               "long_frames": 10 * args.memory_frames,
+               "long_mib": enhance_rss(long, folder / "o2.mp4", args.variant, args.weights)}
+        result["enhance_memory"] = mem
+        print(f"peak RSS of enhance at 1280x720: {mem['short_frames']} frames {mem['short_mib']:.0f} MiB, "
+              f"{mem['long_frames']} frames {mem['long_mib']:.0f} MiB", flush=True)
+    if args.evaluate:
+        code = ("from codecave.enhance import Enhancer; from codecave.evaluate import evaluate\n"
+                "from codecave.models import create_model\n"
+                f"m = Enhancer(create_model('pnp_vcve', weights={args.weights!r}, variant={args.variant!r}))\n"
+                f"evaluate(m, {args.evaluate!r}, clips=[{args.evaluate_clip!r}], "
+                f"max_frames={args.evaluate_frames})")
+        mib = peak_rss(code)
+        result["evaluate_memory"] = {"dataset": args.evaluate, "clip": args.evaluate_clip,
+                                     "frames": args.evaluate_frames, "mib": mib}
+        print(f"peak RSS of evaluate on {args.evaluate_clip} ({args.evaluate_frames} frames, every rate point): "
+              f"{mib:.0f} MiB")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "speed": rows, "memory": mem}, indent=2))
+        Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

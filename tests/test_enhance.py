@@ -380,3 +380,29 @@ def test_yuv_stream_is_independent_of_chunking_and_tiling(tmp_path: Path) -> Non
     with open_video(src) as video:
         rgb = list(Enhancer(model, EnhanceOptions(device="cpu")).stream(video))
     assert rgb[0].shape == (96, 128, 3) and rgb[0].dtype == np.uint8
+
+
+def test_hdr10_metadata_is_kept_by_x265_and_warned_about_otherwise(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    src = tmp_path / "hdr.mp4"
+    c = av.open(str(src), "w")
+    s = c.add_stream("libx265", rate=25)
+    s.width, s.height, s.pix_fmt = 64, 48, "yuv420p10le"
+    master = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)"
+    s.options = {"x265-params": f"master-display={master}:max-cll=1000,400:hdr10=1:log-level=error"}
+    for i in range(4):
+        f = av.VideoFrame.from_ndarray(np.full((72, 64), 400 + 10 * i, np.uint16), format="yuv420p10le")
+        f.pts = i
+        for p in s.encode(f):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    assert read_info(src).hdr == {"master-display": master, "max-cll": "1000,400"}
+    kept = tmp_path / "kept.mp4"
+    enhance_video(src, kept, model=yuv_identity(), encode=EncodeSettings(codec="x265", crf=20, pix_fmt="source"))
+    info = read_info(kept)
+    assert info.hdr == {"master-display": master, "max-cll": "1000,400"} and info.pix_fmt == "yuv420p10le"
+    with caplog.at_level("WARNING"):
+        enhance_video(src, tmp_path / "lost.mp4", model=yuv_identity())
+    assert "HDR10 metadata" in caplog.text and read_info(tmp_path / "lost.mp4").hdr is None

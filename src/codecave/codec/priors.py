@@ -122,6 +122,9 @@ class StreamInfo:
         encoder: settings parsed from the encoder's SEI, if present.
         prior_source: ``"bitstream"`` when the decoder exports motion vectors and
             QP, ``"estimated"`` when codecave computes them from pixels.
+        hdr: HDR10 static metadata (mastering display, content light level) of the
+            first frame, in x265's notation (:func:`codecave.codec.reader.hdr_metadata`),
+            or None.
     """
 
     path: str
@@ -143,6 +146,7 @@ class StreamInfo:
     rotation: int
     encoder: EncoderSettings | None
     prior_source: PriorSource
+    hdr: dict[str, str] | None = None
 
 
 @dataclass

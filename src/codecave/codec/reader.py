@@ -135,14 +135,44 @@ def _bit_depth(pix_fmt: str) -> int:
     return max((c.bits for c in fmt.components), default=8)
 
 
-def _peek(path: str, fmt: str | None, options: dict[str, str] | None) -> tuple[EncoderSettings | None, int]:
-    """Read the encoder's SEI and the display rotation from the first packets."""
+def hdr_metadata(frame: av.VideoFrame) -> dict[str, str] | None:
+    """HDR10 static metadata of a decoded frame, in the notation of x265's options.
+
+    Returns:
+        ``{"master-display": "G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)", "max-cll": "MaxCLL,MaxFALL"}``
+        (chromaticities in 0.00002 units, luminance in 0.0001 cd/m², SMPTE ST 2086 /
+        CTA-861.3), with only the keys the frame carries; None when it carries neither.
+    """
+    out: dict[str, str] = {}
+    for side in frame.side_data:
+        kind = getattr(side.type, "name", str(side.type))
+        raw = bytes(side)
+        if kind == "MASTERING_DISPLAY_METADATA" and len(raw) >= 88:
+            v = np.frombuffer(raw[:88], dtype="<i4").reshape(-1, 2).astype(np.float64)
+            q = v[:, 0] / np.where(v[:, 1] == 0, 1, v[:, 1])  # AVRational values, in order
+            r, g, b, wp = q[0:2], q[2:4], q[4:6], q[6:8]
+            lmin, lmax = q[8], q[9]
+            has_primaries, has_luminance = np.frombuffer(raw[80:88], dtype="<i4")
+            if has_primaries and has_luminance:
+                def xy(c: np.ndarray) -> str:
+                    return f"({round(c[0] * 50000)},{round(c[1] * 50000)})"
+                out["master-display"] = (f"G{xy(g)}B{xy(b)}R{xy(r)}WP{xy(wp)}"
+                                         f"L({round(lmax * 10000)},{round(lmin * 10000)})")
+        elif kind == "CONTENT_LIGHT_LEVEL" and len(raw) >= 8:
+            max_cll, max_fall = np.frombuffer(raw[:8], dtype="<u4")
+            out["max-cll"] = f"{int(max_cll)},{int(max_fall)}"
+    return out or None
+
+
+def _peek(path: str, fmt: str | None, options: dict[str, str] | None
+          ) -> tuple[EncoderSettings | None, int, dict[str, str] | None]:
+    """Read the encoder's SEI, the display rotation and HDR metadata from the first packets."""
     container = _open_container(path, fmt, options)
     try:
         stream = _video_stream(container, path)
         extradata = stream.codec_context.extradata or b""
         settings = find_encoder_settings(bytes(extradata)) if extradata else None
-        rotation = 0
+        rotation, hdr = 0, None
         for i, packet in enumerate(container.demux(stream)):
             if settings is None and packet.size:
                 settings = find_encoder_settings(bytes(packet))
@@ -152,17 +182,18 @@ def _peek(path: str, fmt: str | None, options: dict[str, str] | None) -> tuple[E
                 frames = []
             if frames:
                 rotation = int(round(frames[0].rotation or 0))
+                hdr = hdr_metadata(frames[0])
                 break
             if i > 64:
                 break
-        return settings, rotation
+        return settings, rotation, hdr
     finally:
         container.close()
 
 
 def _stream_info(
     path: str, container: av.container.InputContainer, stream: av.VideoStream,
-    settings: EncoderSettings | None, rotation: int,
+    settings: EncoderSettings | None, rotation: int, hdr: dict[str, str] | None = None,
 ) -> StreamInfo:
     ctx = stream.codec_context
     pix_fmt = ctx.pix_fmt or (ctx.format.name if ctx.format else "unknown")
@@ -192,6 +223,7 @@ def _stream_info(
         rotation=rotation,
         encoder=settings,
         prior_source="bitstream" if ctx.name in BITSTREAM_PRIOR_CODECS else "estimated",
+        hdr=hdr,
     )
 
 
@@ -296,10 +328,10 @@ class VideoReader:
         self.path = str(path)
         self._format, self._options = format, options
         self._want_priors = priors
-        settings, rotation = _peek(self.path, format, options)
+        settings, rotation, hdr = _peek(self.path, format, options)
         self._container = _open_container(self.path, format, options)
         self._stream = _video_stream(self._container, self.path)
-        self.info = _stream_info(self.path, self._container, self._stream, settings, rotation)
+        self.info = _stream_info(self.path, self._container, self._stream, settings, rotation, hdr)
         if _bit_depth(self.info.pix_fmt) > _MAX_BIT_DEPTH:
             self.close()
             raise UnsupportedVideoError(f"{self.path}: pixel format {self.info.pix_fmt} is not supported")

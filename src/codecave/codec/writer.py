@@ -52,14 +52,19 @@ class VideoWriter:
             shifted with them. None writes the source's own timestamps and copies all.
         planes: the pictures will be the source's own YUV planes (enhanced), so the
             source's colour range is kept (RGB pictures are written in limited range).
+        hdr: the source's HDR10 static metadata (``StreamInfo.hdr``): passed to x265,
+            which writes it into the stream; other encoders cannot carry it, and a
+            warning says so.
 
     Use as a context manager; :meth:`abort` discards a half-written file.
     """
 
     def __init__(self, path: str | os.PathLike[str], source: str | os.PathLike[str], settings: EncodeSettings,
-                 *, rotation: int = 0, start: float | None = None, planes: bool = False) -> None:
+                 *, rotation: int = 0, start: float | None = None, planes: bool = False,
+                 hdr: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         self._planes = planes
+        settings = _with_hdr(settings, hdr, self.path)
         self.settings = settings
         self.start = start
         self._source = av.open(str(source))
@@ -227,6 +232,18 @@ class VideoWriter:
                 c.close()
             except (av.FFmpegError, OSError):
                 pass
+
+
+def _with_hdr(settings: EncodeSettings, hdr: dict[str, str] | None, path: Path) -> EncodeSettings:
+    """Settings that carry the source's HDR10 metadata, where the encoder can."""
+    if not hdr:
+        return settings
+    if settings.encoder == "libx265":
+        return settings.with_(params={**hdr, "hdr10": "1", **settings.params})
+    log.warning("%s: the source carries HDR10 metadata (%s) that %s cannot write; the output loses it "
+                "(use --codec x265 to keep it)", path, ", ".join(f"{k}={v}" for k, v in hdr.items()),
+                settings.encoder)
+    return settings
 
 
 #: ``EncodeSettings.pix_fmt`` value that means "the source's own 4:2:0 format and bit depth".
