@@ -132,7 +132,7 @@ def main() -> None:
         "validation": {
             "clips": {n: c.get("source") for n, c in val_manifest["clips"].items()},
             "frames": {"frame_qp": args.frames or "all", "slice_type": args.slice_type_frames},
-            "metric": "PSNR/SSIM on BT.601 Y; psnr_in = decoded x264, psnr_out = enhanced",
+            "metric": f"PSNR/SSIM on the {full.metric}; psnr_in = decoded x264, psnr_out = enhanced",
             **results,
         },
     }

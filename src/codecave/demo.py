@@ -1,9 +1,10 @@
 """``codecave demo``: the main job on a built-in default, with no files from the user.
 
 A photo that an installed package ships (matplotlib's sample Grace Hopper portrait)
-becomes a short clip by synthetic camera motion; the clip is compressed with x264
-at a strong CRF, enhanced with the default model through :func:`enhance_video`
-(the same path as ``codecave enhance``), and both are scored against the original.
+becomes a short clip by synthetic camera motion, converted once to YUV 4:2:0 (the
+ground truth); the clip is compressed with x264 at a strong CRF, enhanced with the
+default model through :func:`enhance_video` (the same path as ``codecave enhance``),
+and both are scored against the original on the Y plane of the YUV files.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codecave.codec.convert import planes_to_rgb, rgb_to_planes
 from codecave.codec.encode import EncodeSettings, encode_frames
+from codecave.codec.priors import YUVPlanes
 from codecave.codec.reader import open_video
 from codecave.data.synth import load_still, synthesize_clip
 from codecave.enhance import EnhanceOptions, Enhancer, enhance_video
 from codecave.errors import DatasetError
-from codecave.metrics.quality import psnr_y, ssim_y
+from codecave.metrics.quality import psnr_plane, ssim_plane
 
 log = logging.getLogger(__name__)
 
-#: Lossless RGB encoding for the original and the enhanced video.
-LOSSLESS = EncodeSettings(codec="ffv1", crf=None, preset=None, pix_fmt="bgr0")
+#: Lossless encoding for the original and the enhanced video, in the source's 4:2:0 planes.
+LOSSLESS = EncodeSettings(codec="ffv1", crf=None, preset=None, pix_fmt="source")
 
 
 def sample_photo() -> Path:
@@ -44,7 +47,8 @@ class DemoResult:
     """Scores and files of a demo run.
 
     Attributes:
-        scores: ``{"compressed": {...}, "enhanced": {...}}`` with mean ``psnr`` and ``ssim`` on Y.
+        scores: ``{"compressed": {...}, "enhanced": {...}}`` with mean ``psnr`` and ``ssim`` on
+            the Y plane of the YUV 4:2:0 files.
         files: what was written, by role.
         crf: x264 CRF of the compressed clip.
         frames: clip length.
@@ -67,14 +71,15 @@ class DemoResult:
         ])
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path) -> list[YUVPlanes]:
     with open_video(path, priors=False) as video:
-        return np.stack([f.rgb for f in video])
+        return [f.planes for f in video]
 
 
-def _scores(frames: np.ndarray, reference: torch.Tensor) -> dict[str, float]:
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)
-    return {"psnr": float(psnr_y(x, reference).mean()), "ssim": float(ssim_y(x, reference).mean())}
+def _scores(frames: list[YUVPlanes], reference: torch.Tensor) -> dict[str, float]:
+    """Mean PSNR and SSIM of the Y planes of ``frames`` against ``reference (T, H, W)``."""
+    y = torch.from_numpy(np.stack([f.y for f in frames])).double()
+    return {"psnr": float(psnr_plane(y, reference).mean()), "ssim": float(ssim_plane(y, reference).mean())}
 
 
 def side_by_side(path: Path, original: np.ndarray, compressed: np.ndarray, enhanced: np.ndarray,
@@ -130,15 +135,17 @@ def run_demo(out: str | os.PathLike[str] = "codecave-demo", *, crf: float = 35.0
         "enhanced": out / "enhanced.mkv",
         "side_by_side": out / "side_by_side.png",
     }
-    encode_frames(clip.frames, files["original"], LOSSLESS)
+    original = [rgb_to_planes(f) for f in clip.frames]
+    encode_frames(original, files["original"], LOSSLESS.with_(pix_fmt="yuv420p"))
     # one encoder thread, so the compressed clip does not follow the machine's core count
-    encode_frames(clip.frames, files["compressed"], EncodeSettings(crf=crf, threads=1))
+    encode_frames(original, files["compressed"], EncodeSettings(crf=crf, threads=1))
     enhancer = model if isinstance(model, Enhancer) else Enhancer(model, EnhanceOptions())
     enhance_video(files["compressed"], files["enhanced"], model=enhancer, encode=LOSSLESS, overwrite=True,
                   progress=progress)
-    reference = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float().div(255)
+    reference = torch.from_numpy(np.stack([p.y for p in original])).double()
     compressed, enhanced = _decode(files["compressed"]), _decode(files["enhanced"])
     scores = {"compressed": _scores(compressed, reference), "enhanced": _scores(enhanced, reference)}
     mid = frames // 2
-    side_by_side(files["side_by_side"], clip.frames[mid], compressed[mid], enhanced[mid], scores)
+    side_by_side(files["side_by_side"], planes_to_rgb(original[mid]), planes_to_rgb(compressed[mid]),
+                 planes_to_rgb(enhanced[mid]), scores)
     return DemoResult(scores, files, crf, frames)

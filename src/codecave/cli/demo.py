@@ -17,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="pnp_vcve", help="registered model (default pnp_vcve)")
     p.add_argument("--weights", default="default",
                    help="'default' (shipped), a .safetensors file, a run folder, or none (untrained)")
+    p.add_argument("--variant", default=None, help="model variant (default: the shipped default's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from codecave.enhance import Enhancer
     from codecave.models import create_model
 
-    enhancer = Enhancer(create_model(args.model, weights=args.weights))
+    enhancer = Enhancer(create_model(args.model, weights=args.weights, variant=args.variant))
     result = run_demo(args.out, crf=args.crf, frames=args.frames, photo=args.photo, model=enhancer,
                       progress=not args.no_progress)
     print(result.table())

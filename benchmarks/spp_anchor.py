@@ -1,0 +1,100 @@
+"""The classical anchor: FFmpeg's ``spp`` post-filter on a prepared YUV dataset's bitstreams.
+
+For every clip and rate point of a ``yuv420`` dataset (``codecave prepare``), the
+stored x264 file is decoded by the ``ffmpeg`` command through
+``spp=quality=4:qp=Q`` for Q in 2, 4, 8, 12, 16 (without a forced Q the filter does
+nothing on files that export no QP) and scored on the Y plane against the dataset's
+ground-truth planes, like ``codecave evaluate``. Printed per rate point: the input
+PSNR-Y, the gain of each Q and the best Q (mean over clips), optionally beside a
+``codecave evaluate`` report (``scores.json``) of the same frames.
+
+Needs the ``ffmpeg`` command (Debian: ``apt-get install ffmpeg``).
+
+Usage: python benchmarks/spp_anchor.py data/val_yuv [--crf 15,25,35] [--frames 6]
+       [--clips temple,...] [--compare evaluation/scores.json] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codecave.data.prepare import load_clip, load_manifest
+from codecave.grid import luma
+from codecave.metrics.quality import psnr_plane
+
+QS = (2, 4, 8, 12, 16)
+
+
+def spp_luma(video: Path, q: int, frames: int, height: int, width: int) -> np.ndarray:
+    """Y planes ``(frames, H, W)`` of ``video`` decoded through spp at quantiser ``q``."""
+    cmd = ["ffmpeg", "-loglevel", "error", "-i", str(video), "-vf", f"spp=quality=4:qp={q}",
+           "-frames:v", str(frames), "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]
+    raw = np.frombuffer(subprocess.run(cmd, capture_output=True, check=True).stdout, dtype=np.uint8)
+    size = height * width * 3 // 2
+    return np.stack([raw[i * size : i * size + height * width].reshape(height, width) for i in range(frames)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dataset", type=Path, help="a yuv420 dataset made by codecave prepare")
+    ap.add_argument("--crf", default="15,25,35")
+    ap.add_argument("--frames", type=int, default=6, help="first N frames of each clip")
+    ap.add_argument("--clips", default=None, help="comma-separated clip names (default all)")
+    ap.add_argument("--compare", type=Path, action="append", default=[],
+                    help="scores.json of `codecave evaluate` on the same frames (repeatable)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if shutil.which("ffmpeg") is None:
+        sys.exit("ffmpeg not found (apt-get install ffmpeg)")
+    manifest = load_manifest(args.dataset)
+    if manifest.get("domain") != "yuv420":
+        sys.exit(f"{args.dataset}: not a yuv420 dataset")
+    clips = args.clips.split(",") if args.clips else sorted(manifest["clips"])
+    variants = [f"crf{c}" for c in args.crf.split(",")]
+    print(f"machine: {platform.machine()}, ffmpeg spp quality=4, PSNR on the Y plane, first {args.frames} frames")
+    result: dict[str, dict[str, object]] = {}
+    for variant in variants:
+        gains: dict[int, list[float]] = {q: [] for q in QS}
+        inputs = []
+        for name in clips:
+            clip = load_clip(args.dataset, name, variant)
+            n = min(args.frames, len(clip.gt))
+            gt = luma(torch.from_numpy(np.asarray(clip.gt[:n]).astype(np.float64)))
+            dec = luma(torch.from_numpy(np.asarray(clip.decoded[:n]).astype(np.float64)))
+            p_in = float(psnr_plane(dec, gt).mean())
+            inputs.append(p_in)
+            video = args.dataset / "clips" / name / variant / clip.info["variants"][variant]["file"]
+            for q in QS:
+                out = torch.from_numpy(spp_luma(video, q, n, *gt.shape[-2:]).astype(np.float64))
+                gains[q].append(float(psnr_plane(out, gt).mean()) - p_in)
+        mean = {q: float(np.mean(g)) for q, g in gains.items()}
+        best = max(mean, key=mean.get)  # type: ignore[arg-type]
+        result[variant] = {"psnr_in": float(np.mean(inputs)), "gain_by_q": mean, "best_q": best,
+                           "best_gain": mean[best], "per_clip_best": dict(zip(clips, gains[best]))}
+    header = "| rate point | PSNR-Y in | " + " | ".join(f"spp Q={q}" for q in QS) + " | best spp |"
+    compare = [json.loads(p.read_text()) for p in args.compare]
+    header += "".join(f" {c['model'].get('name')} {c['model'].get('variant', '')} |" for c in compare)
+    print(header)
+    print("|---" * (3 + len(QS) + len(compare)) + "|")
+    for variant, r in result.items():
+        row = f"| {variant} | {r['psnr_in']:.3f} | " + " | ".join(f"{r['gain_by_q'][q]:+.3f}" for q in QS)
+        row += f" | {r['best_gain']:+.3f} (Q={r['best_q']}) |"
+        for c in compare:
+            m = c["mean"].get(variant)
+            row += f" {m['delta_psnr']:+.3f} |" if m else " - |"
+        print(row)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"clips": clips, "frames": args.frames, "spp": result}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
