@@ -34,6 +34,8 @@ from codecave.layers.warp import flow_warp
 
 #: Partition classes refined by their own filter: 16x16, 16x8/8x16, 8x8 and smaller.
 REFINED_REGIONS = 3
+#: Luma samples per position of the packed grid (4 x 4).
+CELL_AREA = 16
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,10 @@ class PnPVCVEFastConfig:
         caa: False runs one expert with no frame-wise transfer (ablation "w/o CAA").
         mv_align: False fuses the neighbours without warping (ablation "w/o MV").
         region_refine: False drops the per-partition filters (ablation "w/o region").
+        full_res: channels of a thin full-resolution head and tail on the Y plane
+            (0: none). The head's 3x3 filters, shared by every sample position, are
+            unshuffled onto the grid beside the packed frame; the tail shuffles the last
+            features back to luma resolution for one 3x3 filter that corrects Y.
     """
 
     channels: int = 32
@@ -82,6 +88,7 @@ class PnPVCVEFastConfig:
     caa: bool = True
     mv_align: bool = True
     region_refine: bool = True
+    full_res: int = 0
 
 
 VARIANTS: dict[str, PnPVCVEConfig | PnPVCVEFastConfig] = {
@@ -302,7 +309,12 @@ class PnPVCVEFast(nn.Module):
 
         self.config = config
         c, n, cin = config.channels, (config.n_experts if config.caa else 1), PACKED_CHANNELS
-        self.caa_in = ExpertConv2d(cin, c, 3, n)
+        fr = config.full_res
+        if fr:
+            self.head = nn.Sequential(nn.Conv2d(1, fr, 3, padding=1), nn.ReLU(), nn.Conv2d(fr, fr, 3, padding=1))
+            self.tail_up = nn.Conv2d(c, fr * CELL_AREA, 1)
+            self.tail = nn.Conv2d(fr, 1, 3, padding=1)
+        self.caa_in = ExpertConv2d(cin + fr * CELL_AREA, c, 3, n)
         self.caa_body = nn.ModuleList(ExpertConv2d(c, c, 3, n) for _ in range(2 * config.caa_blocks))
         self.caa_out = nn.Conv2d(c, cin, 3, padding=1)
         self.bae_fuse = nn.Conv2d(3 * cin + 2 + c, c, 3, padding=1)
@@ -313,13 +325,30 @@ class PnPVCVEFast(nn.Module):
             # a single convolution gives sum_k m_k (W_k h).
             self.bae_refine = nn.ModuleList(nn.Conv2d(c * REFINED_REGIONS, c, 1) for _ in range(config.bae_blocks))
         self.bae_out = nn.Conv2d(c, cin, 3, padding=1)
-        _init_convs(self, [self.caa_out, self.bae_out])
+        _init_convs(self, [self.caa_out, self.bae_out, *([self.tail] if fr else [])])
         if config.caa:
             self.sequence_generator = SequenceWeightGenerator(n)
             self.frame_generator = FrameParameterGenerator(sum(m.out_channels for m in self._adapted()))
 
     def _adapted(self) -> list[ExpertConv2d]:
         return [self.caa_in, *self.caa_body, *self.bae_adapted]
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """Packed frames ``(N, 24, h, w)`` with the full-resolution head's features beside them."""
+        if not self.config.full_res:
+            return x
+        from codecave.grid import CELL, luma
+
+        feat = self.head(luma(x).unsqueeze(1))
+        return torch.cat([x, F.pixel_unshuffle(feat, CELL)], dim=1)
+
+    def _tail(self, g: torch.Tensor) -> torch.Tensor:
+        """The full-resolution tail's Y correction, packed: ``(N, 24, h, w)`` (chroma channels zero)."""
+        from codecave.grid import CELL
+
+        y = self.tail(F.relu(F.pixel_shuffle(self.tail_up(g), CELL)))
+        y = F.pixel_unshuffle(y, CELL)
+        return torch.cat([y, y.new_zeros(y.shape[0], 8, *y.shape[-2:])], dim=1)
 
     adapt = PnPVCVE.adapt
     _frame_scales = PnPVCVE._frame_scales
@@ -360,7 +389,7 @@ class PnPVCVEFast(nn.Module):
         every, kept = slice(0, t), slice(lo, hi)
         # NHWC: oneDNN's convolutions run about twice as fast on CPU in this layout.
         x = frames.flatten(0, 1).contiguous(memory_format=torch.channels_last)
-        f = F.relu(adapted(x, every))
+        f = F.relu(adapted(self._head(x), every))
         for _ in range(self.config.caa_blocks):
             f = f + adapted(F.relu(adapted(f, every)), every)
         x_caa = (x + self.caa_out(f)).unflatten(0, (b, t))
@@ -388,7 +417,10 @@ class PnPVCVEFast(nn.Module):
             if self.config.region_refine:
                 y = y + self.bae_refine[i](torch.cat([h * regions[:, k : k + 1] for k in range(REFINED_REGIONS)], 1))
             g = g + y
-        x_hat = (centre + self.bae_out(g)).unflatten(0, (b, n))
+        x_hat = centre + self.bae_out(g)
+        if self.config.full_res:
+            x_hat = x_hat + self._tail(g)
+        x_hat = x_hat.unflatten(0, (b, n))
         return (x_hat, x_caa[:, kept]) if return_stages else x_hat
 
 
