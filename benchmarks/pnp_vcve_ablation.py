@@ -38,7 +38,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "configs" / "pnp_vcve" / "small.y
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", required=True, help="prepared training set (CRF 0,15,25,35)")
+    ap.add_argument("--train", required=True, help="prepared RGB training set (CRF 0,15,25,35, --domain rgb)")
     ap.add_argument("--val", required=True, help="prepared validation set")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--crf", default="25,35")

@@ -61,7 +61,7 @@ def rounding_cost(model: torch.nn.Module, root: str, clip: str, variant: str, fr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", help="prepared dataset (codecave prepare)")
+    parser.add_argument("dataset", help="prepared RGB dataset (codecave prepare --domain rgb)")
     parser.add_argument("--weights", default="default", help="'default', a .safetensors file or a run folder")
     parser.add_argument("--crf", default="15,35", help="rate points, e.g. 15,35")
     parser.add_argument("--frames", type=int, default=6, help="first N frames of each clip")
