@@ -11,7 +11,7 @@ import pytest
 from codecave.codec.convert import rgb_to_planes
 from codecave.codec.encode import EncodeSettings, encode_frames
 from codecave.codec.reader import open_video
-from codecave.data.prepare import PrepareSettings, load_clip, prepare_dataset
+from codecave.data.prepare import PrepareSettings, held_out_names, load_clip, prepare_dataset
 from codecave.data.sources import discover_sources, read_frames
 from codecave.errors import DatasetError
 from codecave.grid import pack_planes
@@ -138,3 +138,24 @@ def test_yuv420_source_keeps_its_own_planes(tmp_path: Path) -> None:
     prepare_dataset([src], tmp_path / "ds", PrepareSettings(crfs=(30.0,), max_frames=5, preset="veryfast"))
     clip = load_clip(tmp_path / "ds", "yuv", "crf30")
     assert np.array_equal(clip.gt, np.stack([pack_planes(p) for p in planes]))
+
+
+def test_validation_split_is_left_out_of_training_sets(tmp_path: Path, lossless: tuple[Path, np.ndarray]) -> None:
+    path, _ = lossless
+    other = tmp_path / "src" / "other.mkv"
+    encode_frames(pan_frames(4, 64, 96, seed=3), other, EncodeSettings(codec="ffv1", pix_fmt="bgr0"))
+    split = tmp_path / "split.yaml"
+    split.write_text(f"sequences:\n  - {path}\nstills:\n  - somewhere/kodim23.png\n")
+    assert held_out_names(split) == ["pan", "kodim23"]
+    result = prepare_dataset([path.parent], tmp_path / "ds", SMALL, exclude=held_out_names(split))
+    assert result.prepared == ["other"]
+    with pytest.raises(DatasetError, match="no sources left"):
+        prepare_dataset([path], tmp_path / "ds2", SMALL, exclude=["pan"])
+    with pytest.raises(DatasetError, match="no such validation split"):
+        held_out_names(tmp_path / "missing.yaml")
+
+
+def test_the_repositorys_split_names_the_validation_clip() -> None:
+    split = Path(__file__).resolve().parents[2] / "configs" / "validation_split.yaml"
+    names = held_out_names(split)
+    assert "temple" in names and len(names) == len(set(names)) >= 4
