@@ -1,12 +1,14 @@
 """PnP-VCVE cost: parameters, FLOPs and milliseconds per frame.
 
-For both variants at 320x180, 640x360 and 1280x720, on CPU and (when one is
-present) on a CUDA GPU. FLOPs are counted by ``torch.utils.flop_counter`` (2 per
+For every variant (``small`` and ``paper`` on RGB, ``fast`` on the packed YUV grid
+with grid priors) at 320x180, 640x360 and 1280x720, on CPU and (when one is present)
+on a CUDA GPU. FLOPs are counted by ``torch.utils.flop_counter`` (2 per
 multiply-add; convolutions and matrix products, not warping or activations).
 A clip of ``--frames`` frames is enhanced in one call; time is per frame, median of
 ``--repeats`` runs after a warm-up (the FLOP-counting run).
 
-Usage: python benchmarks/pnp_vcve_cost.py [--device cpu|cuda|all] [--frames 3] [--json out.json]
+Usage: python benchmarks/pnp_vcve_cost.py [--device cpu|cuda|all] [--variants small,paper,fast]
+       [--frames 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -39,8 +41,13 @@ def priors(t: int, h: int, w: int, device: torch.device) -> dict[str, torch.Tens
 def measure(variant: str, size: tuple[int, int], device: torch.device, frames: int, repeats: int) -> dict[str, object]:
     model = create_model("pnp_vcve", weights=None, variant=variant).to(device)
     w, h = size
-    x = torch.rand(1, frames, 3, h, w, device=device)
+    if model.domain == "yuv420":  # packed 4:2:0 on the 4x4 grid, priors on the same grid
+        h, w = -(-h // 16) * 4, -(-w // 16) * 4
+        x = torch.rand(1, frames, 24, h, w, device=device)
+    else:
+        x = torch.rand(1, frames, 3, h, w, device=device)
     p = priors(frames, h, w, device)
+    w, h = size
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
             model(x, p)  # also the warm-up
@@ -62,6 +69,7 @@ def measure(variant: str, size: tuple[int, int], device: torch.device, frames: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="all", help="cpu, cuda or all (cuda only when available)")
+    ap.add_argument("--variants", default="small,paper,fast")
     ap.add_argument("--frames", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
@@ -77,7 +85,7 @@ def main() -> None:
     print("| variant | size | device | params (M) | GFLOPs/frame | ms/frame |")
     print("|---|---|---|---|---|---|")
     for device in devices:
-        for variant in ("small", "paper"):
+        for variant in args.variants.split(","):
             for size in SIZES:
                 r = measure(variant, size, device, args.frames, args.repeats)
                 rows.append(r)

@@ -32,7 +32,14 @@ from torch import nn
 
 from codecave.codec.convert import planes_to_rgb, rgb_to_yuv420_like_encoder
 from codecave.codec.priors import GRID, MB, CodedFrame, YUVPlanes, sequence_crf
-from codecave.codec.rasterize import CompactPriors, compact_priors, crop_compact, dense_priors, grid_priors, stack_compact
+from codecave.codec.rasterize import (
+    CompactPriors,
+    compact_priors,
+    crop_compact,
+    dense_priors,
+    grid_priors,
+    stack_compact,
+)
 from codecave.engine.distributed import pick_device
 from codecave.errors import ConfigError, CorruptVideoError, OutputExistsError
 from codecave.grid import crop_planes, pack_planes, pad_planes, padded_size, to_codes, to_unit, unpack_planes

@@ -14,11 +14,11 @@ from codecave.codec.priors import FrameType
 from codecave.codec.rasterize import compact_priors, dense_priors, stack_compact
 from codecave.codec.reader import open_video, read_info, yuv_options
 from codecave.errors import (
-    UnsupportedVideoError,
     CodecaveError,
     EmptyVideoError,
     NotAVideoError,
     NoVideoStreamError,
+    UnsupportedVideoError,
 )
 from tests.conftest import pan_frames
 

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from codecave.layers.warp import flow_warp
-
 from codecave.codec.priors import GRID, MB, CodedFrame, FramePriors
+from codecave.layers.warp import flow_warp
 
 #: Names of the partition classes, in one-hot channel order.
 PARTITION_CLASSES = ("16x16", "16x8/8x16", "8x8 and smaller", "intra/none")

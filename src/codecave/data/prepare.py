@@ -51,10 +51,10 @@ import codecave
 from codecave.codec.convert import RGB_TO_YUV420, planar_format, rgb_to_planes
 from codecave.codec.encode import EncodeSettings, encode_frames, library_versions
 from codecave.codec.priors import YUVPlanes
-from codecave.grid import pack_planes
 from codecave.codec.rasterize import compact_priors, stack_compact
 from codecave.data.sources import Source, discover_sources, file_hash, read_frames
 from codecave.errors import DatasetError
+from codecave.grid import pack_planes
 
 log = logging.getLogger(__name__)
 
