@@ -42,7 +42,7 @@ from codecave.codec.rasterize import (
 )
 from codecave.engine.distributed import pick_device
 from codecave.errors import ConfigError, CorruptVideoError, OutputExistsError
-from codecave.grid import crop_planes, pack_planes, pad_planes, padded_size, to_codes, to_unit, unpack_planes
+from codecave.grid import crop_yuv, pack_planes, pad_planes, padded_size, to_codes, to_unit, unpack_planes
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class Enhancer:
             packed = np.stack([pack_planes(_pad(p)) for p in planes])
             codes = self._run_packed(packed, stacked, crf, sequence, targets, depth)
             tags = {"color_range": planes[0].color_range, "color_space": planes[0].color_space}
-            out = [_crop(unpack_planes(c, depth, **tags), h, w) for c in codes]
+            out = [crop_yuv(unpack_planes(c, depth, **tags), h, w) for c in codes]
             return [planes_to_rgb(p) for p in out] if output == "rgb" else out
         rgb = np.stack([f.rgb for f in frames])
         enhanced = list(self._run(rgb, stacked, crf, sequence)[lo:hi])
@@ -306,7 +306,8 @@ class Enhancer:
 
 
 def _pad(planes: YUVPlanes) -> YUVPlanes:
-    """Edge-replicate planes to whole macroblocks (the one padding rule of :mod:`codecave.grid`)."""
+    """Edge-replicate planes to whole macroblocks (the one padding rule of :mod:`codecave.grid`);
+    :func:`codecave.grid.crop_yuv` undoes it."""
     ph, pw = padded_size(planes.height, planes.width)
     if (ph, pw) == (planes.height, planes.width):
         return planes
@@ -315,15 +316,6 @@ def _pad(planes: YUVPlanes) -> YUVPlanes:
     dtype = planes.y.dtype
     return dataclasses.replace(planes, y=y.numpy().astype(dtype), u=u.numpy().astype(dtype),
                                v=v.numpy().astype(dtype))
-
-
-def _crop(planes: YUVPlanes, height: int, width: int) -> YUVPlanes:
-    """Undo :func:`_pad`."""
-    if (planes.height, planes.width) == (height, width):
-        return planes
-    y, u, v = crop_planes(planes.y, planes.u, planes.v, height, width)
-    return dataclasses.replace(planes, y=np.ascontiguousarray(y), u=np.ascontiguousarray(u),
-                               v=np.ascontiguousarray(v))
 
 
 #: Output encoding when none is given: visually lossless x264 in the source's pixel format.

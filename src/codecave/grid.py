@@ -16,6 +16,8 @@ here and nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -214,3 +216,12 @@ def unpack_planes(packed: np.ndarray, bit_depth: int = 8, **tags: str | None) ->
     u = packed[U_CHANNELS].reshape(2, 2, gh, gw).transpose(2, 0, 3, 1).reshape(gh * 2, gw * 2)
     v = packed[V_CHANNELS].reshape(2, 2, gh, gw).transpose(2, 0, 3, 1).reshape(gh * 2, gw * 2)
     return YUVPlanes(np.ascontiguousarray(y), np.ascontiguousarray(u), np.ascontiguousarray(v), bit_depth, **tags)
+
+
+def crop_yuv(planes: YUVPlanes, height: int, width: int) -> YUVPlanes:
+    """The top-left ``height x width`` luma (even sides) and its chroma, as contiguous arrays."""
+    if (planes.height, planes.width) == (height, width):
+        return planes
+    y, u, v = crop_planes(planes.y, planes.u, planes.v, height, width)
+    return dataclasses.replace(planes, y=np.ascontiguousarray(y), u=np.ascontiguousarray(u),
+                               v=np.ascontiguousarray(v))

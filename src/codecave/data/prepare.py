@@ -33,7 +33,6 @@ settings: preparing into it with different settings is refused.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import multiprocessing
@@ -54,7 +53,7 @@ from codecave.codec.priors import YUVPlanes
 from codecave.codec.rasterize import compact_priors, stack_compact
 from codecave.data.sources import Source, discover_sources, file_hash, read_frames
 from codecave.errors import DatasetError
-from codecave.grid import pack_planes
+from codecave.grid import crop_yuv, pack_planes
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +215,7 @@ def _crop_planes(planes: list[YUVPlanes], multiple: int) -> list[YUVPlanes]:
     w = planes[0].width // multiple * multiple
     if h == 0 or w == 0:
         raise DatasetError(f"frames of {planes[0].width}x{planes[0].height} are smaller than {multiple} pixels")
-    return [dataclasses.replace(p, y=np.ascontiguousarray(p.y[:h, :w]), u=np.ascontiguousarray(p.u[: h // 2, : w // 2]),
-                                v=np.ascontiguousarray(p.v[: h // 2, : w // 2])) for p in planes]
+    return [crop_yuv(p, h, w) for p in planes]
 
 
 def _ground_truth_planes(source: Source, s: PrepareSettings, index: int

@@ -128,7 +128,7 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
             raise ConfigError(f"{weights}: no such weights file")
         saved = _saved_metadata(path)
         variant = variant or (json.loads(saved["variant"]) if "variant" in saved else DEFAULT_VARIANT)
-        arch = {**_known(name, variant, json.loads(saved.get("config", "{}"))), **overrides}
+        arch = {**json.loads(saved.get("config", "{}")), **overrides}
     model = build_model(name, variant, **arch)
     with resources.as_file(path) as real:
         state = load_file(str(real))
@@ -137,14 +137,6 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
         raise ConfigError(f"{path}: weights do not fit {name} ({variant}): "
                           f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model.eval()
-
-
-def _known(name: str, variant: str, saved: dict[str, object]) -> dict[str, object]:
-    """Saved architecture fields the variant still has; a removed option that was off
-    (0, False or None) is dropped, any other unknown field is kept (and refused by name)."""
-    _, variants = _entry(name)
-    fields = {f.name for f in dataclasses.fields(variants[variant])} if variant in variants else set(saved)
-    return {k: v for k, v in saved.items() if k in fields or v not in (0, False, None)}
 
 
 def _saved_metadata(path: Path) -> dict[str, str]:
