@@ -19,3 +19,19 @@ def round_8bit(x: torch.Tensor) -> torch.Tensor:
     """
     q = x.clamp(0, 1).mul(255).round().div(255)
     return x + (q - x).detach()
+
+
+def training_loss(name: str, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The loss ``name`` (``charbonnier``, ``l1`` or ``mse``), computed in float32.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    x, target = x.float(), target.float()
+    if name == "charbonnier":
+        return charbonnier(x, target)
+    if name == "l1":
+        return (x - target).abs().mean()
+    if name == "mse":
+        return (x - target).pow(2).mean()
+    raise ValueError(f"unknown loss {name!r}; choose charbonnier, l1 or mse")

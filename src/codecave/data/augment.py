@@ -23,9 +23,10 @@ def _flip(sample: dict[str, torch.Tensor], axis: int, component: int) -> dict[st
     for key in SPATIAL:
         if key in out:
             out[key] = out[key].flip(axis)
-    sign = torch.ones(2).index_fill_(0, torch.tensor(component), -1.0).view(2, 1, 1)
     for key in VECTORS:
         if key in out:
+            sign = torch.ones(2, device=out[key].device).index_fill_(0, torch.tensor(component, device=out[key].device),
+                                                                     -1.0).view(2, 1, 1)
             out[key] = out[key] * sign
     return out
 

@@ -43,17 +43,23 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import codecave
-from codecave.codec.convert import RGB_TO_YUV420, planar_format, rgb_to_planes
-from codecave.codec.encode import EncodeSettings, encode_frames, library_versions
 from codecave.codec.priors import YUVPlanes
 from codecave.codec.rasterize import compact_priors, stack_compact
 from codecave.data.sources import Source, discover_sources, file_hash, read_frames
 from codecave.errors import DatasetError
 from codecave.grid import crop_yuv, pack_planes
+
+if TYPE_CHECKING:
+    from codecave.codec.encode import EncodeSettings
+
+# The encoding side (codecave.codec.encode / convert) imports PyAV, and is imported where it
+# is used: reading a prepared dataset back (load_manifest, load_clip) needs no PyAV, so
+# training can run where PyAV is not installed (scripts/gpu_train.py).
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +126,14 @@ class PrepareSettings:
             raise DatasetError(f"max_frames {self.max_frames} / still_frames {self.still_frames} too small")
         if self.crop_multiple < 4 or self.crop_multiple % 4:
             raise DatasetError(f"crop_multiple {self.crop_multiple}: use a multiple of 4 (the prior grid)")
+        from codecave.codec.encode import EncodeSettings
+
         EncodeSettings(codec=self.codec).encoder  # validates the codec name
 
     def variants(self) -> dict[str, EncodeSettings]:
         """Encoder settings of every rate point, by variant name."""
+        from codecave.codec.encode import EncodeSettings
+
         base = EncodeSettings(codec=self.codec, crf=None, preset=self.preset, bframes=self.bframes,
                               keyint=self.keyint, ref=self.ref, tune=self.tune, params=dict(self.extra))
         out = {f"crf{c:g}": base.with_(crf=float(c)) for c in self.crfs}
@@ -222,6 +232,8 @@ def _ground_truth_planes(source: Source, s: PrepareSettings, index: int
                          ) -> tuple[list[YUVPlanes], dict[str, np.ndarray]]:
     """A clip's ground truth as 4:2:0 planes, cropped: a 4:2:0 source's own planes,
     anything else converted once (:func:`~codecave.codec.convert.rgb_to_planes`)."""
+    from codecave.codec.convert import rgb_to_planes
+
     if source.kind == "still":
         gt, flows = _ground_truth(source, s, index)
         return [rgb_to_planes(f) for f in gt], flows
@@ -235,6 +247,8 @@ def _ground_truth_planes(source: Source, s: PrepareSettings, index: int
 def _encode_variant(gt_input: np.ndarray | list[YUVPlanes], folder: Path, settings: EncodeSettings
                     ) -> dict[str, object]:
     """Encode, decode back, and store one variant; return its summary."""
+    from codecave.codec.convert import planar_format
+    from codecave.codec.encode import encode_frames
     from codecave.codec.reader import open_video
 
     folder.mkdir(parents=True)
@@ -374,6 +388,9 @@ def prepare_dataset(
     Raises:
         DatasetError: bad inputs, or ``root`` holds a dataset with other settings.
     """
+    from codecave.codec.convert import RGB_TO_YUV420
+    from codecave.codec.encode import library_versions
+
     s = settings or PrepareSettings()
     root = Path(root)
     start = time.perf_counter()

@@ -20,6 +20,11 @@ import yaml
 from codecave.data.dataset import WindowSpec
 from codecave.errors import ConfigError
 
+#: Training losses (``train.loss``).
+LOSSES = ("charbonnier", "l1", "mse")
+#: Training precisions (``train.precision``).
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class ModelSection:
@@ -46,6 +51,9 @@ class DataSection:
         frames, crop, compressed, lossless, lossless_prob, qp_dropout, augment:
             see :class:`codecave.data.dataset.WindowSpec`.
         workers: data-loader processes.
+        packed: a pack of training windows (:func:`codecave.data.packed.pack_dataset`)
+            to draw batches from on the training device instead of ``root``
+            (``scripts/gpu_train.py``); empty = read ``root``.
     """
 
     root: str = "data/train"
@@ -57,6 +65,7 @@ class DataSection:
     qp_dropout: float = WindowSpec.qp_dropout
     augment: bool = WindowSpec.augment
     workers: int = 0
+    packed: str = ""
 
     def window_spec(self) -> WindowSpec:
         """The dataset's window settings."""
@@ -88,6 +97,11 @@ class TrainSection:
             or a second stage with other settings): a ``.safetensors`` file, a run
             folder, or ``default`` for the shipped weights; empty = random. A run that
             resumes from its own checkpoint ignores it.
+        loss: ``charbonnier`` (smooth L1, eps 1e-3), ``l1`` or ``mse`` (the error PSNR
+            measures), on the final output; ``stage_weight`` uses the same loss.
+        precision: ``fp32``, or ``bf16`` (forward pass under bfloat16 autocast; weights,
+            optimiser and loss stay float32). ``benchmarks/train_throughput.py`` measures it.
+        compile: run the model through ``torch.compile``.
     """
 
     steps: int = 1000
@@ -104,6 +118,9 @@ class TrainSection:
     max_minutes: float = 0.0
     threads: int = 0
     init: str = ""
+    loss: str = "charbonnier"
+    precision: str = "fp32"
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,6 +225,8 @@ def _validate(cfg: TrainConfig) -> None:
         (d.frames >= 1, "data.frames must be at least 1"),
         (bool(d.compressed) or (bool(d.lossless) and d.lossless_prob == 1),
          "data.compressed must list at least one rate point (or lossless_prob must be 1)"),
+        (t.loss in LOSSES, f"train.loss must be one of {', '.join(LOSSES)}, not {t.loss!r}"),
+        (t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, not {t.precision!r}"),
         (d.workers >= 0 and t.grad_clip >= 0 and t.max_minutes >= 0,
          "data.workers, train.grad_clip and train.max_minutes must not be negative"),
     ]
@@ -223,8 +242,11 @@ def parse_config(data: dict[str, object], base: str | os.PathLike[str] = ".") ->
     _validate(cfg)
     base = Path(base)
     root = str((base / cfg.data.root).resolve()) if not os.path.isabs(cfg.data.root) else cfg.data.root
+    packed = cfg.data.packed
+    if packed and not os.path.isabs(packed):
+        packed = str((base / packed).resolve())
     out = str((base / cfg.out).resolve()) if not os.path.isabs(cfg.out) else cfg.out
-    return dataclasses.replace(cfg, out=out, data=dataclasses.replace(cfg.data, root=root))
+    return dataclasses.replace(cfg, out=out, data=dataclasses.replace(cfg.data, root=root, packed=packed))
 
 
 def load_config(path: str | os.PathLike[str], overrides: dict[str, object] | None = None) -> TrainConfig:

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +20,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from codecave.data.dataset import PreparedWindows
 from codecave.engine import checkpoint as ckpt
-from codecave.engine.config import TrainConfig, save_config
+from codecave.engine.config import TrainConfig, TrainSection, save_config
 from codecave.engine.distributed import Dist, mean_across, setup, teardown
 from codecave.errors import ConfigError
-from codecave.losses import charbonnier, round_8bit
+from codecave.losses import round_8bit, training_loss
 from codecave.models.registry import build_model, create_model
 
 log = logging.getLogger(__name__)
@@ -89,6 +88,71 @@ def _progress(total: int, initial: int, enabled: bool) -> object | None:
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
+def _batches(cfg: TrainConfig, env: Dist, start: int, domain: str) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches for steps ``start..steps`` on the training device: drawn from a pack on the
+    device itself when ``data.packed`` names one, else from the prepared dataset by a loader."""
+    t = cfg.train
+    if cfg.data.packed:
+        from codecave.data.packed import PackedWindows
+
+        if domain != "yuv420":
+            raise ConfigError(f"{cfg.data.packed}: packs hold yuv420 windows but {cfg.model.name} "
+                              f"({cfg.model.variant}) takes {domain}")
+        source = PackedWindows(cfg.data.packed, cfg.data.window_spec(), env.device, seed=t.seed)
+        for step in range(start, t.steps):
+            yield source.batch(step * env.world + env.rank, t.batch_size)
+        return
+    from codecave.data.dataset import PreparedWindows
+
+    dataset = PreparedWindows(cfg.data.root, cfg.data.window_spec(), length=(t.steps * env.world + env.world) * t.batch_size,
+                              seed=t.seed)
+    if dataset.domain != domain:
+        raise ConfigError(f"{cfg.data.root} holds {dataset.domain} data but {cfg.model.name} ({cfg.model.variant}) "
+                          f"takes {domain}; prepare it with --domain {domain}")
+    loader = DataLoader(dataset, batch_size=t.batch_size, sampler=StepSampler(start, t.steps, t.batch_size, env),
+                        num_workers=cfg.data.workers, persistent_workers=False)
+    for batch in loader:
+        yield {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+               t: TrainSection, mark: Callable[[str], None] | None = None) -> torch.Tensor:
+    """One optimiser step on a batch: forward (under bf16 autocast when ``t.precision``
+    says so), the loss on the output (and ``t.stage_weight`` times it on the CAA stage),
+    backward, clipping and the update.
+
+    Args:
+        net: the model (or its compiled / distributed wrapper).
+        optimizer: its optimiser, learning rate already set.
+        batch: ``frames``, ``gt`` and priors on the model's device.
+        t: the config's train section.
+        mark: called with ``"forward"``, ``"backward"`` and ``"optimizer"`` as each
+            phase ends (``benchmarks/train_throughput.py`` times them).
+
+    Returns:
+        The loss (a detached scalar tensor).
+    """
+    device = batch["frames"].device.type
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+        x_hat, x_caa = net(batch["frames"], batch, return_stages=True)
+    loss = training_loss(t.loss, round_8bit(x_hat.float()) if t.round_output else x_hat, batch["gt"])
+    if t.stage_weight:
+        loss = loss + t.stage_weight * training_loss(t.loss, x_caa, batch["gt"])
+    if mark is not None:
+        mark("forward")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if mark is not None:
+        mark("backward")
+    if t.grad_clip:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        nn.utils.clip_grad_norm_(params, t.grad_clip)
+    optimizer.step()
+    if mark is not None:
+        mark("optimizer")
+    return loss.detach()
+
+
 def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, device: str = "auto") -> TrainResult:
     """Train a model from a config; resume from the run folder's checkpoint if present.
 
@@ -122,6 +186,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
         start, elapsed = int(state["step"]), float(state["extra"].get("seconds", 0.0))
         log.info("resuming %s at step %d", out, start)
     net: nn.Module = model
+    if t.compile:
+        net = torch.compile(model)
     if env.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None)
     if env.main:
@@ -135,32 +201,17 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
             ckpt.save_checkpoint(out, model, optimizer, step, {"seconds": elapsed + time.perf_counter() - t0},
                                  metadata)
 
-    dataset = PreparedWindows(cfg.data.root, cfg.data.window_spec(), length=(t.steps * env.world + env.world) * t.batch_size,
-                              seed=t.seed)
-    if dataset.domain != getattr(model, "domain", "rgb"):
-        raise ConfigError(f"{cfg.data.root} holds {dataset.domain} data but {cfg.model.name} ({cfg.model.variant}) "
-                          f"takes {model.domain}; prepare it with --domain {model.domain}")
-    loader = DataLoader(dataset, batch_size=t.batch_size, sampler=StepSampler(start, t.steps, t.batch_size, env),
-                        num_workers=cfg.data.workers, persistent_workers=False)
+    batches = _batches(cfg, env, start, getattr(model, "domain", "rgb"))
     writer = _tensorboard(out) if env.main else None
     bar = _progress(t.steps, start, progress and env.main)
     t0 = time.perf_counter()
     step, recent, loss_value = start, [], float("nan")
     net.train()
-    for batch in loader:
-        batch = {k: v.to(env.device) for k, v in batch.items()}
+    for batch in batches:
         lr = cosine_lr(step, t.steps, t.lr, t.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x_hat, x_caa = net(batch["frames"], batch, return_stages=True)
-        loss = charbonnier(round_8bit(x_hat) if t.round_output else x_hat, batch["gt"])
-        if t.stage_weight:
-            loss = loss + t.stage_weight * charbonnier(x_caa, batch["gt"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if t.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        optimizer.step()
+        loss = train_step(net, optimizer, batch, t)
         step += 1
         recent.append(float(loss.detach()))
         if step % t.log_every == 0 or step == t.steps:
