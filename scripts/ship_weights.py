@@ -3,7 +3,9 @@
 Evaluates the run's ``model.safetensors`` on a prepared validation set (frame-QP
 and slice-type modes), copies the weights to ``src/codecave/weights/`` and writes
 the entry of ``weights/manifest.json``: architecture, training data and settings,
-steps, wall time, and the measured validation scores. Reports go to
+steps, wall time, the measured validation scores, and the pass-through QP chosen from
+them (:func:`codecave.evaluate.choose_pass_through`: frames at or below it are passed
+through by ``codecave enhance``, where the model was measured not to help). Reports go to
 ``RUN/validation``.
 
 Usage:
@@ -27,7 +29,7 @@ import torch
 from codecave.data.prepare import load_manifest
 from codecave.engine.config import load_config
 from codecave.enhance import EnhanceOptions, Enhancer
-from codecave.evaluate import EvalReport, evaluate, write_report
+from codecave.evaluate import EvalReport, choose_pass_through, evaluate, write_report
 from codecave.models import create_model
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "codecave" / "weights"
@@ -99,9 +101,12 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=None, help="first N frames of each clip (default all)")
     ap.add_argument("--slice-type-crf", default="15,25,35", help="rate points for the slice-type-only check")
     ap.add_argument("--slice-type-frames", type=int, default=8, help="first N frames for the slice-type check")
+    ap.add_argument("--no-pass-through", action="store_true",
+                    help="do not set a pass-through QP (by default it is chosen from the frame-QP validation)")
     args = ap.parse_args()
     cfg = load_config(args.run / "config.yaml")
     model = create_model(cfg.model.name, weights=args.run / "model.safetensors", variant=cfg.model.variant)
+    model.pass_through_qp = None  # validate the model itself; the threshold is chosen from these scores
     runs = {"frame_qp": ([f"crf{c}" for c in args.crf.split(",")], args.frames, False),
             "slice_type": ([f"crf{c}" for c in args.slice_type_crf.split(",")], args.slice_type_frames, True)}
     results: dict[str, object] = {}
@@ -113,6 +118,9 @@ def main() -> None:
         results[mode] = {v: {k: round(x, 4) for k, x in m.items()} for v, m in report.by_variant().items()}
         if mode == "frame_qp":
             full = report
+            gate = choose_pass_through(report)
+            print(f"pass-through QP {gate['threshold']:g}: mean ΔPSNR-Y per frame {gate['gain_before']} -> "
+                  f"{gate['gain_after']}; protected frames by type {gate['protected']}")
         else:
             # The frame-QP scores of the same frames, for a like-for-like comparison.
             results["frame_qp_same_frames"] = _first_frames(full, variants, frames)
@@ -128,12 +136,14 @@ def main() -> None:
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
         "config": model.describe(),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "pass_through_qp": None if args.no_pass_through or gate["threshold"] < 0 else gate["threshold"],
         "training": training_entry(args.run),
         "validation": {
             "clips": {n: c.get("source") for n, c in val_manifest["clips"].items()},
             "frames": {"frame_qp": args.frames or "all", "slice_type": args.slice_type_frames},
             "metric": f"PSNR/SSIM on the {full.metric}; psnr_in = decoded x264, psnr_out = enhanced",
             **results,
+            "pass_through": gate,
         },
     }
     path = WEIGHTS / "manifest.json"

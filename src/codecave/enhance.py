@@ -60,6 +60,10 @@ class EnhanceOptions:
         tile_overlap: context in pixels added around each tile (a multiple of 16).
         device: ``auto``, ``cpu`` or ``cuda``.
         slice_type: hide frame QPs so the model is conditioned on slice types only.
+        pass_through_qp: frames whose QP is at or below this are passed through
+            unchanged (the sequence CRF stands in where the QP is unknown or hidden);
+            None takes the model's own threshold (``model.pass_through_qp``, measured on
+            validation and listed with its shipped weights), a negative value turns it off.
     """
 
     chunk: int = 4
@@ -67,6 +71,7 @@ class EnhanceOptions:
     tile_overlap: int = 64
     device: str = "auto"
     slice_type: bool = False
+    pass_through_qp: float | None = None
 
     def __post_init__(self) -> None:
         if self.chunk < 1:
@@ -117,6 +122,28 @@ class Enhancer:
         #: ``"yuv420"`` or ``"rgb"``: what the model takes.
         self.domain = str(getattr(model, "domain", "rgb"))
         self._targets = "targets" in inspect.signature(model.forward).parameters
+        threshold = options.pass_through_qp
+        if threshold is None:
+            threshold = getattr(model, "pass_through_qp", None)
+        #: Frames at or below this QP are passed through unchanged (None: none are).
+        self.pass_through_qp = None if threshold is None or threshold < 0 else float(threshold)
+
+    def passed_through(self, qp: np.ndarray, crf: float) -> np.ndarray:
+        """Which frames are passed through unchanged (see ``EnhanceOptions.pass_through_qp``).
+
+        Args:
+            qp: ``(n,)`` frame QPs (NaN where unknown).
+            crf: the sequence CRF, used where a QP is unknown or hidden (slice-type mode).
+
+        Returns:
+            ``(n,)`` bool.
+        """
+        qp = np.asarray(qp, dtype=np.float64)
+        if self.pass_through_qp is None:
+            return np.zeros(qp.shape, bool)
+        if self.options.slice_type:
+            qp = np.full(qp.shape, np.nan)
+        return np.where(np.isnan(qp), float(crf), qp) <= self.pass_through_qp
 
     # -- in-memory clips -------------------------------------------------------------------
 
@@ -142,12 +169,17 @@ class Enhancer:
         for a in range(0, n, self.options.chunk):
             b = min(a + self.options.chunk, n)
             lo, hi = max(0, a - self.radius), min(n, b + self.radius)
+            passed = self.passed_through(priors["qp"][a:b], crf)
+            out[a:b] = frames[a:b]
+            if passed.all():
+                continue
             window = {k: v[lo:hi] for k, v in priors.items()}
             clip = np.asarray(frames[lo:hi])
             if self.domain == "yuv420":
-                out[a:b] = self._run_packed(clip, window, crf, sequence, (a - lo, b - lo), bit_depth)
+                enhanced = self._run_packed(clip, window, crf, sequence, (a - lo, b - lo), bit_depth)
             else:
-                out[a:b] = self._run(clip, window, crf, sequence)[a - lo : a - lo + b - a]
+                enhanced = self._run(clip, window, crf, sequence)[a - lo : a - lo + b - a]
+            out[a:b][~passed] = enhanced[~passed]
         return out
 
     # -- streams ---------------------------------------------------------------------------
@@ -217,20 +249,28 @@ class Enhancer:
                        sequence: object, targets: tuple[int, int], output: str) -> list[np.ndarray] | list[YUVPlanes]:
         """Enhance ``frames[targets[0]:targets[1]]`` with the others as context."""
         lo, hi = targets
+        passed = self.passed_through(stacked["qp"][lo:hi], crf)
         if self.domain == "yuv420":
             planes = [f.planes for f in frames]
-            depth = planes[0].bit_depth
-            h, w = planes[0].height, planes[0].width
-            packed = np.stack([pack_planes(_pad(p)) for p in planes])
-            codes = self._run_packed(packed, stacked, crf, sequence, targets, depth)
-            tags = {"color_range": planes[0].color_range, "color_space": planes[0].color_space}
-            out = [crop_yuv(unpack_planes(c, depth, **tags), h, w) for c in codes]
+            out = list(planes[lo:hi])
+            if not passed.all():
+                depth = planes[0].bit_depth
+                h, w = planes[0].height, planes[0].width
+                packed = np.stack([pack_planes(_pad(p)) for p in planes])
+                codes = self._run_packed(packed, stacked, crf, sequence, targets, depth)
+                tags = {"color_range": planes[0].color_range, "color_space": planes[0].color_space}
+                out = [p if keep else crop_yuv(unpack_planes(c, depth, **tags), h, w)
+                       for p, c, keep in zip(out, codes, passed)]
             return [planes_to_rgb(p) for p in out] if output == "rgb" else out
         rgb = np.stack([f.rgb for f in frames])
-        enhanced = list(self._run(rgb, stacked, crf, sequence)[lo:hi])
+        enhanced = list(rgb[lo:hi])
+        if not passed.all():
+            enhanced = [e if keep else r for e, r, keep in
+                        zip(enhanced, self._run(rgb, stacked, crf, sequence)[lo:hi], passed)]
         if output == "yuv420":
             space = frames[0].planes.color_space if frames[0].has_planes else None
-            return [rgb_to_yuv420_like_encoder(e, space) for e in enhanced]
+            return [f.planes if keep and f.has_planes else rgb_to_yuv420_like_encoder(e, space)
+                    for f, e, keep in zip(frames[lo:hi], enhanced, passed)]
         return enhanced
 
     @torch.inference_mode()

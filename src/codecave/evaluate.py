@@ -46,6 +46,7 @@ class ClipScore:
         clip, variant: names in the prepared dataset.
         crf: sequence CRF the model was given.
         frame_types: ``"IBBP..."`` in display order.
+        frame_qp: per-frame QP from the bitstream (NaN where unknown).
         psnr_in, psnr_out, ssim_in, ssim_out: per-frame values.
         seconds: time spent enhancing.
     """
@@ -61,6 +62,7 @@ class ClipScore:
     seconds: float
     psnr_yuv_in: list[float] = field(default_factory=list)
     psnr_yuv_out: list[float] = field(default_factory=list)
+    frame_qp: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, float]:
         """Means and deltas over frames (PSNR-YUV 6:1:1 too for YUV datasets)."""
@@ -157,6 +159,65 @@ class EvalReport:
         return path
 
 
+#: "High quality" for the do-no-harm rule: sequences at or below this CRF...
+PROTECTED_CRF = 15.0
+#: ...and frames at or below this QP must not get worse.
+PROTECTED_QP = 22.0
+
+
+def choose_pass_through(report: EvalReport, protected_crf: float = PROTECTED_CRF,
+                        protected_qp: float = PROTECTED_QP) -> dict[str, object]:
+    """The pass-through threshold a model's validation supports, from per-frame 8-bit gains.
+
+    The report must be of the model with pass-through off. Frames whose QP (the
+    sequence CRF where unknown) is at or below a threshold ``T`` would be passed through
+    (gain exactly 0). Among thresholds for which, on every frame type, the protected
+    frames (sequence CRF <= ``protected_crf`` or QP <= ``protected_qp``) are on average
+    not worse than the input, the one with the largest total gain over all frames is
+    chosen (ties: the lowest); -1 means no pass-through is needed.
+
+    Returns:
+        ``threshold``; ``by_qp``: per integer QP, frames and mean ΔPSNR-Y;
+        ``gain_before`` / ``gain_after``: mean ΔPSNR-Y per rate point without and with it;
+        ``protected``: mean ΔPSNR-Y of protected frames per frame type, with it.
+    """
+    rows = []  # (qp, delta, crf, type, variant)
+    for s in report.scores:
+        qps = s.frame_qp or [float("nan")] * len(s.psnr_in)
+        for q, a, b, kind in zip(qps, s.psnr_in, s.psnr_out, s.frame_types):
+            if np.isfinite(a) and np.isfinite(b):
+                rows.append((s.crf if not np.isfinite(q) else q, b - a, s.crf, kind, s.variant))
+    if not rows:
+        raise DatasetError("the report holds no scored frames")
+    qp = np.array([r[0] for r in rows])
+    delta = np.array([r[1] for r in rows])
+    protected = np.array([r[2] <= protected_crf or r[0] <= protected_qp for r in rows])
+    kinds = np.array([r[3] for r in rows])
+
+    def after(t: float) -> np.ndarray:
+        return np.where(qp <= t, 0.0, delta)
+
+    best, best_gain = None, -np.inf
+    for t in [-1.0, *np.unique(qp)]:
+        d = after(t)
+        feasible = all(d[protected & (kinds == k)].mean() >= 0 for k in set(kinds[protected]))
+        if feasible and d.sum() > best_gain + 1e-12:
+            best, best_gain = float(t), d.sum()
+    if best is None:  # cannot happen: passing every protected frame through makes them exactly 0
+        best = float(qp[protected].max())
+    variants = list(dict.fromkeys(r[4] for r in rows))
+    by_variant = np.array([r[4] for r in rows])
+    chosen = after(best)
+    return {
+        "threshold": best,
+        "by_qp": {f"{int(q)}": {"frames": int((np.floor(qp) == q).sum()), "delta_psnr": float(delta[np.floor(qp) == q].mean())}
+                  for q in np.unique(np.floor(qp))},
+        "gain_before": {v: float(delta[by_variant == v].mean()) for v in variants},
+        "gain_after": {v: float(chosen[by_variant == v].mean()) for v in variants},
+        "protected": {k: float(chosen[protected & (kinds == k)].mean()) for k in sorted(set(kinds[protected]))},
+    }
+
+
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2).float().div(255)
 
@@ -193,7 +254,8 @@ def score_clip(enhancer: Enhancer, root: str | os.PathLike[str], clip: str, vari
         clip=clip, variant=variant, crf=crf,
         frame_types="".join(_TYPE_NAMES[int(t)] for t in priors["frame_type"]),
         psnr_in=psnr_y(x, gt).tolist(), psnr_out=psnr_y(y, gt).tolist(),
-        ssim_in=ssim_y(x, gt).tolist(), ssim_out=ssim_y(y, gt).tolist(), seconds=seconds)
+        ssim_in=ssim_y(x, gt).tolist(), ssim_out=ssim_y(y, gt).tolist(), seconds=seconds,
+        frame_qp=[float(q) for q in priors["qp"]])
 
 
 def _score_yuv(enhancer: Enhancer, data: PreparedClip, max_frames: int | None) -> ClipScore:
@@ -220,7 +282,8 @@ def _score_yuv(enhancer: Enhancer, data: PreparedClip, max_frames: int | None) -
         frame_types="".join(_TYPE_NAMES[int(t)] for t in priors["frame_type"]),
         psnr_in=scores_in["psnr_y"].tolist(), psnr_out=scores_out["psnr_y"].tolist(),
         ssim_in=ssim_plane(x_y, g_y, top).tolist(), ssim_out=ssim_plane(y_y, g_y, top).tolist(), seconds=seconds,
-        psnr_yuv_in=scores_in["psnr_yuv"].tolist(), psnr_yuv_out=scores_out["psnr_yuv"].tolist())
+        psnr_yuv_in=scores_in["psnr_yuv"].tolist(), psnr_yuv_out=scores_out["psnr_yuv"].tolist(),
+        frame_qp=[float(q) for q in priors["qp"]])
 
 
 def evaluate(enhancer: Enhancer, root: str | os.PathLike[str], variants: Sequence[str] | None = None,

@@ -38,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=0, help="process frames in tiles of this many pixels (multiple of 16)")
     p.add_argument("--tile-overlap", type=int, default=64, help="context around each tile in pixels (default 64)")
     p.add_argument("--chunk", type=int, default=4, help="frames per model call (default 4)")
+    p.add_argument("--pass-through-qp", type=float, default=None, metavar="QP",
+                   help="pass frames at or below this QP through unchanged (default: the model's own, measured "
+                        "on validation and listed with its weights; a negative value turns it off)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the model (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if args.codec == "ffv1":
         fields["preset"] = None
     frames = parse_range(args.frames)
-    options = EnhanceOptions(chunk=args.chunk, tile=args.tile, tile_overlap=args.tile_overlap, device=args.device)
+    options = EnhanceOptions(chunk=args.chunk, tile=args.tile, tile_overlap=args.tile_overlap, device=args.device,
+                             pass_through_qp=args.pass_through_qp)
     enhancer = Enhancer(create_model(args.model, weights=args.weights, variant=args.variant), options)
     result = enhance_video(args.input, args.output, model=enhancer, encode=EncodeSettings(**fields), frames=frames,
                            crf=args.input_crf, overwrite=args.overwrite, progress=not args.no_progress)

@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="evaluation", help="output folder (default ./evaluation)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--chunk", type=int, default=4, help="frames per model call (default 4)")
+    p.add_argument("--pass-through-qp", type=float, default=None, metavar="QP",
+                   help="pass frames at or below this QP through (default: the model's own; negative: off)")
     p.set_defaults(run=run)
 
 
@@ -33,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from codecave.models import create_model
 
     model = create_model(args.model, weights=args.weights, variant=args.variant)
-    enhancer = Enhancer(model, EnhanceOptions(chunk=args.chunk, device=args.device, slice_type=args.slice_type))
+    enhancer = Enhancer(model, EnhanceOptions(chunk=args.chunk, device=args.device, slice_type=args.slice_type,
+                                                pass_through_qp=args.pass_through_qp))
     variants = [f"crf{v.strip()}" for v in args.crf.split(",")] if args.crf else None
     clips = args.clips.split(",") if args.clips else None
     report = evaluate(enhancer, args.dataset, variants, clips, args.frames,

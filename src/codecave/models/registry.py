@@ -104,7 +104,9 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
         **overrides: architecture fields to change.
 
     Returns:
-        The model in eval mode.
+        The model in eval mode, with ``pass_through_qp`` set from its weights' manifest
+        entry or metadata (the QP at or below which the model was measured not to help;
+        :class:`codecave.enhance.Enhancer` passes those frames through), else None.
 
     Raises:
         ConfigError: unknown name, variant or setting, or no shipped weights.
@@ -120,6 +122,7 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
             raise ConfigError(f"no shipped weights for {name} ({variant}); pass weights=PATH or weights=None")
         path = resources.files("codecave") / "weights" / str(entry["file"])
         arch = {**dict(entry.get("config", {})), **overrides}
+        threshold = entry.get("pass_through_qp")
     else:
         path = Path(weights)
         if path.is_dir():
@@ -128,6 +131,7 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
             raise ConfigError(f"{weights}: no such weights file")
         saved = _saved_metadata(path)
         variant = variant or (json.loads(saved["variant"]) if "variant" in saved else DEFAULT_VARIANT)
+        threshold = json.loads(saved["pass_through_qp"]) if "pass_through_qp" in saved else None
         arch = {**json.loads(saved.get("config", "{}")), **overrides}
     model = build_model(name, variant, **arch)
     with resources.as_file(path) as real:
@@ -136,6 +140,8 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
     if missing or unexpected:
         raise ConfigError(f"{path}: weights do not fit {name} ({variant}): "
                           f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    #: Frames at or below this QP are passed through by codecave.enhance.Enhancer (None: none).
+    model.pass_through_qp = None if threshold is None else float(threshold)
     return model.eval()
 
 

@@ -1,0 +1,83 @@
+"""Do no harm: frames at or below a QP threshold are passed through, and the threshold
+is chosen from validation scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from codecave.data.prepare import load_clip
+from codecave.enhance import EnhanceOptions, Enhancer
+from codecave.evaluate import ClipScore, EvalReport, choose_pass_through
+from codecave.models import create_model
+
+
+def busy_model() -> torch.nn.Module:
+    """An untrained fast model that does change its input."""
+    torch.manual_seed(0)
+    model = create_model("pnp_vcve", weights=None, variant="fast")
+    torch.nn.init.normal_(model.bae_out.weight, std=0.05)
+    return model
+
+
+def test_frames_at_or_below_the_threshold_are_the_input_bit_for_bit(tiny_yuv_dataset: Path) -> None:
+    clip = load_clip(tiny_yuv_dataset, "pan0", "crf35")
+    decoded, priors = np.asarray(clip.decoded), clip.priors
+    qp = priors["qp"]
+    threshold = float(np.median(qp))
+    passed = qp <= threshold
+    assert passed.any() and not passed.all()
+    model = busy_model()
+
+    def run(**options: object) -> np.ndarray:
+        return Enhancer(model, EnhanceOptions(device="cpu", chunk=3, **options)).enhance_clip(decoded, priors, 35.0)
+
+    gated, free = run(pass_through_qp=threshold), run(pass_through_qp=-1)
+    assert not np.array_equal(free[passed], decoded[passed])  # the model does change them...
+    assert np.array_equal(gated[passed], decoded[passed])  # ...but they are passed through
+    assert np.array_equal(gated[~passed], free[~passed])  # the others are enhanced as without the gate
+    # slice-type mode hides frame QPs: the sequence CRF decides
+    hidden = Enhancer(model, EnhanceOptions(device="cpu", slice_type=True, pass_through_qp=35.0))
+    assert hidden.passed_through(qp, 35.0).all() and not hidden.passed_through(qp, 36.0).any()
+
+
+def test_the_models_own_threshold_applies_and_skips_the_model(tiny_yuv_dataset: Path) -> None:
+    clip = load_clip(tiny_yuv_dataset, "pan1", "crf35")
+    model = busy_model()
+    model.pass_through_qp = 99.0
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    out = Enhancer(model, EnhanceOptions(device="cpu")).enhance_clip(np.asarray(clip.decoded), clip.priors, 35.0)
+    assert np.array_equal(out, clip.decoded) and not calls
+    off = Enhancer(model, EnhanceOptions(device="cpu", pass_through_qp=-1.0))
+    assert off.pass_through_qp is None
+
+
+def score(crf: float, qp: list[float], delta: list[float], types: str) -> ClipScore:
+    n = len(qp)
+    return ClipScore(clip="c", variant=f"crf{crf:g}", crf=crf, frame_types=types, psnr_in=[30.0] * n,
+                     psnr_out=[30.0 + d for d in delta], ssim_in=[0.9] * n, ssim_out=[0.9] * n, seconds=0.0,
+                     frame_qp=qp)
+
+
+def test_threshold_keeps_gains_and_removes_protected_losses() -> None:
+    report = EvalReport(model={}, mode="frame QP", scores=[
+        score(15, [13, 16, 18], [-0.02, -0.01, 0.005], "IPB"),
+        score(18, [16, 19, 21], [-0.01, 0.01, 0.02], "IPB"),
+        score(35, [33, 36, 38], [0.1, 0.2, 0.3], "IPB"),
+    ])
+    choice = choose_pass_through(report)
+    # passing QP <= 16 through removes every loss; the B frame of CRF 15 (QP 18) keeps its gain
+    assert choice["threshold"] == 16
+    assert choice["gain_after"]["crf15"] == pytest.approx(0.005 / 3)
+    assert choice["gain_after"]["crf18"] == pytest.approx(0.01)
+    assert all(v >= 0 for v in choice["protected"].values())
+    assert choice["by_qp"]["13"] == {"frames": 1, "delta_psnr": pytest.approx(-0.02)}
+
+
+def test_no_threshold_when_nothing_is_harmed() -> None:
+    report = EvalReport(model={}, mode="frame QP", scores=[score(15, [13, 16], [0.01, 0.02], "IP")])
+    assert choose_pass_through(report)["threshold"] == -1
