@@ -2,8 +2,8 @@
 data, forward, backward and optimiser.
 
 For each registered PnP-VCVE variant and each setting (``fp32``, ``bf16`` autocast,
-``compile``, ``channels_last`` for the RGB variants whose layers do not set it
-themselves) and each ``batch x crop``, a few warm-up steps are run and then
+``compile``; the ``fast`` variant runs its convolutions channels_last itself) and each
+``batch x crop``, a few warm-up steps are run and then
 ``--steps`` timed steps of :func:`codecave.engine.trainer.train_step`, the function the
 trainer runs. Data comes from where training takes it:
 
@@ -81,9 +81,7 @@ def measure(variant: str, setting: str, source: str, data: Iterator[dict[str, to
             frames: int, crop: int, steps: int, warmup: int) -> dict[str, object]:
     torch.manual_seed(0)
     model = create_model("pnp_vcve", weights=None, variant=variant)
-    if setting == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if setting == "compile" else model
+    net = torch.compile(model, dynamic=False) if setting == "compile" else model
     t = TrainSection(precision="bf16" if setting == "bf16" else "fp32", stage_weight=0.1, grad_clip=0.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     split: dict[str, float] = defaultdict(float)
@@ -115,7 +113,7 @@ def measure(variant: str, setting: str, source: str, data: Iterator[dict[str, to
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", default="small,fast")
-    ap.add_argument("--settings", default="fp32,bf16,compile,channels_last")
+    ap.add_argument("--settings", default="fp32,bf16,compile")
     ap.add_argument("--shapes", default="16x64", help="BATCHxCROP,...")
     ap.add_argument("--frames", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
@@ -143,8 +141,6 @@ def main() -> None:
             if args.pack and domain == "yuv420":
                 sources["pack"] = lambda: packed(args.pack, batch, args.frames, crop)
             for setting in args.settings.split(","):
-                if setting == "channels_last" and domain == "yuv420":
-                    continue  # the yuv420 model runs channels_last itself
                 # the data source matters for fp32 only; the other settings are compared on the real loader
                 names = list(sources) if setting == "fp32" else [n for n in ("pack", "loader", "synthetic")
                                                                    if n in sources][:1]

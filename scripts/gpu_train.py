@@ -109,21 +109,61 @@ def recipe_of(folder: Path, out: Path, overrides: dict[str, object]) -> TrainCon
     return parse_config(data)
 
 
-def train(folder: Path, out: Path, minutes: float, steps: int | None, device: str,
+def measure_rate(cfg: TrainConfig, device: str, steps: int = 30, warmup: int = 10) -> float:
+    """Training steps per second of a recipe on a device (a throwaway model, the real batches)."""
+    import torch
+
+    from codecave.data.packed import PackedWindows
+    from codecave.engine.distributed import pick_device
+    from codecave.engine.trainer import train_step
+    from codecave.models.registry import build_model
+
+    dev = pick_device(device)
+    model = build_model(cfg.model.name, cfg.model.variant, **cfg.model.overrides).to(dev)
+    net = torch.compile(model, dynamic=False) if cfg.train.compile else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, betas=cfg.train.betas)
+    windows = PackedWindows(cfg.data.packed, cfg.data.window_spec(), dev, seed=cfg.train.seed)
+    for i in range(warmup + steps):
+        if i == warmup:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        train_step(net, optimizer, windows.batch(i, cfg.train.batch_size), cfg.train)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return steps / (time.perf_counter() - start)
+
+
+def train(folder: Path, out: Path, minutes: float, steps: int | str | None, device: str,
           overrides: dict[str, object]) -> dict[str, object]:
-    """Train the packed recipe; returns steps, seconds and steps per second of this call."""
+    """Train the packed recipe; returns steps, seconds and steps per second of this call.
+
+    ``steps="auto"`` sizes the schedule to the time: the steps per second are measured
+    first (30 steps after 10 of warm-up) and the cosine schedule is set to end when
+    ``minutes`` run out, so that a short loan ends with a finished schedule.
+    """
     import torch
 
     from codecave.engine.trainer import train as run
 
-    if steps:
-        overrides = {**overrides, "train.steps": steps}
-    cfg = recipe_of(folder, out, overrides)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_minutes=minutes))
+    begin = time.perf_counter()
     if device != "cpu" and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
+    rate = None
+    if steps == "auto":
+        if not minutes:
+            raise SystemExit("--steps auto needs --minutes")
+        probe = recipe_of(folder, out, overrides)
+        rate = measure_rate(probe, device)
+        left = 60 * minutes - (time.perf_counter() - begin) - 20  # start-up and the last checkpoint
+        steps = max(1, int(rate * left))
+        print(f"{rate:.1f} steps/s measured: a {steps}-step schedule for the {minutes:g} minutes", flush=True)
+    if steps:
+        overrides = {**overrides, "train.steps": int(steps)}
+    cfg = recipe_of(folder, out, overrides)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_minutes=minutes))
     checkpoint = Path(cfg.out) / "checkpoint.pt"
     first = int(torch.load(checkpoint, weights_only=False)["step"]) if checkpoint.exists() else 0
     start = time.perf_counter()
@@ -133,6 +173,7 @@ def train(folder: Path, out: Path, minutes: float, steps: int | None, device: st
     return {"run": str(result.out), "step": result.step, "finished": result.finished, "loss": result.loss,
             "seconds": round(seconds, 1), "steps_per_second": round(done / seconds, 2) if seconds else None,
             "samples_per_second": round(done * cfg.train.batch_size / seconds, 1) if seconds else None,
+            "measured_steps_per_second": None if rate is None else round(rate, 2),
             "device": device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")}
 
 
@@ -152,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("folder", help="the folder `pack` wrote")
     t.add_argument("--out", required=True)
     t.add_argument("--minutes", type=float, default=8.0, help="stop after this much training time")
-    t.add_argument("--steps", type=int, default=None, help="schedule length (default: the recipe's)")
+    t.add_argument("--steps", default=None,
+                   help="schedule length: a number, or 'auto' to fit the schedule to --minutes (default: the recipe's)")
     t.add_argument("--device", default="auto")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     d = sub.add_parser("dry-run", help="pack with a tiny budget and train a few steps on this CPU")
@@ -169,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         result = pack(load_config(args.config, overrides), Path(args.out), args.budget_mib, args.tile, args.frames,
                       args.check_steps)
     elif args.command == "train":
-        result = train(Path(args.folder), Path(args.out), args.minutes, args.steps, args.device, overrides)
+        steps = args.steps if args.steps in (None, "auto") else int(args.steps)
+        result = train(Path(args.folder), Path(args.out), args.minutes, steps, args.device, overrides)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(args.out or tmp)

@@ -84,8 +84,11 @@ def test_yuv_dataset_is_scored_on_the_y_plane(tiny_yuv_dataset: Path, tmp_path: 
         np.testing.assert_allclose(score.psnr_in, expected_y, rtol=1e-9)
         np.testing.assert_allclose(score.psnr_out, expected_y, rtol=1e-9)  # identity: no change at all
         np.testing.assert_allclose(score.psnr_yuv_in, expected_yuv, rtol=1e-9)
-    text = write_report(report, tmp_path / "eval")["markdown"].read_text()
+    paths = write_report(report, tmp_path / "eval")
+    text = paths["markdown"].read_text()
     assert "Y plane of the YUV 4:2:0 file" in text and "ΔPSNR-YUV" in text
+    assert paths["example_crf35"].stat().st_size > 10_000  # the comparison picture of the median clip
+    assert all(s.frame_qp and np.isfinite(s.frame_qp).all() for s in report.scores)
 
 
 def test_rgb_model_on_a_yuv_dataset_and_yuv_model_on_an_rgb_dataset(tiny_yuv_dataset: Path,

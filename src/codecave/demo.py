@@ -24,6 +24,7 @@ from codecave.codec.reader import open_video
 from codecave.data.synth import load_still, synthesize_clip
 from codecave.enhance import EnhanceOptions, Enhancer, enhance_video
 from codecave.errors import DatasetError
+from codecave.metrics.figures import comparison_figure
 from codecave.metrics.quality import psnr_plane, ssim_plane
 
 log = logging.getLogger(__name__)
@@ -82,34 +83,6 @@ def _scores(frames: list[YUVPlanes], reference: torch.Tensor) -> dict[str, float
     return {"psnr": float(psnr_plane(y, reference).mean()), "ssim": float(ssim_plane(y, reference).mean())}
 
 
-def side_by_side(path: Path, original: np.ndarray, compressed: np.ndarray, enhanced: np.ndarray,
-                 scores: dict[str, dict[str, float]]) -> Path:
-    """Save one frame as original | compressed | enhanced, with a 2x zoomed detail below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    h, w = original.shape[:2]
-    y0, x0, side = h // 4, w // 3, min(h, w) // 3
-    panels = [("original", original, None), ("compressed", compressed, scores["compressed"]),
-              ("enhanced", enhanced, scores["enhanced"])]
-    fig, axes = plt.subplots(2, 3, figsize=(12, 8.5))
-    for col, (name, image, s) in enumerate(panels):
-        title = name if s is None else f"{name}: {s['psnr']:.2f} dB, SSIM {s['ssim']:.3f}"
-        axes[0, col].imshow(image)
-        axes[0, col].add_patch(plt.Rectangle((x0, y0), side, side, fill=False, color="yellow", lw=1.5))
-        axes[0, col].set_title(title, fontsize=10)
-        axes[1, col].imshow(image[y0 : y0 + side, x0 : x0 + side], interpolation="nearest")
-        axes[1, col].set_title(f"{name}, detail", fontsize=9)
-    for ax in axes.ravel():
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def run_demo(out: str | os.PathLike[str] = "codecave-demo", *, crf: float = 35.0, frames: int = 16,
              size: tuple[int, int] = (256, 320), photo: str | os.PathLike[str] | None = None,
              model: Enhancer | str | None = None, seed: int = 0, progress: bool = False) -> DemoResult:
@@ -117,7 +90,9 @@ def run_demo(out: str | os.PathLike[str] = "codecave-demo", *, crf: float = 35.0
 
     Args:
         out: folder for ``original.mkv`` (lossless), ``compressed.mp4``, ``enhanced.mkv``
-            (lossless) and ``side_by_side.png``.
+            (lossless) and ``side_by_side.png`` (the middle frame: original, input and
+            output; their Y error maps on one scale; the crop of largest gain,
+            :func:`codecave.metrics.figures.comparison_figure`).
         crf: x264 CRF of the compressed clip.
         frames: clip length.
         size: ``(H, W)`` of the clip.
@@ -146,6 +121,9 @@ def run_demo(out: str | os.PathLike[str] = "codecave-demo", *, crf: float = 35.0
     compressed, enhanced = _decode(files["compressed"]), _decode(files["enhanced"])
     scores = {"compressed": _scores(compressed, reference), "enhanced": _scores(enhanced, reference)}
     mid = frames // 2
-    side_by_side(files["side_by_side"], planes_to_rgb(original[mid]), planes_to_rgb(compressed[mid]),
-                 planes_to_rgb(enhanced[mid]), scores)
+    comparison_figure(files["side_by_side"], reference_y=original[mid].y, compressed_y=compressed[mid].y,
+                      enhanced_y=enhanced[mid].y, reference_rgb=planes_to_rgb(original[mid]),
+                      compressed_rgb=planes_to_rgb(compressed[mid]), enhanced_rgb=planes_to_rgb(enhanced[mid]),
+                      title=f"codecave demo, frame {mid} of {frames}, x264 CRF {crf:g} (clip means: "
+                            f"{scores['compressed']['psnr']:.2f} -> {scores['enhanced']['psnr']:.2f} dB)")
     return DemoResult(scores, files, crf, frames)

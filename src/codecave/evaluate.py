@@ -275,15 +275,19 @@ def _score_yuv(enhancer: Enhancer, data: PreparedClip, max_frames: int | None) -
     seconds = time.perf_counter() - start
     top = float(peak(depth))
     g, x, y = (torch.from_numpy(a.astype(np.float64)) for a in (gt, decoded, enhanced))
+    mid = n // 2
+    example = {"frame": mid, "bit_depth": depth, "gt": gt[mid], "decoded": decoded[mid], "enhanced": enhanced[mid]}
     scores_in, scores_out = psnr_yuv_packed(x, g, top), psnr_yuv_packed(y, g, top)
     g_y, x_y, y_y = luma(g), luma(x), luma(y)
-    return ClipScore(
+    score = ClipScore(
         clip=data.name, variant=data.variant, crf=crf,
         frame_types="".join(_TYPE_NAMES[int(t)] for t in priors["frame_type"]),
         psnr_in=scores_in["psnr_y"].tolist(), psnr_out=scores_out["psnr_y"].tolist(),
         ssim_in=ssim_plane(x_y, g_y, top).tolist(), ssim_out=ssim_plane(y_y, g_y, top).tolist(), seconds=seconds,
         psnr_yuv_in=scores_in["psnr_yuv"].tolist(), psnr_yuv_out=scores_out["psnr_yuv"].tolist(),
         frame_qp=[float(q) for q in priors["qp"]])
+    score.example = example  # packed codes of the middle frame, for write_report's pictures (not serialised)
+    return score
 
 
 def evaluate(enhancer: Enhancer, root: str | os.PathLike[str], variants: Sequence[str] | None = None,
@@ -322,12 +326,44 @@ def evaluate(enhancer: Enhancer, root: str | os.PathLike[str], variants: Sequenc
     return report
 
 
+def write_examples(report: EvalReport, out: str | os.PathLike[str]) -> dict[str, Path]:
+    """One comparison picture per rate point (:func:`codecave.metrics.figures.comparison_figure`):
+    the middle frame of the clip whose ΔPSNR-Y is the median of that rate point's clips
+    (a typical clip, not the best). Only clips of ``yuv420`` datasets keep frames to draw.
+
+    Returns:
+        ``{"example_<variant>": path}``.
+    """
+    from codecave.metrics.figures import comparison_figure
+
+    paths = {}
+    for variant in dict.fromkeys(s.variant for s in report.scores):
+        rows = sorted((s for s in report.scores if s.variant == variant and hasattr(s, "example")),
+                      key=lambda s: s.summary()["delta_psnr"])
+        if not rows:
+            continue
+        s = rows[(len(rows) - 1) // 2]
+        e = s.example
+        planes = {k: unpack_planes(e[k], e["bit_depth"]) for k in ("gt", "decoded", "enhanced")}
+        rgb = {k: planes_to_rgb(p) for k, p in planes.items()}
+        path = Path(out) / f"example_{variant}.png"
+        comparison_figure(path, reference_y=planes["gt"].y, compressed_y=planes["decoded"].y,
+                          enhanced_y=planes["enhanced"].y, reference_rgb=rgb["gt"], compressed_rgb=rgb["decoded"],
+                          enhanced_rgb=rgb["enhanced"], peak=float(peak(e["bit_depth"])),
+                          title=f"{s.clip} {variant} (CRF {s.crf:g}), frame {e['frame']}: the median clip of "
+                                f"{len(rows)} (clip ΔPSNR-Y {s.summary()['delta_psnr']:+.3f} dB)")
+        paths[f"example_{variant}"] = path
+    return paths
+
+
 def write_report(report: EvalReport, out: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``scores.json``, ``scores.md`` and ``psnr_per_frame.png`` into a folder."""
+    """Write ``scores.json``, ``scores.md``, ``psnr_per_frame.png`` and, for YUV datasets,
+    ``example_<rate point>.png`` (:func:`write_examples`) into a folder."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "scores.json", "markdown": out / "scores.md", "plot": out / "psnr_per_frame.png"}
     paths["json"].write_text(json.dumps(report.to_json(), indent=2))
     paths["markdown"].write_text(report.to_markdown())
     report.plot(paths["plot"])
+    paths.update(write_examples(report, out))
     return paths

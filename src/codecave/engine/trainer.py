@@ -187,7 +187,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
         log.info("resuming %s at step %d", out, start)
     net: nn.Module = model
     if t.compile:
-        net = torch.compile(model)
+        net = torch.compile(model, dynamic=False)
     if env.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None)
     if env.main:
