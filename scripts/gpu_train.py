@@ -71,7 +71,7 @@ def tracked_mib() -> float:
 
 
 def pack(cfg: TrainConfig, out: Path, budget_mib: float | None, tile: int, frames: int,
-         check_steps: int) -> dict[str, object]:
+         check_steps: int, compress: bool = True) -> dict[str, object]:
     """Write ``out/pack.npz`` and ``out/config.yaml``; time ``check_steps`` training steps from them."""
     from codecave.data.packed import pack_dataset
 
@@ -80,7 +80,7 @@ def pack(cfg: TrainConfig, out: Path, budget_mib: float | None, tile: int, frame
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     info = pack_dataset(cfg.data.root, out / PACK, cfg.data.window_spec(), budget_mib=budget_mib, tile=tile,
-                        frames=frames, seed=cfg.train.seed)
+                        frames=frames, seed=cfg.train.seed, compress=compress)
     seconds = time.perf_counter() - start
     recipe = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, packed=PACK))
     save_config(recipe, out / RECIPE)
@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tile", type=int, default=96)
     p.add_argument("--frames", type=int, default=5)
     p.add_argument("--check-steps", type=int, default=5)
+    p.add_argument("--no-compress", action="store_true",
+                   help="store the arrays uncompressed (a pack for training on this machine; the budget is their size)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     t = sub.add_parser("train", help="train from a pack (on the GPU machine)")
     t.add_argument("folder", help="the folder `pack` wrote")
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = _overrides(args.set)
     if args.command == "pack":
         result = pack(load_config(args.config, overrides), Path(args.out), args.budget_mib, args.tile, args.frames,
-                      args.check_steps)
+                      args.check_steps, compress=not args.no_compress)
     elif args.command == "train":
         steps = args.steps if args.steps in (None, "auto") else int(args.steps)
         result = train(Path(args.folder), Path(args.out), args.minutes, steps, args.device, overrides)

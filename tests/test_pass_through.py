@@ -81,3 +81,26 @@ def test_threshold_keeps_gains_and_removes_protected_losses() -> None:
 def test_no_threshold_when_nothing_is_harmed() -> None:
     report = EvalReport(model={}, mode="frame QP", scores=[score(15, [13, 16], [0.01, 0.02], "IP")])
     assert choose_pass_through(report)["threshold"] == -1
+
+
+def test_the_shipped_default_leaves_a_crf_15_clip_untouched(tmp_path: Path) -> None:
+    """Validation put the default's pass-through QP above every frame of CRF 15 (where it
+    harmed): such a clip comes out bit for bit, every frame type."""
+    from codecave.codec.encode import EncodeSettings, encode_frames
+    from codecave.codec.reader import open_video
+    from codecave.data.synth import load_still, synthesize_clip
+    from codecave.demo import sample_photo
+
+    frames = list(synthesize_clip(load_still(sample_photo()), 8, (96, 160), seed=0).frames)
+    src = tmp_path / "crf15.mp4"
+    encode_frames(frames, src, EncodeSettings(crf=15, threads=1))
+    enhancer = Enhancer(options=EnhanceOptions(device="cpu"))
+    assert enhancer.pass_through_qp is not None
+    with open_video(src) as video:
+        coded = list(video)
+    assert max(f.priors.qp for f in coded) <= enhancer.pass_through_qp
+    assert {f.priors.frame_type for f in coded} >= {0, 1}
+    with open_video(src) as video:
+        out = list(enhancer.stream(video, output="yuv420"))
+    for f, o in zip(coded, out):
+        assert np.array_equal(f.planes.y, o.y) and np.array_equal(f.planes.u, o.u)

@@ -214,7 +214,7 @@ def choose_pass_through(report: EvalReport, protected_crf: float = PROTECTED_CRF
                   for q in np.unique(np.floor(qp))},
         "gain_before": {v: float(delta[by_variant == v].mean()) for v in variants},
         "gain_after": {v: float(chosen[by_variant == v].mean()) for v in variants},
-        "protected": {k: float(chosen[protected & (kinds == k)].mean()) for k in sorted(set(kinds[protected]))},
+        "protected": {str(k): float(chosen[protected & (kinds == k)].mean()) for k in sorted(set(kinds[protected]))},
     }
 
 
@@ -316,6 +316,8 @@ def evaluate(enhancer: Enhancer, root: str | os.PathLike[str], variants: Sequenc
     if missing:
         raise DatasetError(f"{root}: no rate point(s) {missing}; it has {available}")
     clips = list(clips or sorted(manifest["clips"]))
+    if not clips:
+        raise DatasetError(f"{root}: no prepared clips (is `codecave prepare` still running?)")
     report = EvalReport(model=model_info or {}, mode="slice type" if enhancer.options.slice_type else "frame QP",
                         metric=METRIC_YUV if dataset_domain(manifest) == "yuv420" else METRIC_RGB)
     for variant in variants:

@@ -103,7 +103,7 @@ def _compressed_size(arrays: dict[str, np.ndarray]) -> int:
 
 def pack_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], spec: WindowSpec,
                  budget_mib: float = 60, tile: int = 128, frames: int = 7, seed: int = 0,
-                 clips: list[str] | None = None) -> PackInfo:
+                 clips: list[str] | None = None, compress: bool = True) -> PackInfo:
     """Cut a prepared ``yuv420`` dataset into tiles that fit ``budget_mib`` once compressed.
 
     Tiles are taken in rounds, one per clip per round (clips in a seeded random
@@ -121,6 +121,8 @@ def pack_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], spec
         frames: frames per tile (at least ``spec.frames``); shorter clips are skipped.
         seed: selection seed.
         clips: clip names (default: all of the dataset).
+        compress: deflate the arrays (for a pack that must travel); False writes them
+            as they are, faster, with the budget on their raw size (a pack for this machine).
 
     Returns:
         A :class:`PackInfo`.
@@ -168,7 +170,7 @@ def pack_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], spec
             y = MB * int(rng.integers((h - tile) // MB + 1))
             x = MB * int(rng.integers((w - tile) // MB + 1))
             arrays = _tile(root, name, variants, start, frames, y, x, tile)
-            size = _compressed_size(arrays)
+            size = _compressed_size(arrays) if compress else sum(a.nbytes for a in arrays.values())
             if used + size > budget:
                 full = True
                 break
@@ -183,7 +185,7 @@ def pack_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], spec
     out.parent.mkdir(parents=True, exist_ok=True)
     while True:  # the per-tile estimate can miss by a little: drop tiles from the end until it fits
         stacked = {k: np.stack([t[k] for t in tiles]) for k in tiles[0]}
-        np.savez_compressed(out, **stacked, origin=np.asarray(index[: len(tiles)], np.int32),
+        (np.savez_compressed if compress else np.savez)(out, **stacked, origin=np.asarray(index[: len(tiles)], np.int32),
                             meta=np.asarray(json.dumps(meta)))
         size = out.stat().st_size
         if size <= budget:
@@ -233,7 +235,7 @@ class PackedWindows:
         if spec.crop > meta["tile"] or spec.frames > meta["frames"]:
             raise DatasetError(f"{path}: {meta['frames']}-frame {meta['tile']}px tiles cannot hold "
                                f"{spec.frames}-frame {spec.crop}px windows")
-        self._compressed = torch.tensor([names.index(v) for v in spec.compressed], device=self.device)
+        self._compressed = np.array([names.index(v) for v in spec.compressed], np.int64)
         self._lossless = names.index(spec.lossless) if spec.lossless else -1
         bits = int(meta["bit_depth"])
         self.peak = peak(bits)
@@ -265,8 +267,8 @@ class PackedWindows:
         rng = np.random.default_rng([self.seed, index])
         tile = rng.integers(self.tiles, size=size)
         lossless = rng.random(size) < (spec.lossless_prob if spec.lossless else 0.0)
-        pick = self._compressed.cpu().numpy()[rng.integers(len(spec.compressed), size=size)] if spec.compressed \
-            else np.zeros(size, np.int64)
+        pick = (self._compressed[rng.integers(len(spec.compressed), size=size)] if spec.compressed
+                else np.zeros(size, np.int64))
         variant = np.where(lossless, self._lossless, pick)
         start = rng.integers(meta["frames"] - spec.frames + 1, size=size)
         corners = (meta["tile"] - spec.crop) // MB + 1

@@ -213,9 +213,9 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
             group["lr"] = lr
         loss = train_step(net, optimizer, batch, t)
         step += 1
-        recent.append(float(loss.detach()))
+        recent.append(loss)  # a device tensor: no synchronisation until the next log line
         if step % t.log_every == 0 or step == t.steps:
-            loss_value = mean_across(sum(recent) / len(recent), env)
+            loss_value = mean_across(float(torch.stack(recent).mean()), env)
             recent = []
             if env.main:
                 seconds = elapsed + time.perf_counter() - t0
@@ -227,7 +227,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
                     writer.add_scalar("train/lr", lr, step)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{recent[-1] if recent else loss_value:.4f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{float(recent[-1]) if recent else loss_value:.4f}", lr=f"{lr:.2e}")
         if step % t.checkpoint_every == 0 or step == t.steps:
             save(step)
         out_of_time = bool(t.max_minutes) and time.perf_counter() - t0 > 60 * t.max_minutes

@@ -1,0 +1,98 @@
+"""Choose a model's pass-through QP from validation and (optionally) record it with its shipped weights.
+
+The model is evaluated with pass-through off on a prepared validation set; per-frame
+8-bit ΔPSNR-Y against frame QP is printed (the curve the threshold comes from), and
+:func:`codecave.evaluate.choose_pass_through` picks the threshold: frames at or below it
+are passed through by ``codecave enhance``, which keeps every frame type of CRF <= 15 /
+QP <= 22 from getting worse, with the largest total gain. ``--ship`` writes it into the
+shipped weights' manifest entry (``pass_through_qp`` and ``validation.pass_through``).
+
+Usage:
+    python scripts/pass_through.py data/val_yuv6 --variant fast --crf 15,18,25,28,35,38 --frames 6 [--ship]
+    python scripts/pass_through.py data/val_yuv6 --weights runs/pnp_vcve_fast --frames 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from codecave.enhance import EnhanceOptions, Enhancer
+from codecave.evaluate import choose_pass_through, evaluate, write_report
+from codecave.models import create_model
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "codecave" / "weights"
+
+
+def plot(choice: dict[str, object], path: Path, title: str) -> Path:
+    """Mean 8-bit ΔPSNR-Y per frame QP (dot size: frames), the threshold as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    qps = [int(q) for q in choice["by_qp"]]
+    gains = [r["delta_psnr"] for r in choice["by_qp"].values()]
+    sizes = [8 * r["frames"] for r in choice["by_qp"].values()]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.axhline(0, color="0.5", lw=1)
+    ax.scatter(qps, gains, s=sizes, color=["tab:red" if g < 0 else "tab:blue" for g in gains])
+    if choice["threshold"] >= 0:
+        ax.axvline(choice["threshold"], color="black", ls="--",
+                   label=f"pass-through at QP <= {choice['threshold']:.2f}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("frame QP")
+    ax.set_ylabel("mean ΔPSNR-Y, 8-bit (dB)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("val", help="prepared validation set")
+    ap.add_argument("--model", default="pnp_vcve")
+    ap.add_argument("--variant", default=None)
+    ap.add_argument("--weights", default="default", help="'default' (shipped), a .safetensors file or a run folder")
+    ap.add_argument("--crf", default="15,18,25,28,35,38")
+    ap.add_argument("--frames", type=int, default=None)
+    ap.add_argument("--out", default=None, help="write the evaluation report here")
+    ap.add_argument("--ship", action="store_true", help="record the threshold in the shipped weights' manifest")
+    args = ap.parse_args()
+    model = create_model(args.model, weights=args.weights, variant=args.variant)
+    variants = [f"crf{c}" for c in args.crf.split(",")]
+    report = evaluate(Enhancer(model, EnhanceOptions(pass_through_qp=-1)), args.val, variants, max_frames=args.frames,
+                      model_info={"name": args.model, "variant": model.variant, "weights": str(args.weights)})
+    choice = choose_pass_through(report)
+    if args.out:
+        write_report(report, args.out)
+        plot(choice, Path(args.out) / "pass_through.png", f"{args.model} {model.variant} on {args.val}")
+    print("frame QP | frames | mean ΔPSNR-Y, 8-bit (dB)")
+    for qp, row in choice["by_qp"].items():
+        print(f"{qp:>8} | {row['frames']:6d} | {row['delta_psnr']:+.4f}")
+    print(f"pass-through QP: {choice['threshold']:g} (-1: none)")
+    print("mean ΔPSNR-Y per frame, without -> with it:")
+    for v in choice["gain_before"]:
+        print(f"  {v}: {choice['gain_before'][v]:+.4f} -> {choice['gain_after'][v]:+.4f}")
+    print("protected frames (CRF <= 15 or QP <= 22) by type, with it:",
+          {k: round(x, 4) for k, x in choice["protected"].items()})
+    if args.ship:
+        if args.weights != "default":
+            raise SystemExit("--ship records the threshold of shipped weights: use --weights default")
+        path = WEIGHTS / "manifest.json"
+        manifest = json.loads(path.read_text())
+        entry = manifest[f"{args.model}_{model.variant}"]
+        entry["pass_through_qp"] = None if choice["threshold"] < 0 else round(choice["threshold"], 3)
+        entry.setdefault("validation", {})["pass_through"] = {
+            "data": str(args.val), "rate_points": variants, "frames": args.frames or "all",
+            **{k: choice[k] for k in ("threshold", "gain_before", "gain_after", "protected", "by_qp")}}
+        path.write_text(json.dumps(manifest, indent=2) + "\n")
+        print(f"recorded in {path}")
+
+
+if __name__ == "__main__":
+    main()
