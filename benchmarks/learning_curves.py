@@ -31,12 +31,12 @@ import numpy as np
 import torch
 import yaml
 
+from codecave.codec.rasterize import grid_priors
 from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
 from codecave.engine.config import load_config
 from codecave.engine.trainer import train
 from codecave.grid import luma, peak, to_unit
-from codecave.codec.rasterize import grid_priors
 from codecave.models import create_model
 
 
@@ -69,7 +69,7 @@ def score(model: torch.nn.Module, root: str, variants: list[str], frames: int) -
             y_8bit = torch.round(y * top) / top
             g = luma(gt).double()
 
-            def mse(a: torch.Tensor) -> torch.Tensor:
+            def mse(a: torch.Tensor, g: torch.Tensor = g) -> torch.Tensor:
                 return (luma(a).double() - g).pow(2).flatten(1).mean(1)
 
             base = psnr(mse(x))

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curves import score  # noqa: E402
+from learning_curves import score
 
-from codecave.models import create_model  # noqa: E402
+from codecave.models import create_model
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ def main() -> None:
             ref = luma(torch.from_numpy(np.array(data.gt[:n]))).double()
             x_y, y_y = luma(x).double(), luma(y).double()
 
-            def psnr(a: torch.Tensor) -> torch.Tensor:
+            def psnr(a: torch.Tensor, ref: torch.Tensor = ref) -> torch.Tensor:
                 return 10 * torch.log10(255**2 / (a - ref).pow(2).flatten(1).mean(1))
 
             base = psnr(x_y)

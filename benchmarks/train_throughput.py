@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import platform
 import time
@@ -134,12 +135,12 @@ def main() -> None:
         domain = model_domain("pnp_vcve", variant)
         for shape in args.shapes.split(","):
             batch, crop = map(int, shape.split("x"))
-            sources = {"synthetic": lambda: synthetic(domain, batch, args.frames, crop)}
+            sources = {"synthetic": functools.partial(synthetic, domain, batch, args.frames, crop)}
             root = args.yuv_data if domain == "yuv420" else args.rgb_data
             if root:
-                sources["loader"] = lambda root=root: loader(root, batch, args.frames, crop)
+                sources["loader"] = functools.partial(loader, root, batch, args.frames, crop)
             if args.pack and domain == "yuv420":
-                sources["pack"] = lambda: packed(args.pack, batch, args.frames, crop)
+                sources["pack"] = functools.partial(packed, args.pack, batch, args.frames, crop)
             for setting in args.settings.split(","):
                 # the data source matters for fp32 only; the other settings are compared on the real loader
                 names = list(sources) if setting == "fp32" else [n for n in ("pack", "loader", "synthetic")

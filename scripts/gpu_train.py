@@ -41,7 +41,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runs from a copy of the repository without installing it
 
-from codecave.engine.config import TrainConfig, load_config, parse_config, save_config  # noqa: E402
+from codecave.engine.config import TrainConfig, load_config, parse_config, save_config
 
 #: What may travel to the device machine in all (working tree plus carried paths).
 TRAVEL_LIMIT_MIB = 64

@@ -87,7 +87,7 @@ def comparison_figure(path: str | os.PathLike[str], *, reference_y: np.ndarray, 
     im = axes[1, 0].imshow(e_in, cmap="inferno", vmin=0, vmax=scale)
     axes[1, 0].set_title(f"input error: {amplified}", fontsize=9)
     axes[1, 1].imshow(e_out, cmap="inferno", vmin=0, vmax=scale)
-    axes[1, 1].set_title(f"output error, same scale", fontsize=9)
+    axes[1, 1].set_title("output error, same scale", fontsize=9)
     fig.colorbar(im, ax=axes[1, :2], fraction=0.02, pad=0.01, label="|error| (codes)")
     change = axes[1, 2].imshow(e_in - e_out, cmap="RdBu", vmin=-scale, vmax=scale)
     axes[1, 2].set_title("error removed (blue) / added (red), same scale", fontsize=9)
