@@ -163,7 +163,9 @@ def train(folder: Path, out: Path, minutes: float, steps: int | str | None, devi
     if steps:
         overrides = {**overrides, "train.steps": int(steps)}
     cfg = recipe_of(folder, out, overrides)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_minutes=minutes))
+    # the whole command keeps to ``minutes``: the rate probe and start-up come out of the training time
+    budget = max(0.05, minutes - (time.perf_counter() - begin) / 60) if minutes else 0.0
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_minutes=budget))
     checkpoint = Path(cfg.out) / "checkpoint.pt"
     first = int(torch.load(checkpoint, weights_only=False)["step"]) if checkpoint.exists() else 0
     start = time.perf_counter()

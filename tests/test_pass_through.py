@@ -104,3 +104,8 @@ def test_the_shipped_default_leaves_a_crf_15_clip_untouched(tmp_path: Path) -> N
         out = list(enhancer.stream(video, output="yuv420"))
     for f, o in zip(coded, out):
         assert np.array_equal(f.planes.y, o.y) and np.array_equal(f.planes.u, o.u)
+    from codecave.enhance import enhance_video
+
+    result = enhance_video(src, tmp_path / "out.mkv", model=enhancer,
+                           encode=EncodeSettings(codec="ffv1", crf=None, preset=None, pix_fmt="source"))
+    assert result.passed_through == 8 and result.pass_through_qp == enhancer.pass_through_qp

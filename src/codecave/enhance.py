@@ -194,7 +194,8 @@ class Enhancer:
             crf: sequence CRF; when None it comes from ``encoder`` (the stream's
                 encoder settings) or is estimated from the frame QPs of the first chunk.
             encoder: :class:`~codecave.codec.priors.EncoderSettings` of the stream, if known.
-            report: if given, receives ``crf`` and its ``source``.
+            report: if given, receives ``crf`` and its ``source``, and ``passed_through``:
+                how many frames were passed through unchanged (``EnhanceOptions.pass_through_qp``).
             output: ``"rgb"`` yields ``(H, W, 3)`` uint8 RGB (what downstream vision
                 models want); ``"yuv420"`` yields :class:`~codecave.codec.priors.YUVPlanes`
                 at the input's bit depth (what an encoder wants).
@@ -238,6 +239,9 @@ class Enhancer:
             items = list(buffer)
             stacked = stack_compact([c for _, c in items])
             targets = (done - first, end - first)
+            if report is not None:
+                passed = self.passed_through(stacked["qp"][targets[0] : targets[1]], crf)
+                report["passed_through"] = int(report.get("passed_through", 0)) + int(passed.sum())
             for picture in self._enhance_items([f for f, _ in items], stacked, crf, sequence, targets, output):
                 yield picture
             done = end
@@ -373,6 +377,9 @@ class EnhanceResult:
         crf: sequence CRF the model was conditioned on, and ``crf_source`` where it came from.
         decode_problems: the reader's report when the input did not decode cleanly
             (frames concealed by the decoder are enhanced like the others).
+        passed_through: frames passed through unchanged (their QP at or below
+            ``pass_through_qp``, where the model was measured not to help).
+        pass_through_qp: the threshold in force (None: none).
     """
 
     output: Path
@@ -381,6 +388,8 @@ class EnhanceResult:
     crf: float
     crf_source: str
     decode_problems: list[str] = field(default_factory=list)
+    passed_through: int = 0
+    pass_through_qp: float | None = None
 
     @property
     def fps(self) -> float:
@@ -506,7 +515,8 @@ def enhance_video(
     for line in problems:
         log.warning("%s: %s", source, line)
     return EnhanceResult(output, writer.frames, time.perf_counter() - start_time, float(crf_info["crf"]),
-                         str(crf_info["source"]), problems)
+                         str(crf_info["source"]), problems, int(crf_info.get("passed_through", 0)),
+                         enhancer.pass_through_qp)
 
 
 def _bar(total: int | None, first: int, last: int | None) -> object:

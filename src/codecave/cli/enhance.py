@@ -87,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
                            crf=args.input_crf, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"{result.output}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps); "
           f"input CRF {result.crf:g} ({result.crf_source})")
+    if result.passed_through:
+        print(f"{result.passed_through} frame(s) at QP <= {result.pass_through_qp:g} passed through unchanged "
+              "(the model was measured not to help there; --pass-through-qp -1 enhances them too)")
     for line in result.decode_problems:
         print(f"warning: {line}")
     return 0
