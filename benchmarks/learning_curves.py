@@ -16,6 +16,8 @@ Usage:
     python benchmarks/learning_curves.py configs/pnp_vcve/fast.yaml --arm base \\
         --val /work/runs/data/val_yuv --out runs/curves --minutes 10,30 --threads 1 \\
         [--set train.loss=mse ...] [--frames 6] [--variants crf15,crf25,crf35]
+    python benchmarks/learning_curves.py --table runs/curves     # every arm's points as a table
+    python benchmarks/learning_curves.py --score RUN_OR_WEIGHTS data/val_yuv   # one model, same scoring
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -82,7 +85,31 @@ def score(model: torch.nn.Module, root: str, variants: list[str], frames: int) -
     return {"by_variant": summary, "by_clip": per}
 
 
+def table(folder: Path) -> str:
+    """Every arm's every point under ``folder`` as a Markdown table (mean ΔPSNR-Y, float / 8-bit)."""
+    rows = [json.loads(line) for log in sorted(folder.glob("*/curve.jsonl")) for line in log.read_text().splitlines()]
+    rows.sort(key=lambda r: (r["minutes"], r["arm"]))
+    variants = list(rows[0]["by_variant"]) if rows else []
+    lines = ["| arm | setting | minutes | steps | " + " | ".join(f"{v} float / 8-bit" for v in variants) + " |",
+             "|---|---|---|---|" + "---|" * len(variants)]
+    for r in rows:
+        changed = {k: v for k, v in r["overrides"].items() if k not in ("data.root", "train.threads")}
+        setting = ", ".join(f"{k} {v}" for k, v in changed.items()) or "the recipe"
+        scores = " | ".join(f"{r['by_variant'][v]['float']:+.4f} / {r['by_variant'][v]['8bit']:+.4f}" for v in variants)
+        lines.append(f"| {r['arm']} | {setting} | {r['minutes']:g} | {r['step']} | {scores} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--table":
+        print(table(Path(sys.argv[2])))
+        return
+    if len(sys.argv) >= 4 and sys.argv[1] == "--score":  # --score WEIGHTS VAL [VARIANTS]: one model, same scoring
+        model = create_model("pnp_vcve", weights=sys.argv[2], variant="fast" if sys.argv[2] == "default" else None)
+        variants = (sys.argv[4] if len(sys.argv) > 4 else "crf15,crf25,crf35").split(",")
+        for v, s in score(model, sys.argv[3], variants, 6)["by_variant"].items():
+            print(f"{v}: float {s['float']:+.4f}, 8-bit {s['8bit']:+.4f}")
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("config")
     ap.add_argument("--arm", required=True, help="name of this arm (a subfolder of --out)")
