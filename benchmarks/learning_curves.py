@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
+from codecave.cli.train import parse_overrides
 from codecave.codec.rasterize import grid_priors
 from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
@@ -121,10 +121,7 @@ def main() -> None:
     ap.add_argument("--variants", default="crf15,crf25,crf35")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
+    overrides = parse_overrides(args.set)
     folder = Path(args.out) / args.arm
     overrides["out"] = str(folder / "run")
     if args.threads:

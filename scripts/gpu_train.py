@@ -36,12 +36,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runs from a copy of the repository without installing it
 
-from codecave.engine.config import TrainConfig, load_config, parse_config, save_config
+from codecave.cli.train import parse_overrides
+from codecave.engine.config import TrainConfig, load_config, save_config
 
 #: What may travel to the device machine in all (working tree plus carried paths).
 TRAVEL_LIMIT_MIB = 64
@@ -49,16 +48,6 @@ TRAVEL_LIMIT_MIB = 64
 MARGIN_MIB = 2
 PACK = "pack.npz"
 RECIPE = "config.yaml"
-
-
-def _overrides(items: list[str]) -> dict[str, object]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: use KEY=VALUE")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def tracked_mib() -> float:
@@ -97,16 +86,8 @@ def pack(cfg: TrainConfig, out: Path, budget_mib: float | None, tile: int, frame
 
 def recipe_of(folder: Path, out: Path, overrides: dict[str, object]) -> TrainConfig:
     """The packed recipe of ``folder`` with its pack, run folder ``out/run`` and overrides."""
-    data = yaml.safe_load((folder / RECIPE).read_text())
-    for key, value in overrides.items():
-        node = data
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    data["data"]["packed"] = str((folder / PACK).resolve())
-    data["out"] = str((out / "run").resolve())
-    return parse_config(data)
+    return load_config(folder / RECIPE, {**overrides, "data.packed": str((folder / PACK).resolve()),
+                                         "out": str((out / "run").resolve())})
 
 
 def measure_rate(cfg: TrainConfig, device: str, steps: int = 30, warmup: int = 10) -> float:
@@ -210,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", default=None)
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
-    overrides = _overrides(args.set)
+    overrides = parse_overrides(args.set)
     if args.command == "pack":
         result = pack(load_config(args.config, overrides), Path(args.out), args.budget_mib, args.tile, args.frames,
                       args.check_steps, compress=not args.no_compress)

@@ -38,7 +38,7 @@ from codecave.codec.priors import GRID, MB
 from codecave.codec.rasterize import PARTITION_CLASSES
 from codecave.data.augment import dihedral
 from codecave.data.dataset import WindowSpec, variant_crf
-from codecave.data.prepare import dataset_domain, load_clip, load_manifest
+from codecave.data.prepare import PreparedClip, dataset_domain, load_clip, load_manifest
 from codecave.errors import DatasetError
 from codecave.grid import peak
 
@@ -71,16 +71,16 @@ def _variants(spec: WindowSpec) -> list[str]:
     return list(spec.compressed) + ([spec.lossless] if spec.lossless else [])
 
 
-def _tile(root: str | os.PathLike[str], name: str, variants: list[str], start: int, frames: int, y: int, x: int,
+def _tile(clips: dict[str, PreparedClip], variants: list[str], start: int, frames: int, y: int, x: int,
           size: int) -> dict[str, np.ndarray]:
-    """One tile's arrays (no leading ``N`` axis)."""
+    """One tile's arrays (no leading ``N`` axis) from one clip's loaded variants."""
     g = (slice(y // GRID, (y + size) // GRID), slice(x // GRID, (x + size) // GRID))
     t = slice(start, start + frames)
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("residual", "mv", "mv_valid", "partition", "qp",
                                                         "frame_type", "crf")}
     gt = None
     for variant in variants:
-        clip = load_clip(root, name, variant)
+        clip = clips[variant]
         if gt is None:
             gt = np.ascontiguousarray(clip.gt[t, :, g[0], g[1]])
         decoded = np.ascontiguousarray(clip.decoded[t, :, g[0], g[1]])
@@ -161,6 +161,7 @@ def pack_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], spec
     budget = int(budget_mib * 2**20)
     tiles: list[dict[str, np.ndarray]] = []
     index: list[tuple[int, int, int, int]] = []
+    loaded: dict[str, dict[str, PreparedClip]] = {}
     used = 4096  # zip directory and the metadata
     full = False
     while not full:
@@ -169,7 +170,9 @@ def pack_dataset(root: str | os.PathLike[str], out: str | os.PathLike[str], spec
             start = int(rng.integers(n - frames + 1))
             y = MB * int(rng.integers((h - tile) // MB + 1))
             x = MB * int(rng.integers((w - tile) // MB + 1))
-            arrays = _tile(root, name, variants, start, frames, y, x, tile)
+            if name not in loaded:  # priors are read once per clip, not once per tile
+                loaded[name] = {v: load_clip(root, name, v) for v in variants}
+            arrays = _tile(loaded[name], variants, start, frames, y, x, tile)
             size = _compressed_size(arrays) if compress else sum(a.nbytes for a in arrays.values())
             if used + size > budget:
                 full = True
@@ -229,7 +232,7 @@ class PackedWindows:
         self.meta, self.spec, self.seed = meta, spec, seed
         self.device = torch.device(device)
         names = meta["variants"]
-        missing = [v for v in (*spec.compressed, *([spec.lossless] if spec.lossless else [])) if v not in names]
+        missing = [v for v in _variants(spec) if v not in names]
         if missing:
             raise DatasetError(f"{path}: holds rate points {names}, the recipe needs {missing}")
         if spec.crop > meta["tile"] or spec.frames > meta["frames"]:
