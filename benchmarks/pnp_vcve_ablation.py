@@ -1,78 +1,85 @@
-"""PnP-VCVE ablations at one small training budget, reported like the paper's Table 5.
+"""PnP-VCVE ablations like the paper's Table 5: the table, and what each codec prior bought.
 
-Trains the small variant four times with the same recipe, steps and seed: full,
-without motion-vector alignment (neighbours concatenated unwarped), without
-region-aware refinement, and without CAA (one expert, no frame-wise transfer);
-then scores each on the validation set. Runs resume, so the script can be stopped
-and started again.
+Reads the arms trained and scored by ``benchmarks/pnp_vcve_ablation.sh`` (each a
+``benchmarks/learning_curves.py`` arm: ``<runs>/<arm>/curve.jsonl``) and prints, at one
+wall-clock point, the 8-bit ΔPSNR-Y per rate point (mean over validation clips), the
+mean over rate points, and the full model's lead over each ablation. The two seeds of
+the full model give the spread: a lead smaller than it is not a measured effect.
 
 Usage:
-    python benchmarks/pnp_vcve_ablation.py --train data/pnp_train --val data/pnp_val \\
-        [--steps 300] [--crf 25,35] [--frames 12] [--json out.json]
+    python benchmarks/pnp_vcve_ablation.py runs/ablation [--minutes 40] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import platform
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from codecave.engine.config import load_config
-from codecave.engine.trainer import train
-from codecave.enhance import EnhanceOptions, Enhancer
-from codecave.evaluate import evaluate
-from codecave.models import create_model
-
-ABLATIONS = {
-    "full": {},
-    "w/o MV alignment": {"mv_align": False},
-    "w/o region refinement": {"region_refine": False},
-    "w/o CAA (one expert)": {"caa": False},
+#: arm -> what it changes (the order of the table).
+ARMS = {
+    "full": "the full model (seed 0)",
+    "full-seed1": "the full model, seed 1",
+    "wo-mv": "w/o MV alignment (neighbours concatenated unwarped)",
+    "wo-region": "w/o region-aware refinement (no partition filters)",
+    "wo-caa": "w/o CAA (one expert, no frame-wise transfer)",
 }
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "pnp_vcve" / "small.yaml"
+
+
+def load(runs: Path, minutes: float) -> dict[str, dict[str, object]]:
+    """Each arm's record at ``minutes`` (missing arms are left out)."""
+    found = {}
+    for arm in ARMS:
+        log = runs / arm / "curve.jsonl"
+        if not log.exists():
+            continue
+        for record in map(json.loads, log.read_text().splitlines()):
+            if abs(record["minutes"] - minutes) < 1e-6:
+                found[arm] = record
+    return found
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", required=True, help="prepared RGB training set (CRF 0,15,25,35, --domain rgb)")
-    ap.add_argument("--val", required=True, help="prepared validation set")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--crf", default="25,35")
-    ap.add_argument("--frames", type=int, default=12, help="first N validation frames")
-    ap.add_argument("--runs", default="runs/ablation", help="folder for the runs")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("runs", type=Path)
+    ap.add_argument("--minutes", type=float, default=40.0)
+    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    variants = [f"crf{c}" for c in args.crf.split(",")]
-    rows = []
-    for label, overrides in ABLATIONS.items():
-        slug = label.split(" (")[0].replace("/", "").replace(" ", "_")
-        cfg = load_config(RECIPE, {"data.root": str(Path(args.train).resolve()), "train.steps": args.steps,
-                                   "out": str(Path(args.runs, slug).resolve()), "name": f"ablation_{slug}"})
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, overrides=overrides))
-        result = train(cfg, progress=False)
-        model = create_model("pnp_vcve", weights=Path(cfg.out) / "model.safetensors")
-        report = evaluate(Enhancer(model, EnhanceOptions()), args.val, variants, max_frames=args.frames)
-        means = report.by_variant()
-        row = {"ablation": label, "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-               "steps": result.step, "train_minutes": result.seconds / 60,
-               **{f"dpsnr_{v}": means[v]["delta_psnr"] for v in variants},
-               **{f"dssim_{v}": means[v]["delta_ssim"] for v in variants}}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    print(f"\nmachine: {platform.machine()}, {torch.get_num_threads()} threads; {args.steps} steps each; "
-          f"validation: first {args.frames} frames of {args.val}")
-    head = " | ".join(f"ΔPSNR {v} (dB)" for v in variants)
-    print(f"| model | params (M) | {head} |")
-    print("|---|---|" + "---|" * len(variants))
-    for r in rows:
-        cells = " | ".join(f"{r[f'dpsnr_{v}']:+.3f}" for v in variants)
-        print(f"| {r['ablation']} | {r['params_M']:.3f} | {cells} |")
+    rows = load(args.runs, args.minutes)
+    if "full" not in rows:
+        raise SystemExit(f"{args.runs}: no 'full' arm scored at {args.minutes:g} minutes yet")
+    variants = list(rows["full"]["by_variant"])
+    clips = sorted(rows["full"]["by_clip"][variants[0]])
+
+    def gains(arm: str) -> np.ndarray:
+        return np.array([rows[arm]["by_variant"][v]["8bit"] for v in variants])
+
+    print(f"ΔPSNR-Y (dB, 8-bit output, mean of {len(clips)} clips: {', '.join(clips)}) after {args.minutes:g} "
+          "minutes of training on one core")
+    print("| arm | steps | " + " | ".join(variants) + " | mean |")
+    print("|---|---|" + "---|" * (len(variants) + 1))
+    for arm, record in rows.items():
+        g = gains(arm)
+        print(f"| {ARMS[arm]} | {record['step']} | " + " | ".join(f"{x:+.3f}" for x in g) + f" | {g.mean():+.3f} |")
+    full = gains("full")
+    spread = np.abs(full - gains("full-seed1")) if "full-seed1" in rows else None
+    print("\nwhat each prior bought (full minus ablation; seed spread |seed 0 - seed 1| below):")
+    print("| prior | " + " | ".join(variants) + " | mean |")
+    print("|---|" + "---|" * (len(variants) + 1))
+    bought = {}
+    for arm in ("wo-mv", "wo-region", "wo-caa"):
+        if arm in rows:
+            d = full - gains(arm)
+            bought[arm] = d.tolist()
+            print(f"| {ARMS[arm][4:].split(' (')[0]} | " + " | ".join(f"{x:+.3f}" for x in d) + f" | {d.mean():+.3f} |")
+    if spread is not None:
+        print("| seed spread | " + " | ".join(f"{x:.3f}" for x in spread) + f" | {spread.mean():.3f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"minutes": args.minutes, "variants": variants, "clips": clips,
+                                         "rows": rows, "bought": bought,
+                                         "spread": None if spread is None else spread.tolist()}, indent=2))
 
 
 if __name__ == "__main__":

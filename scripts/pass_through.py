@@ -7,8 +7,12 @@ are passed through by ``codecave enhance``, which keeps every frame type of CRF 
 QP <= 22 from getting worse, with the largest total gain. ``--ship`` writes it into the
 shipped weights' manifest entry (``pass_through_qp`` and ``validation.pass_through``).
 
+Several validation sets may be given (e.g. the split at CRF 15 to 38 and again at
+CRF 10 to 18, so that "CRF 15 and below" is validated below 15 too); each rate point is
+taken from the first set that has it.
+
 Usage:
-    python scripts/pass_through.py data/val_yuv6 --variant fast --crf 15,18,25,28,35,38 --frames 6 [--ship]
+    python scripts/pass_through.py data/val_yuv6 data/val_yuv_hq --variant fast --crf 10,12,15,18,25,28,35,38 --frames 6 [--ship]
     python scripts/pass_through.py data/val_yuv6 --weights runs/pnp_vcve_fast --frames 6
 """
 
@@ -18,6 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
+from codecave.data.prepare import load_manifest
 from codecave.enhance import EnhanceOptions, Enhancer
 from codecave.evaluate import choose_pass_through, evaluate, write_report
 from codecave.models import create_model
@@ -54,7 +59,7 @@ def plot(choice: dict[str, object], path: Path, title: str) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("val", help="prepared validation set")
+    ap.add_argument("val", nargs="+", help="prepared validation set(s)")
     ap.add_argument("--model", default="pnp_vcve")
     ap.add_argument("--variant", default=None)
     ap.add_argument("--weights", default="default", help="'default' (shipped), a .safetensors file or a run folder")
@@ -65,12 +70,27 @@ def main() -> None:
     args = ap.parse_args()
     model = create_model(args.model, weights=args.weights, variant=args.variant)
     variants = [f"crf{c}" for c in args.crf.split(",")]
-    report = evaluate(Enhancer(model, EnhanceOptions(pass_through_qp=-1)), args.val, variants, max_frames=args.frames,
-                      model_info={"name": args.model, "variant": model.variant, "weights": str(args.weights)})
+    enhancer = Enhancer(model, EnhanceOptions(pass_through_qp=-1))
+    report, sources = None, {}
+    for root in args.val:
+        have = {v for clip in load_manifest(root)["clips"].values() for v in clip["variants"]}
+        mine = [v for v in variants if v in have and v not in sources]
+        if not mine:
+            continue
+        part = evaluate(enhancer, root, mine, max_frames=args.frames,
+                        model_info={"name": args.model, "variant": model.variant, "weights": str(args.weights)})
+        sources.update({v: root for v in mine})
+        if report is None:
+            report = part
+        else:
+            report.scores.extend(part.scores)
+    missing = [v for v in variants if v not in sources]
+    if report is None or missing:
+        raise SystemExit(f"no validation set has rate point(s) {', '.join(missing or variants)}")
     choice = choose_pass_through(report)
     if args.out:
         write_report(report, args.out)
-        plot(choice, Path(args.out) / "pass_through.png", f"{args.model} {model.variant} on {args.val}")
+        plot(choice, Path(args.out) / "pass_through.png", f"{args.model} {model.variant} on {', '.join(args.val)}")
     print("frame QP | frames | mean ΔPSNR-Y, 8-bit (dB)")
     for qp, row in choice["by_qp"].items():
         print(f"{qp:>8} | {row['frames']:6d} | {row['delta_psnr']:+.4f}")
@@ -78,7 +98,7 @@ def main() -> None:
     print("mean ΔPSNR-Y per frame, without -> with it:")
     for v in choice["gain_before"]:
         print(f"  {v}: {choice['gain_before'][v]:+.4f} -> {choice['gain_after'][v]:+.4f}")
-    print("protected frames (CRF <= 15 or QP <= 22) by type, with it:",
+    print("protected groups (each rate point of CRF <= 15, and QP <= 22 frames of the others, by type), with it:",
           {k: round(x, 4) for k, x in choice["protected"].items()})
     if args.ship:
         if args.weights != "default":
@@ -88,7 +108,7 @@ def main() -> None:
         entry = manifest[f"{args.model}_{model.variant}"]
         entry["pass_through_qp"] = None if choice["threshold"] < 0 else round(choice["threshold"], 3)
         entry.setdefault("validation", {})["pass_through"] = {
-            "data": str(args.val), "rate_points": variants, "frames": args.frames or "all",
+            "data": {v: str(r) for v, r in sources.items()}, "rate_points": variants, "frames": args.frames or "all",
             **{k: choice[k] for k in ("threshold", "gain_before", "gain_after", "protected", "by_qp")}}
         path.write_text(json.dumps(manifest, indent=2) + "\n")
         print(f"recorded in {path}")

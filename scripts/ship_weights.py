@@ -120,7 +120,7 @@ def main() -> None:
             full = report
             gate = choose_pass_through(report)
             print(f"pass-through QP {gate['threshold']:g}: mean ΔPSNR-Y per frame {gate['gain_before']} -> "
-                  f"{gate['gain_after']}; protected frames by type {gate['protected']}")
+                  f"{gate['gain_after']}; protected groups {gate['protected']}")
         else:
             # The frame-QP scores of the same frames, for a like-for-like comparison.
             results["frame_qp_same_frames"] = _first_frames(full, variants, frames)

@@ -38,7 +38,7 @@ def test_psnr_and_ssim_basics() -> None:
 
 def test_identity_model_scores_equal_hand_computed_psnr(tiny_dataset: Path, tmp_path: Path) -> None:
     # An untrained PnP-VCVE has zero-initialised output layers: it returns its input.
-    enhancer = Enhancer(create_model("pnp_vcve", weights=None), EnhanceOptions(device="cpu"))
+    enhancer = Enhancer(create_model("pnp_vcve", weights=None, variant="small"), EnhanceOptions(device="cpu"))
     report = evaluate(enhancer, tiny_dataset, variants=["crf35"], model_info={"name": "identity"})
     assert [s.clip for s in report.scores] == ["pan0", "pan1"]
     for score in report.scores:
@@ -58,7 +58,7 @@ def test_identity_model_scores_equal_hand_computed_psnr(tiny_dataset: Path, tmp_
 
 
 def test_missing_rate_point_is_named(tiny_dataset: Path) -> None:
-    enhancer = Enhancer(create_model("pnp_vcve", weights=None), EnhanceOptions(device="cpu"))
+    enhancer = Enhancer(create_model("pnp_vcve", weights=None, variant="small"), EnhanceOptions(device="cpu"))
     with pytest.raises(DatasetError, match="crf45"):
         evaluate(enhancer, tiny_dataset, variants=["crf45"])
 
@@ -93,7 +93,7 @@ def test_yuv_dataset_is_scored_on_the_y_plane(tiny_yuv_dataset: Path, tmp_path: 
 
 def test_rgb_model_on_a_yuv_dataset_and_yuv_model_on_an_rgb_dataset(tiny_yuv_dataset: Path,
                                                                       tiny_dataset: Path) -> None:
-    rgb_identity = Enhancer(create_model("pnp_vcve", weights=None), EnhanceOptions(device="cpu"))
+    rgb_identity = Enhancer(create_model("pnp_vcve", weights=None, variant="small"), EnhanceOptions(device="cpu"))
     report = evaluate(rgb_identity, tiny_yuv_dataset, variants=["crf35"])
     # through RGB and back, as `codecave enhance` writes an RGB model's output: not free
     deltas = [s.summary()["delta_psnr"] for s in report.scores]

@@ -78,34 +78,54 @@ def test_threshold_keeps_gains_and_removes_protected_losses() -> None:
     assert choice["by_qp"]["13"] == {"frames": 1, "delta_psnr": pytest.approx(-0.02)}
 
 
+def test_each_protected_rate_point_is_kept_on_its_own() -> None:
+    # pooled, CRF 15's gain would hide CRF 12's loss; each protected rate point counts alone
+    report = EvalReport(model={}, mode="frame QP", scores=[
+        score(12, [15, 18, 20], [-0.03, -0.02, -0.01], "IPB"),
+        score(15, [18, 21, 23], [0.05, 0.05, 0.05], "IPB"),
+        score(35, [33, 36, 38], [0.1, 0.2, 0.3], "IPB"),
+    ])
+    choice = choose_pass_through(report)
+    assert choice["threshold"] == 20
+    assert set(choice["protected"]) == {"crf12 I", "crf12 P", "crf12 B", "crf15 I", "crf15 P", "crf15 B"}
+    assert choice["protected"]["crf12 B"] == 0 and choice["protected"]["crf15 P"] == pytest.approx(0.05)
+
+
 def test_no_threshold_when_nothing_is_harmed() -> None:
     report = EvalReport(model={}, mode="frame QP", scores=[score(15, [13, 16], [0.01, 0.02], "IP")])
     assert choose_pass_through(report)["threshold"] == -1
 
 
-def test_the_shipped_default_leaves_a_crf_15_clip_untouched(tmp_path: Path) -> None:
-    """Validation put the default's pass-through QP above every frame of CRF 15 (where it
-    harmed): such a clip comes out bit for bit, every frame type."""
+def test_the_shipped_default_passes_its_low_qp_frames_through_bit_for_bit(tmp_path: Path) -> None:
+    """The default's threshold is the one its validation chose (CRF 10 to 38, where frames
+    at or below it lost); on a CRF 12 clip those frames come out bit for bit, the others
+    are enhanced."""
     from codecave.codec.encode import EncodeSettings, encode_frames
     from codecave.codec.reader import open_video
     from codecave.data.synth import load_still, synthesize_clip
     from codecave.demo import sample_photo
+    from codecave.enhance import enhance_video
+    from codecave.models.registry import DEFAULT_VARIANT, weights_manifest
+
+    entry = weights_manifest()[f"pnp_vcve_{DEFAULT_VARIANT}"]
+    validation = entry["validation"]["pass_through"]
+    assert entry["pass_through_qp"] == pytest.approx(validation["threshold"], abs=1e-3)
+    assert {"crf10", "crf12", "crf15"} <= set(validation["rate_points"])
+    assert all(gain >= 0 for gain in validation["protected"].values())
 
     frames = list(synthesize_clip(load_still(sample_photo()), 8, (96, 160), seed=0).frames)
-    src = tmp_path / "crf15.mp4"
-    encode_frames(frames, src, EncodeSettings(crf=15, threads=1))
+    src = tmp_path / "crf12.mp4"
+    encode_frames(frames, src, EncodeSettings(crf=12, threads=1))
     enhancer = Enhancer(options=EnhanceOptions(device="cpu"))
-    assert enhancer.pass_through_qp is not None
     with open_video(src) as video:
         coded = list(video)
-    assert max(f.priors.qp for f in coded) <= enhancer.pass_through_qp
-    assert {f.priors.frame_type for f in coded} >= {0, 1}
+    low = np.array([f.priors.qp <= enhancer.pass_through_qp for f in coded])
+    assert low.any() and not low.all()
     with open_video(src) as video:
         out = list(enhancer.stream(video, output="yuv420"))
-    for f, o in zip(coded, out):
-        assert np.array_equal(f.planes.y, o.y) and np.array_equal(f.planes.u, o.u)
-    from codecave.enhance import enhance_video
-
+    for f, o, keep in zip(coded, out, low):
+        same = np.array_equal(f.planes.y, o.y) and np.array_equal(f.planes.u, o.u) and np.array_equal(f.planes.v, o.v)
+        assert same == keep
     result = enhance_video(src, tmp_path / "out.mkv", model=enhancer,
                            encode=EncodeSettings(codec="ffv1", crf=None, preset=None, pix_fmt="source"))
-    assert result.passed_through == 8 and result.pass_through_qp == enhancer.pass_through_qp
+    assert result.passed_through == low.sum() and result.pass_through_qp == enhancer.pass_through_qp

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,7 @@ class Enhancer:
         from codecave.models.registry import DEFAULT_MODEL, DEFAULT_VARIANT, create_model
 
         if model is None or isinstance(model, str):
-            model = create_model(model or DEFAULT_MODEL, variant=DEFAULT_VARIANT)
+            model = create_model(model or DEFAULT_MODEL, variant=None if model is None else DEFAULT_VARIANT)
         self.options = options
         self.device = pick_device(options.device)
         self.model = model.to(self.device).eval()
@@ -127,6 +128,26 @@ class Enhancer:
             threshold = getattr(model, "pass_through_qp", None)
         #: Frames at or below this QP are passed through unchanged (None: none are).
         self.pass_through_qp = None if threshold is None or threshold < 0 else float(threshold)
+        self._fallback: Enhancer | None = None
+
+    def fallback(self) -> Enhancer:
+        """The enhancer for input this model cannot take (not 4:2:0), with the same options.
+
+        Only when the variant was left to the default (``model.fallback_variant``, see
+        :func:`codecave.models.create_model`); built on first use.
+
+        Raises:
+            UnsupportedVideoError: the model was chosen explicitly and has no fallback.
+        """
+        from codecave.errors import UnsupportedVideoError
+        from codecave.models.registry import DEFAULT_MODEL, create_model
+
+        variant = getattr(self.model, "fallback_variant", None)
+        if variant is None:
+            raise UnsupportedVideoError(f"{getattr(self.model, 'variant', 'this model')} takes only YUV 4:2:0 input")
+        if self._fallback is None:
+            self._fallback = Enhancer(create_model(DEFAULT_MODEL, variant=variant), self.options)
+        return self._fallback
 
     def passed_through(self, qp: np.ndarray, crf: float) -> np.ndarray:
         """Which frames are passed through unchanged (see ``EnhanceOptions.pass_through_qp``).
@@ -194,8 +215,9 @@ class Enhancer:
             crf: sequence CRF; when None it comes from ``encoder`` (the stream's
                 encoder settings) or is estimated from the frame QPs of the first chunk.
             encoder: :class:`~codecave.codec.priors.EncoderSettings` of the stream, if known.
-            report: if given, receives ``crf`` and its ``source``, and ``passed_through``:
-                how many frames were passed through unchanged (``EnhanceOptions.pass_through_qp``).
+            report: if given, receives ``crf`` and its ``source``, ``passed_through``:
+                how many frames were passed through unchanged (``EnhanceOptions.pass_through_qp``),
+                ``variant``: the model variant that ran, and ``pass_through_qp``: its threshold.
             output: ``"rgb"`` yields ``(H, W, 3)`` uint8 RGB (what downstream vision
                 models want); ``"yuv420"`` yields :class:`~codecave.codec.priors.YUVPlanes`
                 at the input's bit depth (what an encoder wants).
@@ -203,18 +225,33 @@ class Enhancer:
         Yields:
             One enhanced picture per input frame, in order.
 
+        Frames that are not 4:2:0 go to :meth:`fallback` (PnP-VCVE ``small``, an RGB
+        model) when the variant was left to the default.
+
         Raises:
-            UnsupportedVideoError: a YUV model or ``output="yuv420"`` meets frames that
-                are not 4:2:0.
+            UnsupportedVideoError: a YUV model chosen explicitly, or ``output="yuv420"``,
+                meets frames that are not 4:2:0.
         """
         if output not in ("rgb", "yuv420"):
             raise ConfigError(f"output {output!r}: use rgb or yuv420")
+        it = iter(frames)
+        head = next(it, None)
+        if head is None:
+            return
+        it = chain([head], it)
+        if report is not None:
+            report.update(variant=getattr(self.model, "variant", None), pass_through_qp=self.pass_through_qp)
+        if self.domain == "yuv420" and not head.has_planes and getattr(self.model, "fallback_variant", None):
+            fallback = self.fallback()
+            log.warning("pixel format %s is not YUV 4:2:0: enhancing with PnP-VCVE %s instead of %s",
+                        head.pix_fmt, fallback.model.variant, self.model.variant)
+            yield from fallback.stream(it, crf, encoder, report, output)
+            return
         buffer: deque[tuple[CodedFrame, CompactPriors]] = deque()
         done = 0          # frames already yielded
         first = 0         # index of buffer[0] in the stream
         sequence = None
         adapted = False
-        it = iter(frames)
         exhausted = False
         while not exhausted or done < first + len(buffer):
             while not exhausted and len(buffer) < done - first + self.options.chunk + self.radius:
@@ -380,6 +417,8 @@ class EnhanceResult:
         passed_through: frames passed through unchanged (their QP at or below
             ``pass_through_qp``, where the model was measured not to help).
         pass_through_qp: the threshold in force (None: none).
+        variant: the model variant that ran (PnP-VCVE ``small`` when the default ``fast``
+            met input that is not 4:2:0).
     """
 
     output: Path
@@ -390,6 +429,7 @@ class EnhanceResult:
     decode_problems: list[str] = field(default_factory=list)
     passed_through: int = 0
     pass_through_qp: float | None = None
+    variant: str | None = None
 
     @property
     def fps(self) -> float:
@@ -516,7 +556,7 @@ def enhance_video(
         log.warning("%s: %s", source, line)
     return EnhanceResult(output, writer.frames, time.perf_counter() - start_time, float(crf_info["crf"]),
                          str(crf_info["source"]), problems, int(crf_info.get("passed_through", 0)),
-                         enhancer.pass_through_qp)
+                         crf_info.get("pass_through_qp"), crf_info.get("variant"))
 
 
 def _bar(total: int | None, first: int, last: int | None) -> object:

@@ -171,15 +171,17 @@ def choose_pass_through(report: EvalReport, protected_crf: float = PROTECTED_CRF
 
     The report must be of the model with pass-through off. Frames whose QP (the
     sequence CRF where unknown) is at or below a threshold ``T`` would be passed through
-    (gain exactly 0). Among thresholds for which, on every frame type, the protected
-    frames (sequence CRF <= ``protected_crf`` or QP <= ``protected_qp``) are on average
-    not worse than the input, the one with the largest total gain over all frames is
-    chosen (ties: the lowest); -1 means no pass-through is needed.
+    (gain exactly 0). The protected frames are every frame of a rate point with sequence
+    CRF <= ``protected_crf`` and the frames of other rate points with QP <= ``protected_qp``;
+    they form groups: each protected rate point by frame type, and the low-QP frames of
+    the others by frame type. Among thresholds for which every group is on average not
+    worse than the input, the one with the largest total gain over all frames is chosen
+    (ties: the lowest); -1 means no pass-through is needed.
 
     Returns:
         ``threshold``; ``by_qp``: per integer QP, frames and mean ΔPSNR-Y;
         ``gain_before`` / ``gain_after``: mean ΔPSNR-Y per rate point without and with it;
-        ``protected``: mean ΔPSNR-Y of protected frames per frame type, with it.
+        ``protected``: mean ΔPSNR-Y of each protected group (``"crf15 I"``, ``"QP<=22 P"``...), with it.
     """
     rows = []  # (qp, delta, crf, type, variant)
     for s in report.scores:
@@ -191,8 +193,13 @@ def choose_pass_through(report: EvalReport, protected_crf: float = PROTECTED_CRF
         raise DatasetError("the report holds no scored frames")
     qp = np.array([r[0] for r in rows])
     delta = np.array([r[1] for r in rows])
-    protected = np.array([r[2] <= protected_crf or r[0] <= protected_qp for r in rows])
-    kinds = np.array([r[3] for r in rows])
+    groups: dict[str, list[int]] = {}
+    for i, (q, _, crf, kind, variant) in enumerate(rows):
+        if crf <= protected_crf:
+            groups.setdefault(f"{variant} {kind}", []).append(i)
+        elif q <= protected_qp:
+            groups.setdefault(f"QP<={protected_qp:g} {kind}", []).append(i)
+    protected = [np.array(idx) for idx in groups.values()]
 
     def after(t: float) -> np.ndarray:
         return np.where(qp <= t, 0.0, delta)
@@ -200,11 +207,11 @@ def choose_pass_through(report: EvalReport, protected_crf: float = PROTECTED_CRF
     best, best_gain = None, -np.inf
     for t in [-1.0, *np.unique(qp)]:
         d = after(t)
-        feasible = all(d[protected & (kinds == k)].mean() >= 0 for k in set(kinds[protected]))
+        feasible = all(d[idx].mean() >= 0 for idx in protected)
         if feasible and d.sum() > best_gain + 1e-12:
             best, best_gain = float(t), d.sum()
     if best is None:  # cannot happen: passing every protected frame through makes them exactly 0
-        best = float(qp[protected].max())
+        best = float(max(qp[idx].max() for idx in protected))
     variants = list(dict.fromkeys(r[4] for r in rows))
     by_variant = np.array([r[4] for r in rows])
     chosen = after(best)
@@ -214,7 +221,7 @@ def choose_pass_through(report: EvalReport, protected_crf: float = PROTECTED_CRF
                   for q in np.unique(np.floor(qp))},
         "gain_before": {v: float(delta[by_variant == v].mean()) for v in variants},
         "gain_after": {v: float(chosen[by_variant == v].mean()) for v in variants},
-        "protected": {str(k): float(chosen[protected & (kinds == k)].mean()) for k in sorted(set(kinds[protected]))},
+        "protected": {name: float(chosen[idx].mean()) for name, idx in zip(groups, protected)},
     }
 
 
@@ -232,11 +239,14 @@ def score_clip(enhancer: Enhancer, root: str | os.PathLike[str], clip: str, vari
     computed from RGB.
 
     Raises:
-        DatasetError: sizes differ (a super-resolution set), or a YUV model meets an RGB dataset.
+        DatasetError: sizes differ (a super-resolution set), or a YUV model chosen explicitly
+            meets an RGB dataset (the default variant falls back to :meth:`Enhancer.fallback`).
     """
     data = load_clip(root, clip, variant)
     if data.domain == "yuv420":
         return _score_yuv(enhancer, data, max_frames)
+    if enhancer.domain == "yuv420" and getattr(enhancer.model, "fallback_variant", None):
+        enhancer = enhancer.fallback()  # the default variant left to itself: its RGB fallback
     if enhancer.domain == "yuv420":
         raise DatasetError(f"{root}: an RGB dataset; {enhancer.domain} models need one prepared with --domain yuv420")
     n = len(data.decoded) if max_frames is None else min(max_frames, len(data.decoded))

@@ -60,7 +60,7 @@ def _fixed_batch_loss(cfg: TrainConfig, weights: Path | None) -> float:
         # comparison does not depend on what earlier tests drew from the global RNG.
         torch.manual_seed(cfg.train.seed)
     model = (create_model("pnp_vcve", weights=weights) if weights else
-             create_model("pnp_vcve", weights=None, **cfg.model.overrides))
+             create_model("pnp_vcve", weights=None, variant=cfg.model.variant, **cfg.model.overrides))
     ds = PreparedWindows(cfg.data.root, cfg.data.window_spec(), length=16, seed=99)
     batch = torch.utils.data.default_collate([ds[i] for i in range(16)])
     with torch.no_grad():
@@ -116,7 +116,7 @@ def test_init_starts_from_given_weights(tiny_dataset: Path, tmp_path: Path) -> N
     train(second, progress=False, device="cpu")
     a = create_model("pnp_vcve", weights=tmp_path / "a").state_dict()
     b = create_model("pnp_vcve", weights=tmp_path / "b").state_dict()
-    fresh = create_model("pnp_vcve", weights=None, **second.model.overrides).state_dict()
+    fresh = create_model("pnp_vcve", weights=None, variant=second.model.variant, **second.model.overrides).state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
     assert any(not torch.allclose(a[k], fresh[k]) for k in a)

@@ -7,7 +7,7 @@ import torch
 
 from codecave.errors import ConfigError
 from codecave.models import create_model, list_models
-from codecave.models.pnp_vcve import PnPVCVE, PnPVCVEConfig
+from codecave.models.pnp_vcve import PnPVCVE, PnPVCVEConfig, PnPVCVEFast
 
 
 def random_priors(b: int, t: int, h: int, w: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -57,7 +57,7 @@ def test_every_parameter_learns_after_two_steps() -> None:
 
 @pytest.mark.parametrize("override", [{"mv_align": False}, {"region_refine": False}, {"caa": False}])
 def test_ablations_build_and_run(override: dict[str, bool]) -> None:
-    model = create_model("pnp_vcve", weights=None, **override)
+    model = create_model("pnp_vcve", weights=None, variant="small", **override)
     out = model(torch.rand(1, 3, 3, 20, 28), random_priors(1, 3, 20, 28))
     assert out.shape == (1, 3, 3, 20, 28)
     if override == {"caa": False}:
@@ -65,7 +65,7 @@ def test_ablations_build_and_run(override: dict[str, bool]) -> None:
 
 
 def test_odd_sizes_are_padded_and_cropped_back() -> None:
-    model = create_model("pnp_vcve", weights=None)
+    model = create_model("pnp_vcve", weights=None, variant="small")
     priors = random_priors(1, 2, 20, 24)
     priors = {k: v[..., :17, :23] if v.dim() > 2 else v for k, v in priors.items()}
     out = model(torch.rand(1, 2, 3, 17, 23), priors)
@@ -74,7 +74,7 @@ def test_odd_sizes_are_padded_and_cropped_back() -> None:
 
 def test_slice_type_mode_changes_the_frame_conditioning() -> None:
     torch.manual_seed(3)
-    model = create_model("pnp_vcve", weights=None)
+    model = create_model("pnp_vcve", weights=None, variant="small")
     torch.nn.init.normal_(model.bae_out.weight, std=0.1)
     frames, priors = torch.rand(1, 3, 3, 16, 16), random_priors(1, 3, 16, 16)
     with torch.no_grad():
@@ -96,7 +96,7 @@ def test_registry_errors_name_the_bad_value() -> None:
 def test_saved_weights_round_trip(tmp_path) -> None:
     from codecave.engine.checkpoint import save_weights
 
-    model = create_model("pnp_vcve", weights=None, mv_align=False)
+    model = create_model("pnp_vcve", weights=None, variant="small", mv_align=False)
     torch.nn.init.normal_(model.bae_out.weight)
     save_weights(model, tmp_path / "m.safetensors", {"config": model.describe()})
     back = create_model("pnp_vcve", weights=tmp_path / "m.safetensors")
@@ -107,7 +107,12 @@ def test_saved_weights_round_trip(tmp_path) -> None:
 def test_shipped_default_weights_load() -> None:
     model = create_model()
     assert not model.training
-    assert isinstance(model, PnPVCVE)
+    # The default is the YUV model; RGB and other non-4:2:0 input falls back to small.
+    assert isinstance(model, PnPVCVEFast) and model.variant == "fast" and model.fallback_variant == "small"
+    assert model.pass_through_qp is not None
+    small = create_model(variant="small")
+    assert isinstance(small, PnPVCVE) and small.fallback_variant is None
+    assert create_model(variant="fast").fallback_variant is None  # chosen explicitly: no fallback
 
 
 def grid_clip(b: int, t: int, gh: int, gw: int, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -129,7 +134,7 @@ def grid_clip(b: int, t: int, gh: int, gw: int, seed: int = 0) -> tuple[torch.Te
 def test_fast_variant_works_on_the_packed_grid() -> None:
     torch.manual_seed(0)
     model = create_model("pnp_vcve", weights=None, variant="fast").train()
-    assert model.domain == "yuv420" and create_model("pnp_vcve", weights=None).domain == "rgb"
+    assert model.domain == "yuv420" and create_model("pnp_vcve", weights=None, variant="small").domain == "rgb"
     frames, priors = grid_clip(2, 3, 8, 12)
     x_hat, x_caa = model(frames, priors, return_stages=True)
     assert x_hat.shape == frames.shape and x_caa.shape == frames.shape

@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     enhancer = Enhancer(create_model(args.model, weights=args.weights, variant=args.variant), options)
     result = enhance_video(args.input, args.output, model=enhancer, encode=EncodeSettings(**fields), frames=frames,
                            crf=args.input_crf, overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"{result.output}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps); "
-          f"input CRF {result.crf:g} ({result.crf_source})")
+    print(f"{result.output}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps) with "
+          f"{args.model} {result.variant}; input CRF {result.crf:g} ({result.crf_source})")
     if result.passed_through:
         print(f"{result.passed_through} frame(s) at QP <= {result.pass_through_qp:g} passed through unchanged "
               "(the model was measured not to help there; --pass-through-qp -1 enhances them too)")

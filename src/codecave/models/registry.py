@@ -24,8 +24,11 @@ _MODELS = {
 }
 #: The model ``codecave enhance`` uses unless told otherwise.
 DEFAULT_MODEL = "pnp_vcve"
-#: Its variant.
-DEFAULT_VARIANT = "small"
+#: Its variant: PnP-VCVE ``fast`` works on the YUV 4:2:0 planes the decoder gives.
+DEFAULT_VARIANT = "fast"
+#: The variant that takes over, when the variant was left to the default, for input the
+#: default cannot take (not 4:2:0: 4:2:2, 4:4:4, RGB, gray): an RGB model.
+FALLBACK_VARIANT = "small"
 
 
 def list_models() -> list[str]:
@@ -106,7 +109,10 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
     Returns:
         The model in eval mode, with ``pass_through_qp`` set from its weights' manifest
         entry or metadata (the QP at or below which the model was measured not to help;
-        :class:`codecave.enhance.Enhancer` passes those frames through), else None.
+        :class:`codecave.enhance.Enhancer` passes those frames through), else None, and
+        ``fallback_variant``: :data:`FALLBACK_VARIANT` when both the variant and the
+        shipped weights were left to the default and the default takes only 4:2:0
+        (the enhancer switches to it for other input), else None.
 
     Raises:
         ConfigError: unknown name, variant or setting, or no shipped weights.
@@ -115,7 +121,10 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
 
     if weights is None or weights == "none":
         return build_model(name, variant or DEFAULT_VARIANT, **overrides).eval()
+    fallback = None
     if weights == "default":
+        if variant is None and name == DEFAULT_MODEL and model_domain(name, DEFAULT_VARIANT) == "yuv420":
+            fallback = FALLBACK_VARIANT
         variant = variant or DEFAULT_VARIANT
         entry = weights_manifest().get(f"{name}_{variant}")
         if entry is None:
@@ -130,9 +139,11 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
         if not path.is_file():
             raise ConfigError(f"{weights}: no such weights file")
         saved = _saved_metadata(path)
-        variant = variant or (json.loads(saved["variant"]) if "variant" in saved else DEFAULT_VARIANT)
+        saved_arch = json.loads(saved.get("config", "{}"))
+        if variant is None:
+            variant = json.loads(saved["variant"]) if "variant" in saved else _variant_of(name, saved_arch)
         threshold = json.loads(saved["pass_through_qp"]) if "pass_through_qp" in saved else None
-        arch = {**json.loads(saved.get("config", "{}")), **overrides}
+        arch = {**saved_arch, **overrides}
     model = build_model(name, variant, **arch)
     with resources.as_file(path) as real:
         state = load_file(str(real))
@@ -142,7 +153,19 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
                           f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     #: Frames at or below this QP are passed through by codecave.enhance.Enhancer (None: none).
     model.pass_through_qp = None if threshold is None else float(threshold)
+    #: Variant for input this one cannot take (not 4:2:0), when the choice was left to the default.
+    model.fallback_variant = fallback
     return model.eval()
+
+
+def _variant_of(name: str, arch: dict[str, object]) -> str:
+    """The variant a weights file without a saved ``variant`` was made for: the default
+    variant if its architecture has every saved setting, else the first that has them."""
+    _, variants = _entry(name)
+    for variant in sorted(variants, key=lambda v: v != DEFAULT_VARIANT):
+        if set(arch) <= {f.name for f in dataclasses.fields(variants[variant])}:
+            return variant
+    raise ConfigError(f"{name}: no variant has the saved setting(s) {sorted(arch)}")
 
 
 def _saved_metadata(path: Path) -> dict[str, str]:
