@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from codecave.cli.main import main
+from codecave.codec.convert import rgb_to_yuv420_like_encoder
 from codecave.codec.encode import EncodeSettings, encode_frames
 from codecave.codec.reader import open_video, read_info
 from codecave.data.synth import load_still, synthesize_clip
 from codecave.demo import sample_photo
 from codecave.enhance import EnhanceOptions, Enhancer, enhance_video
-from codecave.codec.convert import rgb_to_yuv420_like_encoder
 from codecave.errors import OutputExistsError, UnsupportedVideoError, VideoError
 from codecave.metrics.quality import psnr_plane
 from codecave.models import create_model
