@@ -18,6 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from codecave.models import create_model
+
+#: arm -> the architecture switch it sets (benchmarks/pnp_vcve_ablation.sh).
+OVERRIDES = {"wo-mv": {"mv_align": False}, "wo-region": {"region_refine": False}, "wo-caa": {"caa": False}}
 #: arm -> what it changes (the order of the table).
 ARMS = {
     "full": "the full model (seed 0)",
@@ -56,15 +60,20 @@ def main() -> None:
     def gains(arm: str) -> np.ndarray:
         return np.array([rows[arm]["by_variant"][v]["8bit"] for v in variants])
 
-    print(f"ΔPSNR-Y (dB, 8-bit output, mean of {len(clips)} clips: {', '.join(clips)}) after {args.minutes:g} "
-          "minutes of training on one core")
-    print("| arm | steps | " + " | ".join(variants) + " | mean |")
-    print("|---|---|" + "---|" * (len(variants) + 1))
+    frames = rows["full"].get("frames")
+    print(f"ΔPSNR-Y (dB, 8-bit output, mean of {len(clips)} clips: {', '.join(clips)}"
+          f"{f'; {frames} frames each' if frames else ''}) after {args.minutes:g} minutes of training on one core")
+    print("| arm | params (M) | steps | " + " | ".join(variants) + " | mean |")
+    print("|---|---|---|" + "---|" * (len(variants) + 1))
     for arm, record in rows.items():
         g = gains(arm)
-        print(f"| {ARMS[arm]} | {record['step']} | " + " | ".join(f"{x:+.3f}" for x in g) + f" | {g.mean():+.3f} |")
+        model = create_model("pnp_vcve", weights=None, variant="fast", **OVERRIDES.get(arm, {}))
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"| {ARMS[arm]} | {params:.3f} | {record['step']} | " + " | ".join(f"{x:+.3f}" for x in g)
+              + f" | {g.mean():+.3f} |")
     full = gains("full")
     spread = np.abs(full - gains("full-seed1")) if "full-seed1" in rows else None
+    spread_mean = abs(full.mean() - gains("full-seed1").mean()) if "full-seed1" in rows else None
     print("\nwhat each prior bought (full minus ablation; seed spread |seed 0 - seed 1| below):")
     print("| prior | " + " | ".join(variants) + " | mean |")
     print("|---|" + "---|" * (len(variants) + 1))
@@ -75,7 +84,7 @@ def main() -> None:
             bought[arm] = d.tolist()
             print(f"| {ARMS[arm][4:].split(' (')[0]} | " + " | ".join(f"{x:+.3f}" for x in d) + f" | {d.mean():+.3f} |")
     if spread is not None:
-        print("| seed spread | " + " | ".join(f"{x:.3f}" for x in spread) + f" | {spread.mean():.3f} |")
+        print("| seed spread | " + " | ".join(f"{x:.3f}" for x in spread) + f" | {spread_mean:.3f} |")
     if args.json:
         args.json.write_text(json.dumps({"minutes": args.minutes, "variants": variants, "clips": clips,
                                          "rows": rows, "bought": bought,
