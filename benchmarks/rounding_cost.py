@@ -67,8 +67,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=6, help="first N frames of each clip")
     parser.add_argument("--clip", default=None, help="one clip (default: every clip)")
     parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument("--variant", default=None,
+                        help="RGB variant (default: small with shipped weights, the run's own with a run folder)")
     args = parser.parse_args()
-    model = create_model("pnp_vcve", weights=args.weights).eval()
+    if args.variant is None and args.weights == "default":
+        args.variant = "small"  # an RGB dataset: the shipped RGB model
+    model = create_model("pnp_vcve", weights=args.weights, variant=args.variant).eval()
     clips = [args.clip] if args.clip else sorted(load_manifest(args.dataset)["clips"])
     rows = []
     print("| clip | rate point | frames | PSNR-Y in | gain, float output | gain, 8-bit output | rounding cost |")

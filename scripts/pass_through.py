@@ -26,6 +26,7 @@ from codecave.data.prepare import load_manifest
 from codecave.enhance import EnhanceOptions, Enhancer
 from codecave.evaluate import choose_pass_through, evaluate, write_report
 from codecave.models import create_model
+from codecave.models.registry import DEFAULT_VARIANT
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "codecave" / "weights"
 
@@ -68,7 +69,9 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the evaluation report here")
     ap.add_argument("--ship", action="store_true", help="record the threshold in the shipped weights' manifest")
     args = ap.parse_args()
-    model = create_model(args.model, weights=args.weights, variant=args.variant)
+    # The variant asked for, or the default's, with no fallback: the threshold is that model's own.
+    variant = args.variant or (DEFAULT_VARIANT if args.weights == "default" else None)
+    model = create_model(args.model, weights=args.weights, variant=variant)
     variants = [f"crf{c}" for c in args.crf.split(",")]
     enhancer = Enhancer(model, EnhanceOptions(pass_through_qp=-1))
     report, sources = None, {}

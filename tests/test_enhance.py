@@ -17,7 +17,7 @@ from codecave.codec.reader import open_video, read_info
 from codecave.data.synth import load_still, synthesize_clip
 from codecave.demo import sample_photo
 from codecave.enhance import EnhanceOptions, Enhancer, enhance_video
-from codecave.errors import OutputExistsError, UnsupportedVideoError, VideoError
+from codecave.errors import ConfigError, OutputExistsError, UnsupportedVideoError, VideoError
 from codecave.metrics.quality import psnr_plane
 from codecave.models import create_model
 from tests.conftest import pan_frames
@@ -333,6 +333,13 @@ def yuv_identity(**options: object) -> Enhancer:
     """An untrained PnP-VCVE fast is the identity on the packed grid."""
     return Enhancer(create_model("pnp_vcve", weights=None, variant="fast"),
                     EnhanceOptions(device="cpu", **{"chunk": 3, **options}))
+
+
+def test_enhance_clip_refuses_frames_laid_out_for_the_other_domain() -> None:
+    with pytest.raises(ConfigError, match=r"takes \(T, 24, H/4, W/4\)"):
+        yuv_identity().enhance_clip(np.zeros((2, 16, 16, 3), np.uint8), {}, 35.0)
+    with pytest.raises(ConfigError, match=r"takes \(T, H, W, 3\) RGB"):
+        identity().enhance_clip(np.zeros((2, 24, 4, 4), np.uint8), {}, 35.0)
 
 
 def planes_of(path: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

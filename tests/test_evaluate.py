@@ -101,3 +101,13 @@ def test_rgb_model_on_a_yuv_dataset_and_yuv_model_on_an_rgb_dataset(tiny_yuv_dat
     yuv = Enhancer(create_model("pnp_vcve", weights=None, variant="fast"), EnhanceOptions(device="cpu"))
     with pytest.raises(DatasetError, match="--domain yuv420"):
         evaluate(yuv, tiny_dataset, variants=["crf35"])
+
+
+def test_the_default_scores_an_rgb_dataset_with_its_fallback_and_says_so(tiny_dataset: Path) -> None:
+    default = Enhancer(None, EnhanceOptions(device="cpu"))      # variant left to the default
+    assert default.model.variant == "fast" and default.fallback() is default.fallback()
+    assert default.fallback().options is default.options
+    report = evaluate(default, tiny_dataset, variants=["crf35"], max_frames=2,
+                      model_info={"name": "pnp_vcve", "variant": "fast"})
+    assert report.model["variant"] == "small" and report.model["fallback_from"] == "fast"
+    assert Enhancer("pnp_vcve").model.fallback_variant == "small"  # named, variant still the default

@@ -91,6 +91,20 @@ def test_each_protected_rate_point_is_kept_on_its_own() -> None:
     assert choice["protected"]["crf12 B"] == 0 and choice["protected"]["crf15 P"] == pytest.approx(0.05)
 
 
+def test_low_qp_frames_of_other_rate_points_are_protected_by_type() -> None:
+    # CRF 25's I-frame sits at QP 20 and loses: the "QP<=22 I" group forces the threshold
+    # up to 20, though it costs CRF 25's other low-QP frames their gain; QP 23 is not protected.
+    report = EvalReport(model={}, mode="frame QP", scores=[
+        score(25, [20, 21, 23], [-0.05, 0.02, -0.01], "IPB"),
+        score(35, [30, 33, 36], [0.1, 0.2, 0.3], "IPB"),
+    ])
+    choice = choose_pass_through(report)
+    assert choice["threshold"] == 20
+    assert set(choice["protected"]) == {"QP<=22 I", "QP<=22 P"}
+    assert choice["protected"]["QP<=22 I"] == 0 and choice["protected"]["QP<=22 P"] == pytest.approx(0.02)
+    assert choice["gain_after"]["crf25"] == pytest.approx((0.02 - 0.01) / 3)
+
+
 def test_no_threshold_when_nothing_is_harmed() -> None:
     report = EvalReport(model={}, mode="frame QP", scores=[score(15, [13, 16], [0.01, 0.02], "IP")])
     assert choose_pass_through(report)["threshold"] == -1

@@ -112,10 +112,10 @@ class Enhancer:
     """
 
     def __init__(self, model: nn.Module | str | None = None, options: EnhanceOptions = EnhanceOptions()) -> None:
-        from codecave.models.registry import DEFAULT_MODEL, DEFAULT_VARIANT, create_model
+        from codecave.models.registry import DEFAULT_MODEL, create_model
 
         if model is None or isinstance(model, str):
-            model = create_model(model or DEFAULT_MODEL, variant=None if model is None else DEFAULT_VARIANT)
+            model = create_model(model or DEFAULT_MODEL)  # default variant, with its fallback
         self.options = options
         self.device = pick_device(options.device)
         self.model = model.to(self.device).eval()
@@ -183,7 +183,17 @@ class Enhancer:
 
         Returns:
             Enhanced frames, same shape and dtype as ``frames``.
+
+        Raises:
+            ConfigError: ``frames`` are not laid out as the model's domain wants (RGB frames
+                for a YUV model or packed codes for an RGB one).
         """
+        packed = frames.ndim == 4 and frames.shape[1] == 24
+        rgb = frames.ndim == 4 and frames.shape[-1] == 3
+        if (self.domain == "yuv420" and not packed) or (self.domain == "rgb" and not rgb):
+            want = "(T, 24, H/4, W/4) packed 4:2:0 codes" if self.domain == "yuv420" else "(T, H, W, 3) RGB"
+            raise ConfigError(f"frames of shape {tuple(frames.shape)}: {getattr(self.model, 'variant', 'the model')} "
+                              f"takes {want}")
         n = len(frames)
         out = np.empty_like(frames)
         sequence = self._adapt(crf)
@@ -229,8 +239,9 @@ class Enhancer:
         model) when the variant was left to the default.
 
         Raises:
-            UnsupportedVideoError: a YUV model chosen explicitly, or ``output="yuv420"``,
-                meets frames that are not 4:2:0.
+            UnsupportedVideoError: a YUV model chosen explicitly meets frames that are
+                not 4:2:0. (RGB models, the fallback included, give ``output="yuv420"``
+                as 8-bit 4:2:0 planes converted as the writer converts RGB.)
         """
         if output not in ("rgb", "yuv420"):
             raise ConfigError(f"output {output!r}: use rgb or yuv420")

@@ -312,7 +312,9 @@ def evaluate(enhancer: Enhancer, root: str | os.PathLike[str], variants: Sequenc
         variants: rate points (``crf35``...), default all of the dataset's.
         clips: clip names, default all.
         max_frames: score only the first frames of each clip.
-        model_info: description stored in the report.
+        model_info: description stored in the report; when the default YUV model meets an
+            RGB dataset and its RGB fallback scores it, ``variant`` names the fallback and
+            ``fallback_from`` the default.
         progress: called with a short message before each clip.
 
     Raises:
@@ -328,7 +330,14 @@ def evaluate(enhancer: Enhancer, root: str | os.PathLike[str], variants: Sequenc
     clips = list(clips or sorted(manifest["clips"]))
     if not clips:
         raise DatasetError(f"{root}: no prepared clips (is `codecave prepare` still running?)")
-    report = EvalReport(model=model_info or {}, mode="slice type" if enhancer.options.slice_type else "frame QP",
+    model_info = dict(model_info or {})
+    if dataset_domain(manifest) != "yuv420" and enhancer.domain == "yuv420" and \
+            getattr(enhancer.model, "fallback_variant", None):
+        # The default variant left to itself scores an RGB dataset with its RGB fallback: say so.
+        model_info["fallback_from"] = model_info.get("variant", getattr(enhancer.model, "variant", None))
+        enhancer = enhancer.fallback()
+        model_info["variant"] = enhancer.model.variant
+    report = EvalReport(model=model_info, mode="slice type" if enhancer.options.slice_type else "frame QP",
                         metric=METRIC_YUV if dataset_domain(manifest) == "yuv420" else METRIC_RGB)
     for variant in variants:
         for clip in clips:

@@ -104,6 +104,19 @@ def test_saved_weights_round_trip(tmp_path) -> None:
     torch.testing.assert_close(back.bae_out.weight, model.bae_out.weight)
 
 
+@pytest.mark.parametrize("variant", ["small", "fast"])
+def test_a_weights_file_that_names_no_variant_loads_as_the_variant_it_fits(tmp_path, variant: str) -> None:
+    from safetensors.torch import save_file
+
+    model = create_model("pnp_vcve", weights=None, variant=variant)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    back = create_model("pnp_vcve", weights=tmp_path / "m.safetensors")
+    assert back.variant == variant and back.fallback_variant is None and back.pass_through_qp is None
+    save_file({"nothing.weight": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ConfigError, match="--variant"):
+        create_model("pnp_vcve", weights=tmp_path / "other.safetensors")
+
+
 def test_shipped_default_weights_load() -> None:
     model = create_model()
     assert not model.training

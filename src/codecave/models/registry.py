@@ -13,6 +13,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from codecave.errors import ConfigError
@@ -68,7 +69,7 @@ def build_model(name: str, variant: str = "small", **overrides: object) -> nn.Mo
 
     Args:
         name: a name from :func:`list_models`.
-        variant: ``small`` or ``paper``.
+        variant: ``small``, ``paper`` or ``fast`` (see ``pnp_vcve.VARIANTS``).
         **overrides: architecture fields to change (e.g. ``mv_align=False``).
     """
     class_for, variants = _entry(name)
@@ -120,7 +121,9 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
     from safetensors.torch import load_file
 
     if weights is None or weights == "none":
-        return build_model(name, variant or DEFAULT_VARIANT, **overrides).eval()
+        model = build_model(name, variant or DEFAULT_VARIANT, **overrides)
+        model.pass_through_qp, model.fallback_variant = None, None
+        return model.eval()
     fallback = None
     if weights == "default":
         if variant is None and name == DEFAULT_MODEL and model_domain(name, DEFAULT_VARIANT) == "yuv420":
@@ -139,14 +142,14 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
         if not path.is_file():
             raise ConfigError(f"{weights}: no such weights file")
         saved = _saved_metadata(path)
-        saved_arch = json.loads(saved.get("config", "{}"))
-        if variant is None:
-            variant = json.loads(saved["variant"]) if "variant" in saved else _variant_of(name, saved_arch)
+        variant = variant or (json.loads(saved["variant"]) if "variant" in saved else None)
         threshold = json.loads(saved["pass_through_qp"]) if "pass_through_qp" in saved else None
-        arch = {**saved_arch, **overrides}
-    model = build_model(name, variant, **arch)
+        arch = {**json.loads(saved.get("config", "{}")), **overrides}
     with resources.as_file(path) as real:
         state = load_file(str(real))
+    if variant is None:
+        variant = _variant_of(name, arch, state, path)
+    model = build_model(name, variant, **arch)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ConfigError(f"{path}: weights do not fit {name} ({variant}): "
@@ -158,14 +161,24 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
     return model.eval()
 
 
-def _variant_of(name: str, arch: dict[str, object]) -> str:
-    """The variant a weights file without a saved ``variant`` was made for: the default
-    variant if its architecture has every saved setting, else the first that has them."""
+def _variant_of(name: str, arch: dict[str, object], state: dict[str, torch.Tensor], path: Path) -> str:
+    """The variant a weights file without a saved ``variant`` was made for: the first (the
+    default first) that takes the saved settings and whose tensors, names and shapes, are
+    exactly those of the file.
+
+    Raises:
+        ConfigError: no variant fits; pass ``variant=`` (``--variant``).
+    """
     _, variants = _entry(name)
     for variant in sorted(variants, key=lambda v: v != DEFAULT_VARIANT):
-        if set(arch) <= {f.name for f in dataclasses.fields(variants[variant])}:
+        try:
+            shapes = {k: v.shape for k, v in build_model(name, variant, **arch).state_dict().items()}
+        except ConfigError:
+            continue
+        if shapes == {k: v.shape for k, v in state.items()}:
             return variant
-    raise ConfigError(f"{name}: no variant has the saved setting(s) {sorted(arch)}")
+    raise ConfigError(f"{path}: no variant of {name} fits these weights (the file names none); "
+                      f"pass the variant (--variant)")
 
 
 def _saved_metadata(path: Path) -> dict[str, str]:
