@@ -20,8 +20,6 @@ import numpy as np
 
 from codecave.models import create_model
 
-#: arm -> the architecture switch it sets (benchmarks/pnp_vcve_ablation.sh).
-OVERRIDES = {"wo-mv": {"mv_align": False}, "wo-region": {"region_refine": False}, "wo-caa": {"caa": False}}
 #: arm -> what it changes (the order of the table).
 ARMS = {
     "full": "the full model (seed 0)",
@@ -60,14 +58,14 @@ def main() -> None:
     def gains(arm: str) -> np.ndarray:
         return np.array([rows[arm]["by_variant"][v]["8bit"] for v in variants])
 
-    frames = rows["full"].get("frames")
-    print(f"ΔPSNR-Y (dB, 8-bit output, mean of {len(clips)} clips: {', '.join(clips)}"
-          f"{f'; {frames} frames each' if frames else ''}) after {args.minutes:g} minutes of training on one core")
+    print(f"ΔPSNR-Y (dB, 8-bit output, mean of {len(clips)} clips: {', '.join(clips)}) after {args.minutes:g} "
+          "minutes of training on one core")
     print("| arm | params (M) | steps | " + " | ".join(variants) + " | mean |")
     print("|---|---|---|" + "---|" * (len(variants) + 1))
     for arm, record in rows.items():
         g = gains(arm)
-        model = create_model("pnp_vcve", weights=None, variant="fast", **OVERRIDES.get(arm, {}))
+        switches = {k.split(".")[-1]: v for k, v in record["overrides"].items() if k.startswith("model.overrides.")}
+        model = create_model("pnp_vcve", weights=None, variant="fast", **switches)
         params = sum(p.numel() for p in model.parameters()) / 1e6
         print(f"| {ARMS[arm]} | {params:.3f} | {record['step']} | " + " | ".join(f"{x:+.3f}" for x in g)
               + f" | {g.mean():+.3f} |")

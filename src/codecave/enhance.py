@@ -149,6 +149,13 @@ class Enhancer:
             self._fallback = Enhancer(create_model(DEFAULT_MODEL, variant=variant), self.options)
         return self._fallback
 
+    def for_input(self, is_420: bool) -> Enhancer:
+        """The enhancer that takes this input: :meth:`fallback` when this is a YUV model
+        left to the default and the input is not 4:2:0, else this one."""
+        if self.domain == "yuv420" and not is_420 and getattr(self.model, "fallback_variant", None):
+            return self.fallback()
+        return self
+
     def passed_through(self, qp: np.ndarray, crf: float) -> np.ndarray:
         """Which frames are passed through unchanged (see ``EnhanceOptions.pass_through_qp``).
 
@@ -252,8 +259,8 @@ class Enhancer:
         it = chain([head], it)
         if report is not None:
             report.update(variant=getattr(self.model, "variant", None), pass_through_qp=self.pass_through_qp)
-        if self.domain == "yuv420" and not head.has_planes and getattr(self.model, "fallback_variant", None):
-            fallback = self.fallback()
+        fallback = self.for_input(head.has_planes)
+        if fallback is not self:
             log.warning("pixel format %s is not YUV 4:2:0: enhancing with PnP-VCVE %s instead of %s",
                         head.pix_fmt, fallback.model.variant, self.model.variant)
             yield from fallback.stream(it, crf, encoder, report, output)

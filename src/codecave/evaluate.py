@@ -245,8 +245,7 @@ def score_clip(enhancer: Enhancer, root: str | os.PathLike[str], clip: str, vari
     data = load_clip(root, clip, variant)
     if data.domain == "yuv420":
         return _score_yuv(enhancer, data, max_frames)
-    if enhancer.domain == "yuv420" and getattr(enhancer.model, "fallback_variant", None):
-        enhancer = enhancer.fallback()  # the default variant left to itself: its RGB fallback
+    enhancer = enhancer.for_input(False)  # the default variant left to itself: its RGB fallback
     if enhancer.domain == "yuv420":
         raise DatasetError(f"{root}: an RGB dataset; {enhancer.domain} models need one prepared with --domain yuv420")
     n = len(data.decoded) if max_frames is None else min(max_frames, len(data.decoded))
@@ -331,12 +330,12 @@ def evaluate(enhancer: Enhancer, root: str | os.PathLike[str], variants: Sequenc
     if not clips:
         raise DatasetError(f"{root}: no prepared clips (is `codecave prepare` still running?)")
     model_info = dict(model_info or {})
-    if dataset_domain(manifest) != "yuv420" and enhancer.domain == "yuv420" and \
-            getattr(enhancer.model, "fallback_variant", None):
+    chosen = enhancer.for_input(dataset_domain(manifest) == "yuv420")
+    if chosen is not enhancer:
         # The default variant left to itself scores an RGB dataset with its RGB fallback: say so.
         model_info["fallback_from"] = model_info.get("variant", getattr(enhancer.model, "variant", None))
-        enhancer = enhancer.fallback()
-        model_info["variant"] = enhancer.model.variant
+        model_info["variant"] = chosen.model.variant
+        enhancer = chosen
     report = EvalReport(model=model_info, mode="slice type" if enhancer.options.slice_type else "frame QP",
                         metric=METRIC_YUV if dataset_domain(manifest) == "yuv420" else METRIC_RGB)
     for variant in variants:
