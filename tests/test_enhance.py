@@ -17,7 +17,7 @@ from codecave.codec.reader import open_video, read_info
 from codecave.data.synth import load_still, synthesize_clip
 from codecave.demo import sample_photo
 from codecave.enhance import EnhanceOptions, Enhancer, enhance_video
-from codecave.errors import ConfigError, OutputExistsError, UnsupportedVideoError, VideoError
+from codecave.errors import ConfigError, CorruptVideoError, OutputExistsError, UnsupportedVideoError, VideoError
 from codecave.metrics.quality import psnr_plane
 from codecave.models import create_model
 from tests.conftest import pan_frames
@@ -248,7 +248,10 @@ def test_frames_damaged_mid_stream_are_reported_and_the_rest_enhanced(tmp_path: 
     bad.write_bytes(bytes(data))
     with open_video(bad, priors=False) as video:
         decodable = sum(1 for _ in video)
-    result = enhance_video(bad, tmp_path / "out.mkv", model=identity())
+    with pytest.raises(CorruptVideoError, match="frame 8 decoded with errors"):  # stop is the default
+        enhance_video(bad, tmp_path / "out.mkv", model=identity())
+    assert not (tmp_path / "out.mkv").exists()
+    result = enhance_video(bad, tmp_path / "out.mkv", model=identity(), on_damage="keep")
     assert result.frames == decodable > 12
     assert any("concealed" in line or "failed" in line for line in result.decode_problems)
 

@@ -430,13 +430,14 @@ class EnhanceResult:
         frames: frames enhanced and written.
         seconds: wall time.
         crf: sequence CRF the model was conditioned on, and ``crf_source`` where it came from.
-        decode_problems: the reader's report when the input did not decode cleanly
-            (frames concealed by the decoder are enhanced like the others).
+        decode_problems: when the input did not decode cleanly (``on_damage`` keep or
+            skip), a summary line and one line per damaged span (frames and times).
         passed_through: frames passed through unchanged (their QP at or below
             ``pass_through_qp``, where the model was measured not to help).
         pass_through_qp: the threshold in force (None: none).
         variant: the model variant that ran (PnP-VCVE ``small`` when the default ``fast``
             met input that is not 4:2:0).
+        skipped: damaged frames left out (``on_damage="skip"``).
     """
 
     output: Path
@@ -448,6 +449,7 @@ class EnhanceResult:
     passed_through: int = 0
     pass_through_qp: float | None = None
     variant: str | None = None
+    skipped: int = 0
 
     @property
     def fps(self) -> float:
@@ -482,6 +484,7 @@ def enhance_video(
     crf: float | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    on_damage: str = "stop",
 ) -> EnhanceResult:
     """Enhance every frame of a video file into a new file.
 
@@ -497,13 +500,21 @@ def enhance_video(
             :func:`~codecave.codec.priors.sequence_crf`).
         overwrite: replace an existing output.
         progress: show a progress bar with frames per second and time left.
+        on_damage: what to do when the source is damaged (see
+            :class:`~codecave.codec.reader.DecodeReport`: frames missing, undecodable or
+            concealed by the decoder), which a full decode finds before anything is
+            enhanced: ``"stop"`` (default) writes nothing and raises, naming the lost frames
+            and time ranges; ``"keep"`` enhances every frame that decodes (concealed ones
+            too) and reports the damage; ``"skip"`` also leaves out the concealed frames,
+            keeping the other frames' timestamps.
 
     Returns:
         An :class:`EnhanceResult`.
 
     Raises:
         OutputExistsError: output exists (without ``overwrite``) or is the source.
-        VideoError: the source is not a readable video, or ends early (truncated).
+        VideoError: the source is not a readable video (:class:`CorruptVideoError`: it is
+            damaged and ``on_damage`` is ``"stop"``).
         EncoderError: the output cannot be written.
     """
     from codecave.codec.convert import is_420
@@ -511,8 +522,17 @@ def enhance_video(
     from codecave.codec.reader import open_video
     from codecave.codec.writer import VideoWriter
 
+    from codecave.codec.reader import check_input_file, scan_video
+
+    if on_damage not in DAMAGE_POLICIES:
+        raise ConfigError(f"on_damage {on_damage!r}: expected one of {', '.join(DAMAGE_POLICIES)}")
     source, output = Path(source), Path(output)
+    check_input_file(source)
     _check_paths(source, output, overwrite)
+    damage = scan_video(source)
+    if not damage.ok and on_damage == "stop":
+        raise CorruptVideoError(damage_message(source, damage))
+    skipped = set(damage.corrupt_frames) if on_damage == "skip" else set()
     settings = encode if encode is not None else EncodeSettings(**DEFAULT_OUTPUT)
     enhancer = model if isinstance(model, Enhancer) else Enhancer(model, options)
     start_time = time.perf_counter()
@@ -530,7 +550,7 @@ def enhance_video(
 
             def selected() -> Iterator[CodedFrame]:
                 for f in video:
-                    if f.index < lo:
+                    if f.index < lo or f.index in skipped:
                         continue
                     if hi is not None and f.index >= hi:
                         break
@@ -558,8 +578,8 @@ def enhance_video(
                 if bar is not None:
                     bar.close()
             report = video.report
-            if report.truncated:
-                raise CorruptVideoError(f"{source}: {report.summary()}; nothing was written")
+            if not report.ok and on_damage == "stop":  # damage the first decode did not show
+                raise CorruptVideoError(damage_message(source, report))
             if writer is None:
                 raise CorruptVideoError(f"{source}: no frames in the range {first}:{'' if last is None else last}")
             writer.close()
@@ -569,12 +589,25 @@ def enhance_video(
             writer.abort()
         tmp.unlink(missing_ok=True)
         raise
-    problems = [] if report.ok else [report.summary(), *report.messages[:5]]
+    problems = [] if report.ok else [report.summary(), *report.details()]
     for line in problems:
         log.warning("%s: %s", source, line)
     return EnhanceResult(output, writer.frames, time.perf_counter() - start_time, float(crf_info["crf"]),
                          str(crf_info["source"]), problems, int(crf_info.get("passed_through", 0)),
-                         crf_info.get("pass_through_qp"), crf_info.get("variant"))
+                         crf_info.get("pass_through_qp"), crf_info.get("variant"), len(skipped))
+
+
+#: ``on_damage`` choices of :func:`enhance_video`.
+DAMAGE_POLICIES = ("stop", "keep", "skip")
+
+
+def damage_message(source: Path, report: object) -> str:
+    """What a damaged source lost, and what the user can do, for the error of ``on_damage="stop"``."""
+    details = report.details()  # type: ignore[attr-defined]
+    shown = "; ".join(details[:8]) + (f"; and {len(details) - 8} more" if len(details) > 8 else "")
+    return (f"{source}: {report.summary()} ({shown}); nothing was written. --on-damage keep "  # type: ignore[attr-defined]
+            "(on_damage='keep') enhances every frame that decodes, --on-damage skip also leaves out the "
+            "concealed ones")
 
 
 def _bar(total: int | None, first: int, last: int | None) -> object:

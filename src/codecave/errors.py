@@ -16,6 +16,14 @@ class VideoError(CodecaveError, ValueError):
     """A video file cannot be used."""
 
 
+class InputNotFoundError(VideoError, FileNotFoundError):
+    """The input file or folder does not exist."""
+
+
+class NotSeekableError(VideoError):
+    """The input is a pipe or another stream that cannot be read more than once."""
+
+
 class NotAVideoError(VideoError):
     """The file is not a media file FFmpeg can open."""
 

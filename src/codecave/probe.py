@@ -56,6 +56,7 @@ class ProbeResult:
         report: what decoding lost, one line.
         report_ok: whether decoding was clean.
         figures: pictures written with ``viz_dir``.
+        damage: one line per damaged span (which frames or time ranges), empty when clean.
     """
 
     info: StreamInfo
@@ -63,6 +64,7 @@ class ProbeResult:
     report: str
     report_ok: bool
     figures: list[Path] = field(default_factory=list)
+    damage: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict."""
@@ -73,7 +75,7 @@ class ProbeResult:
             "stream": info,
             "frames": [asdict(r) for r in self.frames],
             "summary": self.summary(),
-            "decode": {"ok": self.report_ok, "report": self.report},
+            "decode": {"ok": self.report_ok, "report": self.report, "damage": self.damage},
         }
 
     def summary(self) -> dict[str, object]:
@@ -127,6 +129,7 @@ class ProbeResult:
                 lines.append(f"  {kind}: {k['count']} frames, mean QP {k['mean_qp']}, "  # type: ignore[index]
                              f"mean {k['mean_bytes']} bytes")  # type: ignore[index]
         lines.append(f"  decode: {self.report}")
+        lines.extend(f"    {line}" for line in self.damage)
         return "\n".join(lines)
 
 
@@ -167,4 +170,5 @@ def probe_video(
             ))
             if viz_dir is not None and frame.index in viz_frames:
                 figures += save_frame_figures(frame, viz_dir)
-        return ProbeResult(video.info, rows, video.report.summary(), video.report.ok, figures)
+        return ProbeResult(video.info, rows, video.report.summary(), video.report.ok, figures,
+                           video.report.details())

@@ -43,6 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "on validation and listed with its weights; a negative value turns it off)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the model (default: all cores)")
+    p.add_argument("--on-damage", default="stop", choices=("stop", "keep", "skip"),
+                   help="when IN is damaged (frames missing, undecodable or concealed, found by decoding it "
+                        "all first): stop (default) writes nothing and names the lost frames; keep enhances every "
+                        "frame that decodes; skip also leaves out concealed frames, keeping the others' timestamps")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -84,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
                              pass_through_qp=args.pass_through_qp)
     enhancer = Enhancer(create_model(args.model, weights=args.weights, variant=args.variant), options)
     result = enhance_video(args.input, args.output, model=enhancer, encode=EncodeSettings(**fields), frames=frames,
-                           crf=args.input_crf, overwrite=args.overwrite, progress=not args.no_progress)
+                           crf=args.input_crf, overwrite=args.overwrite, progress=not args.no_progress,
+                           on_damage=args.on_damage)
     print(f"{result.output}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps) with "
           f"{args.model} {result.variant}; input CRF {result.crf:g} ({result.crf_source})")
     if result.passed_through:
@@ -92,4 +97,6 @@ def run(args: argparse.Namespace) -> int:
               "(the model was measured not to help there; --pass-through-qp -1 enhances them too)")
     for line in result.decode_problems:
         print(f"warning: {line}")
+    if result.skipped:
+        print(f"{result.skipped} damaged frame(s) left out (--on-damage skip)")
     return 0

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
+from array import array
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,7 +46,9 @@ from codecave.codec.sei import find_encoder_settings
 from codecave.errors import (
     CorruptVideoError,
     EmptyVideoError,
+    InputNotFoundError,
     NotAVideoError,
+    NotSeekableError,
     NoVideoStreamError,
     UnsupportedVideoError,
 )
@@ -69,17 +73,67 @@ _MAX_BIT_DEPTH = 16
 _MAX_HOLD = 64
 
 
-@dataclass
-class DecodeReport:
-    """What went wrong while decoding, for callers to show or act on.
+@dataclass(frozen=True)
+class LostSpan:
+    """Frames that a damaged file lost, or that the decoder had to conceal.
 
     Attributes:
+        cause: ``"concealed"`` (decoded with errors hidden by the decoder),
+            ``"undecodable"`` (a packet the decoder rejected: its frame is missing),
+            ``"missing"`` (a gap in the timestamps of an otherwise regular stream:
+            the demuxer skipped data), ``"disordered"`` (a frame whose timestamp goes
+            back, dropped), ``"cut"`` (the file ends before the duration
+            its container announces, or the demuxer stopped on an error).
+        start, end: presentation times in seconds (``end`` exclusive), where known.
+        frames: how many frames (estimated from the frame rate for gaps and cut ends).
+        first, last: display indices of the concealed frames (``"concealed"`` only).
+    """
+
+    cause: str
+    start: float | None
+    end: float | None
+    frames: int | None
+    first: int | None = None
+    last: int | None = None
+
+    def describe(self) -> str:
+        """One line for people: what, which frames, which times."""
+        when = "" if self.start is None else (
+            f" at {self.start:.3f} s" if self.end is None or self.end - self.start < 1e-6
+            else f" at {self.start:.3f}-{self.end:.3f} s")
+        n = "?" if self.frames is None else str(self.frames)
+        if self.cause == "concealed":
+            which = f"frame {self.first}" if self.first == self.last else f"frames {self.first}-{self.last}"
+            return f"{which} decoded with errors concealed by the decoder{when}"
+        if self.cause == "undecodable":
+            return f"{n} frame(s) lost: the decoder rejected their packet{when}"
+        if self.cause == "disordered":
+            return f"{n} frame(s) dropped{when}: the decoder gave them out of display order (damaged data)"
+        if self.cause == "missing":
+            return f"about {n} frame(s) missing{when} (a gap in the timestamps: the demuxer skipped damaged data)"
+        return f"about {n} frame(s) missing{when}: the file ends early (truncated or damaged)"
+
+
+@dataclass
+class DecodeReport:
+    """What went wrong while reading a file, for callers to show or act on.
+
+    Loss is judged by what the demuxer and decoder report, the same way for every
+    container: packets the decoder rejects, packets the demuxer flags as corrupt,
+    frames decoded with concealed errors, gaps in the timestamps of a stream whose
+    frames are otherwise evenly spaced, and a stream that ends before the duration
+    or frame count its container announces (pre-roll frames that an edit list hides,
+    as in MP4s trimmed by stream copy, are not counted as missing).
+
+    Attributes:
+        spans: what was lost or concealed, in file order (see :class:`LostSpan`).
         bad_packets: decode positions of packets the decoder rejected.
         corrupt_frames: display indices of frames FFmpeg flagged as concealed.
-        truncated: the demuxer stopped early on a damaged or cut file.
+        truncated: the stream ends before its announced end.
         messages: FFmpeg's error messages, one per problem.
     """
 
+    spans: list[LostSpan] = field(default_factory=list)
     bad_packets: list[int] = field(default_factory=list)
     corrupt_frames: list[int] = field(default_factory=list)
     truncated: bool = False
@@ -88,20 +142,26 @@ class DecodeReport:
     @property
     def ok(self) -> bool:
         """Whether the whole stream decoded cleanly."""
-        return not (self.bad_packets or self.corrupt_frames or self.truncated)
+        return not (self.spans or self.bad_packets or self.corrupt_frames or self.truncated)
 
     def summary(self) -> str:
         """One line for people."""
         if self.ok:
             return "decoded cleanly"
         parts = []
-        if self.bad_packets:
-            parts.append(f"{len(self.bad_packets)} packet(s) failed to decode")
-        if self.corrupt_frames:
-            parts.append(f"{len(self.corrupt_frames)} frame(s) concealed by the decoder")
-        if self.truncated:
+        concealed = len(self.corrupt_frames)
+        missing = sum(s.frames or 0 for s in self.spans if s.cause != "concealed")
+        if missing or any(s.cause != "concealed" for s in self.spans):
+            parts.append(f"about {missing} frame(s) missing")
+        if concealed:
+            parts.append(f"{concealed} frame(s) concealed by the decoder")
+        if self.truncated and not any(s.cause == "cut" for s in self.spans):
             parts.append("the file ends early (truncated or damaged)")
-        return "; ".join(parts)
+        return "damaged: " + "; ".join(parts)
+
+    def details(self) -> list[str]:
+        """One line per damaged span: which frames or time ranges."""
+        return [s.describe() for s in self.spans]
 
 
 def _name(table: dict[int, str], value: object) -> str | None:
@@ -111,11 +171,32 @@ def _name(table: dict[int, str], value: object) -> str | None:
         return None
 
 
-def _open_container(path: str, fmt: str | None, options: dict[str, str] | None) -> av.container.InputContainer:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    if os.path.isdir(path):
+def check_input_file(path: str | os.PathLike[str]) -> None:
+    """Refuse what the reader cannot use before FFmpeg touches it.
+
+    Raises:
+        InputNotFoundError: ``path`` does not exist.
+        NotAVideoError: it is a folder.
+        NotSeekableError: it is a pipe (``<(cat clip.mp4)``, a named pipe), a socket or a
+            terminal: codecave reads a file more than once (its header, its frames, then
+            its audio and subtitles for the output), which a pipe cannot give.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputNotFoundError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise NotAVideoError(f"{path}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
         raise NotAVideoError(f"{path}: is a folder, not a video file")
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        kind = "a pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise NotSeekableError(f"{path}: is {kind}; codecave reads its input more than once (header, frames, "
+                               "then audio and subtitles), so save the stream to a file first")
+
+
+def _open_container(path: str, fmt: str | None, options: dict[str, str] | None) -> av.container.InputContainer:
+    check_input_file(path)
     try:
         return av.open(path, mode="r", format=fmt, options=options or {})
     except av.FFmpegError as exc:
@@ -400,19 +481,37 @@ class VideoReader:
                 return
             yield packet
 
-    def _decoded_frames(self) -> Iterator[CodedFrame]:
-        """Decode every packet; yield frames with bitstream priors but no references yet."""
+    def _decoded_frames(self, pictures: bool = True) -> Iterator[CodedFrame]:
+        """Decode every packet; yield the frames meant to be shown, with bitstream priors
+        but no references yet, and fill :attr:`report` on the way.
+
+        Pre-roll packets that an edit list hides (FFmpeg flags them *discard*, as in an
+        MP4 trimmed by stream copy) are decoded as pictures like the others, so that the
+        reference structure around the first shown frame is known (:attr:`_preroll`), but
+        they are not shown, counted or checked.
+        """
         self._reference_flags: dict[int, bool | None] = {}
+        self._preroll: list[tuple[int, FrameType]] = []  # (decode index, type), display order
         sizes: dict[int, int] = {}
         by_pts: dict[int, int] = {}  # timestamps are exact; opaque covers streams without them
+        hidden: set[int] = set()
+        last_pts: int | None = None
+        flagged: set[int] = set()  # decode indices of packets the demuxer called corrupt
         decode_index = 0
         index = 0
         time_base = self._stream.time_base
+        timing = _Timing(self._stream)
         is_h264 = self.info.codec == "h264"
         length_size = h264_nal_length_size(bytes(self._stream.codec_context.extradata or b""))
         self._stream.codec_context.copy_opaque = True
         for packet in self._packets():
             if packet.size:
+                if packet.is_discard:
+                    hidden.add(decode_index)
+                    packet = _undiscarded(packet)
+                if packet.is_corrupt:
+                    flagged.add(decode_index)
+                    self.report.messages.append(f"packet {decode_index}: flagged corrupt by the demuxer")
                 packet.opaque = decode_index
                 if packet.pts is not None:
                     by_pts[packet.pts] = decode_index
@@ -425,23 +524,43 @@ class VideoReader:
             except av.FFmpegError as exc:
                 self.report.bad_packets.append(decode_index - 1)
                 self.report.messages.append(f"packet {decode_index - 1}: {exc}")
-                log.warning("%s: packet %d failed to decode: %s", self.path, decode_index - 1, exc)
+                t = float(packet.pts * time_base) if packet.pts is not None and time_base else None
+                self.report.spans.append(LostSpan("undecodable", t, t, 1))
+                if pictures:  # a scan reports in its result, not in the log
+                    log.warning("%s: packet %d failed to decode: %s", self.path, decode_index - 1, exc)
                 continue
             for frame in decoded:
                 dec = by_pts.pop(frame.pts, None) if frame.pts is not None else None
                 if dec is None and isinstance(frame.opaque, int):
                     dec = frame.opaque
-                yield self._coded_frame(frame, index, dec, sizes.pop(dec, None), time_base)
+                size = sizes.pop(dec, None)
+                if dec in hidden:
+                    self._preroll.append((dec, _frame_type(frame)))
+                    continue
+                if frame.pts is not None and last_pts is not None and frame.pts <= last_pts:
+                    # Damage upset the display order: writing it would go back in time.
+                    self.report.spans.append(LostSpan("disordered", frame.time, frame.time, 1))
+                    continue
+                last_pts = frame.pts if frame.pts is not None else last_pts
+                if dec in flagged and not frame.is_corrupt:
+                    self.report.corrupt_frames.append(index)
+                    self.report.spans.append(_concealed(index, frame.time))
+                timing.add(index, frame.pts)
+                yield self._coded_frame(frame, index, dec, size, time_base, pictures)
                 index += 1
         if index == 0:
             raise EmptyVideoError(f"{self.path}: no frame could be decoded ({self.report.summary()})")
-        if (self.info.frames or 0) > index and not self.report.truncated:
+        self.report.spans.extend(timing.gaps())
+        cut = timing.cut(index, self._container, self.info.frames and self.info.frames - len(hidden))
+        if cut is not None or self.report.truncated:
             self.report.truncated = True
-            self.report.messages.append(f"{self.info.frames} frames announced, {index} decoded")
+            self.report.spans.append(cut or LostSpan("cut", timing.end(), None, None))
+        self.report.spans = merge_spans(sorted(self.report.spans,
+                                               key=lambda s: (s.start is None, s.start or 0.0, s.first or 0)))
 
     def _coded_frame(self, frame: av.VideoFrame, index: int, decode_index: int | None,
-                     packet_size: int | None, time_base: Fraction | None) -> CodedFrame:
-        frame_type = _PICT_TYPES.get(int(frame.pict_type), FrameType.I if frame.key_frame else FrameType.P)
+                     packet_size: int | None, time_base: Fraction | None, pictures: bool = True) -> CodedFrame:
+        frame_type = _frame_type(frame)
         mvs, qp, qp_map = empty_mvs(), None, None
         for side in frame.side_data:
             kind = type(side).__name__
@@ -451,9 +570,13 @@ class VideoReader:
                 qp, qp_map = _qp_from_side_data(side)
         if frame.is_corrupt:
             self.report.corrupt_frames.append(index)
+            self.report.spans.append(_concealed(index, frame.time))
         name = frame.format.name
-        planes = planes_from_frame(frame) if is_420(name) else None
-        rgb = (lambda: to_rgb(frame)) if planes is not None else to_rgb(frame)
+        if not pictures:  # scanning: no picture is kept
+            planes, rgb = None, np.zeros((0, 0, 3), np.uint8)
+        else:
+            planes = planes_from_frame(frame) if is_420(name) else None
+            rgb = (lambda: to_rgb(frame)) if planes is not None else to_rgb(frame)
         pts = frame.pts
         return CodedFrame(
             index=index,
@@ -484,6 +607,11 @@ class VideoReader:
         held: deque[tuple[CodedFrame, int]] = deque()  # (frame, position in tracker)
         types: list[FrameType] = []
         for frame in frames:
+            if self._preroll:  # frames an edit list hides, decoded before the first shown one
+                for dec, kind in self._preroll:
+                    tracker.add_frame(dec, kind, self._reference_flags.pop(dec, None))
+                    types.append(kind)
+                self._preroll.clear()
             types = (types + [frame.priors.frame_type])[-_MAX_HOLD:]
             if frame.decode_index is None:  # the decoder lost the packet link
                 yield from self._release_all(held, tracker)
@@ -554,6 +682,127 @@ class VideoReader:
         return frame
 
 
+def _frame_type(frame: av.VideoFrame) -> FrameType:
+    return _PICT_TYPES.get(int(frame.pict_type), FrameType.I if frame.key_frame else FrameType.P)
+
+
+def _undiscarded(packet: av.Packet) -> av.Packet:
+    """A copy of a pre-roll packet without FFmpeg's *discard* flag, so that its frame
+    comes out of the decoder (the flag cannot be cleared in place)."""
+    copy = av.Packet(bytes(packet))
+    copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
+    copy.is_keyframe = packet.is_keyframe
+    copy.stream = packet.stream
+    return copy
+
+
+def _concealed(index: int, time: float | None) -> LostSpan:
+    return LostSpan("concealed", time, time, 1, index, index)
+
+
+def merge_spans(spans: list[LostSpan]) -> list[LostSpan]:
+    """Join concealed frames that follow each other into one span."""
+    out: list[LostSpan] = []
+    for span in spans:
+        last = out[-1] if out else None
+        if (last is not None and span.cause == last.cause == "concealed" and last.last is not None
+                and span.first == last.last + 1):
+            out[-1] = LostSpan("concealed", last.start, span.end, (last.frames or 0) + 1, last.first, span.first)
+        else:
+            out.append(span)
+    return out
+
+
+#: Containers that store their duration or frame count in a header, so that a cut end shows.
+_HEADER_DURATION_FORMATS = ("mov", "matroska", "webm", "avi")
+
+
+def _duration_tag(stream: av.VideoStream) -> float | None:
+    """Matroska's per-track ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``), in seconds."""
+    text = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if not text:
+        return None
+    try:
+        h, m, sec = text.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        return None
+
+
+class _Timing:
+    """Presentation timestamps of the shown frames: gaps in them, and a cut end."""
+
+    def __init__(self, stream: av.VideoStream) -> None:
+        self.stream = stream
+        self.time_base = Fraction(stream.time_base) if stream.time_base else None
+        self.index = array("q")
+        self.pts = array("q")
+
+    def add(self, index: int, pts: int | None) -> None:
+        if pts is not None and (not self.pts or pts > self.pts[-1]):
+            self.index.append(index)
+            self.pts.append(pts)
+
+    def interval(self) -> float | None:
+        """Typical ticks between frames shown one after the other (None: unknown)."""
+        steps = [(self.pts[k + 1] - self.pts[k]) / (self.index[k + 1] - self.index[k])
+                 for k in range(len(self.pts) - 1)]
+        if len(steps) >= 2:
+            return float(np.median(steps))
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        return float(1 / (Fraction(rate) * self.time_base)) if rate and self.time_base else None
+
+    def seconds(self, ticks: float) -> float:
+        return float(ticks * self.time_base) if self.time_base else 0.0
+
+    def end(self) -> float | None:
+        """When the last shown frame ends, in seconds."""
+        step = self.interval()
+        return self.seconds(self.pts[-1] + (step or 0)) if self.pts else None
+
+    def gaps(self) -> list[LostSpan]:
+        """Missing frames where the timestamps jump in a stream whose frames are otherwise
+        evenly spaced (at least 90% of steps within 10% of the typical one); a variable
+        frame rate stream is not judged by its gaps."""
+        step = self.interval()
+        n = len(self.pts)
+        if step is None or step <= 0 or n < 4:
+            return []
+        single = [self.pts[k + 1] - self.pts[k] for k in range(n - 1) if self.index[k + 1] - self.index[k] == 1]
+        if not single or np.mean(np.abs(np.asarray(single) / step - 1) <= 0.1) < 0.9:
+            return []
+        out = []
+        for k in range(n - 1):
+            missing = round((self.pts[k + 1] - self.pts[k]) / step) - (self.index[k + 1] - self.index[k])
+            if missing >= 1:
+                end = self.seconds(self.pts[k + 1])
+                out.append(LostSpan("missing", end - self.seconds(missing * step), end, missing))
+        return out
+
+    def cut(self, shown: int, container: av.container.InputContainer, announced: int | None) -> LostSpan | None:
+        """The end that is missing, judged against the duration or frame count that the
+        container stores in its header (MP4/MOV, Matroska/WebM, AVI); None when complete
+        or when the container states neither."""
+        if not container.format.name.startswith(_HEADER_DURATION_FORMATS):
+            return None
+        step, end = self.interval(), self.end()
+        stream = self.stream
+        total = None
+        if stream.duration is not None and self.time_base:
+            total = self.seconds((stream.start_time or 0) + stream.duration)
+        elif _duration_tag(stream) is not None:
+            total = _duration_tag(stream)
+        elif len(container.streams) == 1 and container.duration is not None:
+            total = container.duration / av.time_base
+        if total is not None and end is not None and step:
+            missing = round((total - end) / self.seconds(step))
+            if missing >= 1:
+                return LostSpan("cut", end, total, missing)
+        if announced and announced > shown:
+            return LostSpan("cut", end, total, announced - shown)
+        return None
+
+
 def _mask_refs(frame: CodedFrame, refs: tuple[int | None, int | None]) -> tuple[int | None, int | None]:
     """Keep a reference distance only where the frame has vectors in that direction."""
     d = frame.priors.mvs["direction"]
@@ -566,6 +815,23 @@ def _mask_refs(frame: CodedFrame, refs: tuple[int | None, int | None]) -> tuple[
         log.debug("frame %d: future vectors but no future reference resolved; assuming 1", frame.index)
         future = 1
     return past, future
+
+
+def scan_video(path: str | os.PathLike[str], **kwargs: object) -> DecodeReport:
+    """Decode a whole file, keeping no picture, and say what was lost or concealed.
+
+    Fast next to any model (pictures are decoded with all decoder threads and dropped):
+    :func:`codecave.enhance.enhance_video` runs it first, so that damage is known
+    before anything is enhanced or written.
+
+    Raises:
+        The errors of :class:`VideoReader`, and :class:`EmptyVideoError` when no frame decodes.
+    """
+    with open_video(path, priors=False, **kwargs) as video:  # type: ignore[arg-type]
+        video._iterated = True
+        for _ in video._decoded_frames(pictures=False):
+            pass
+        return video.report
 
 
 def open_video(
@@ -594,8 +860,11 @@ def yuv_options(width: int, height: int, pix_fmt: str = "yuv420p", fps: Fraction
 __all__ = [
     "BITSTREAM_PRIOR_CODECS",
     "DecodeReport",
+    "LostSpan",
     "VideoReader",
+    "check_input_file",
     "open_video",
     "read_info",
+    "scan_video",
     "yuv_options",
 ]
