@@ -17,7 +17,13 @@ from codecave.codec.reader import open_video, read_info
 from codecave.data.synth import load_still, synthesize_clip
 from codecave.demo import sample_photo
 from codecave.enhance import EnhanceOptions, Enhancer, enhance_video
-from codecave.errors import ConfigError, CorruptVideoError, OutputExistsError, UnsupportedVideoError, VideoError
+from codecave.errors import (
+    ConfigError,
+    CorruptVideoError,
+    OutputExistsError,
+    UnsupportedVideoError,
+    VideoError,
+)
 from codecave.metrics.quality import psnr_plane
 from codecave.models import create_model
 from tests.conftest import pan_frames

@@ -519,10 +519,8 @@ def enhance_video(
     """
     from codecave.codec.convert import is_420
     from codecave.codec.encode import EncodeSettings
-    from codecave.codec.reader import open_video
+    from codecave.codec.reader import check_input_file, open_video, scan_video
     from codecave.codec.writer import VideoWriter
-
-    from codecave.codec.reader import check_input_file, scan_video
 
     if on_damage not in DAMAGE_POLICIES:
         raise ConfigError(f"on_damage {on_damage!r}: expected one of {', '.join(DAMAGE_POLICIES)}")
