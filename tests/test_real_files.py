@@ -172,3 +172,106 @@ def test_case05_pipes_are_refused_not_hung(tmp_path: Path, pan_clip: Path) -> No
     with pytest.raises(InputNotFoundError) as err:
         enhance_video(tmp_path / "missing.mp4", tmp_path / "out.mp4")
     assert isinstance(err.value, CodecaveError) and isinstance(err.value, FileNotFoundError)
+
+
+def _mutations(data: bytes, rng: np.random.Generator) -> bytes:
+    """One seeded mutation: a cut, random bytes, bit flips, an insertion or a zeroed run."""
+    b = bytearray(data)
+    kind = rng.integers(0, 5)
+    pos = int(rng.integers(0, len(b)))
+    if kind == 0:
+        return bytes(b[: int(len(b) * rng.uniform(0.02, 0.98))])
+    if kind == 1:
+        n = int(rng.integers(1, 64))
+        b[pos : pos + n] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    elif kind == 2:
+        for _ in range(int(rng.integers(1, 20))):
+            b[int(rng.integers(0, len(b)))] ^= 1 << int(rng.integers(0, 8))
+    elif kind == 3:
+        b[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 32)), dtype=np.uint8).tobytes()
+    else:
+        n = min(int(rng.integers(1, 400)), len(b) - pos)
+        b[pos : pos + n] = bytes(n)
+    return bytes(b)
+
+
+def _faststart(source: Path, target: Path) -> Path:
+    with av.open(str(source)) as inp, av.open(str(target), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return target
+
+
+def _only_named_codecave_errors(path: Path, run: object) -> None:
+    try:
+        run(path)  # type: ignore[operator]
+    except CodecaveError as exc:
+        assert str(path) in str(exc), f"{path}: the message does not name the file: {exc}"
+
+
+def test_case03_named_recipes_are_codecave_errors(tmp_path: Path) -> None:
+    mp4 = tmp_path / "clip.mp4"
+    encode_frames(pan_frames(16, 64, 96), mp4, EncodeSettings(codec="x264", crf=23, keyint=8, threads=1))
+    fast = _faststart(mp4, tmp_path / "fast.mp4").read_bytes()
+    cut = tmp_path / "faststart-cut.mp4"
+    cut.write_bytes(fast[: len(fast) // 10])  # was: ValueError: not a pixel format: 'unknown'
+    with pytest.raises(CodecaveError, match="faststart-cut.mp4"):
+        scan_video(cut)
+    fourcc = tmp_path / "fourcc.mp4"
+    fourcc.write_bytes(mp4.read_bytes().replace(b"avc1", b"zzz9"))  # was: AttributeError on None
+    with pytest.raises(CodecaveError, match="fourcc.mp4: its video stream's codec"):
+        open_video(fourcc)
+    titled = tmp_path / "titled.mkv"
+    with av.open(str(mp4)) as inp, av.open(str(titled), "w") as out:
+        out.metadata["title"] = "Caf\u00e9 au lait"
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        stream.metadata["title"] = "Caf\u00e9 au lait"
+        for packet in inp.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    latin1 = tmp_path / "latin1.mkv"  # the same length: "\u00e9" in Latin-1 is one byte, plus a space
+    latin1.write_bytes(titled.read_bytes().replace("Caf\u00e9".encode(), b"Caf\xe9 "))
+    assert b"Caf\xe9 " in latin1.read_bytes()
+    assert scan_video(latin1).ok  # was: UnicodeDecodeError
+    out = enhance_video(latin1, tmp_path / "out.mkv", progress=False)
+    assert out.frames == 16
+
+
+def test_case03_fuzz_only_codecave_errors_that_name_the_file(tmp_path: Path) -> None:
+    """Seeded mutations of a small H.264 MP4 (index at the end and at the front) and of its
+    raw stream: reading may fail only with a codecave error naming the file; enhancing
+    (every decodable frame kept) too, and it leaves no partial file behind."""
+    from codecave.enhance import Enhancer
+    from codecave.probe import probe_video
+
+    mp4 = tmp_path / "seed.mp4"
+    raw = tmp_path / "seed.264"
+    settings = EncodeSettings(codec="x264", crf=23, keyint=8, threads=1)
+    encode_frames(pan_frames(16, 64, 96), mp4, settings)
+    encode_frames(pan_frames(16, 64, 96), raw, settings)
+    seeds = [(".mp4", mp4.read_bytes()), (".264", raw.read_bytes()),
+             (".mp4", _faststart(mp4, tmp_path / "fast.mp4").read_bytes())]
+    rng = np.random.default_rng(2026)
+    enhancer = Enhancer()
+    for i in range(360):
+        suffix, data = seeds[i % len(seeds)]
+        path = tmp_path / f"mutant{i}{suffix}"
+        path.write_bytes(_mutations(data, rng))
+
+        def read(p: Path) -> None:
+            scan_video(p)
+            with open_video(p) as video:
+                for _ in video:
+                    pass
+
+        _only_named_codecave_errors(path, read)
+        if i % 9 == 0:
+            out = tmp_path / f"out{i}.mkv"
+            _only_named_codecave_errors(
+                path, lambda p, out=out: (probe_video(p), enhance_video(p, out, model=enhancer, on_damage="keep")))
+        path.unlink()
+    assert not [p for p in tmp_path.iterdir() if "codecave-partial" in p.name]

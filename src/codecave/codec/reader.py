@@ -198,7 +198,8 @@ def check_input_file(path: str | os.PathLike[str]) -> None:
 def _open_container(path: str, fmt: str | None, options: dict[str, str] | None) -> av.container.InputContainer:
     check_input_file(path)
     try:
-        return av.open(path, mode="r", format=fmt, options=options or {})
+        # Tags are text in any encoding (Latin-1 titles are common): never fail on them.
+        return av.open(path, mode="r", format=fmt, options=options or {}, metadata_errors="replace")
     except av.FFmpegError as exc:
         raise NotAVideoError(f"{path}: not a video FFmpeg can read ({exc.strerror or exc})") from exc
 
@@ -208,7 +209,12 @@ def _video_stream(container: av.container.InputContainer, path: str) -> av.Video
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         container.close()
         raise NoVideoStreamError(f"{path}: no video stream (streams: {', '.join(kinds)})")
-    return container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        container.close()
+        raise UnsupportedVideoError(f"{path}: its video stream's codec (its fourcc) is not one FFmpeg knows, "
+                                    "so it cannot be decoded")
+    return stream
 
 
 def _bit_depth(pix_fmt: str) -> int:
@@ -246,28 +252,32 @@ def hdr_metadata(frame: av.VideoFrame) -> dict[str, str] | None:
 
 
 def _peek(path: str, fmt: str | None, options: dict[str, str] | None
-          ) -> tuple[EncoderSettings | None, int, dict[str, str] | None]:
-    """Read the encoder's SEI, the display rotation and HDR metadata from the first packets."""
+          ) -> tuple[EncoderSettings | None, int, dict[str, str] | None, str | None]:
+    """Read the encoder's SEI, the display rotation, HDR metadata and the pixel format
+    of the first picture from the first packets (damage there is left to the full read)."""
     container = _open_container(path, fmt, options)
     try:
         stream = _video_stream(container, path)
         extradata = stream.codec_context.extradata or b""
         settings = find_encoder_settings(bytes(extradata)) if extradata else None
-        rotation, hdr = 0, None
-        for i, packet in enumerate(container.demux(stream)):
-            if settings is None and packet.size:
-                settings = find_encoder_settings(bytes(packet))
+        rotation, hdr, pix_fmt = 0, None, None
+        packets = container.demux(stream)
+        for i in range(66):
             try:
+                packet = next(packets)
+                if settings is None and packet.size:
+                    settings = find_encoder_settings(bytes(packet))
                 frames = packet.decode()
+            except StopIteration:
+                break
             except av.FFmpegError:
-                frames = []
+                continue
             if frames:
                 rotation = int(round(frames[0].rotation or 0))
                 hdr = hdr_metadata(frames[0])
+                pix_fmt = frames[0].format.name
                 break
-            if i > 64:
-                break
-        return settings, rotation, hdr
+        return settings, rotation, hdr, pix_fmt
     finally:
         container.close()
 
@@ -275,9 +285,13 @@ def _peek(path: str, fmt: str | None, options: dict[str, str] | None
 def _stream_info(
     path: str, container: av.container.InputContainer, stream: av.VideoStream,
     settings: EncoderSettings | None, rotation: int, hdr: dict[str, str] | None = None,
+    first_pix_fmt: str | None = None,
 ) -> StreamInfo:
     ctx = stream.codec_context
-    pix_fmt = ctx.pix_fmt or (ctx.format.name if ctx.format else "unknown")
+    pix_fmt = ctx.pix_fmt or (ctx.format.name if ctx.format else None) or first_pix_fmt
+    if pix_fmt is None:
+        raise EmptyVideoError(f"{path}: no picture decodes and the stream does not state its pixel format "
+                              "(the file is cut or damaged before its first picture)")
     rate = stream.average_rate or stream.guessed_rate
     duration = None
     if stream.duration is not None and stream.time_base is not None:
@@ -409,10 +423,15 @@ class VideoReader:
         self.path = str(path)
         self._format, self._options = format, options
         self._want_priors = priors
-        settings, rotation, hdr = _peek(self.path, format, options)
+        settings, rotation, hdr, first_pix_fmt = _peek(self.path, format, options)
         self._container = _open_container(self.path, format, options)
         self._stream = _video_stream(self._container, self.path)
-        self.info = _stream_info(self.path, self._container, self._stream, settings, rotation, hdr)
+        try:
+            self.info = _stream_info(self.path, self._container, self._stream, settings, rotation, hdr,
+                                     first_pix_fmt)
+        except EmptyVideoError:
+            self.close()
+            raise
         if _bit_depth(self.info.pix_fmt) > _MAX_BIT_DEPTH:
             self.close()
             raise UnsupportedVideoError(f"{self.path}: pixel format {self.info.pix_fmt} is not supported")

@@ -67,7 +67,7 @@ class VideoWriter:
         settings = _with_hdr(settings, hdr, self.path)
         self.settings = settings
         self.start = start
-        self._source = av.open(str(source))
+        self._source = av.open(str(source), metadata_errors="replace")
         try:
             self._container = av.open(str(self.path), mode="w")
         except (av.FFmpegError, ValueError) as exc:
