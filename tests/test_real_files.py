@@ -275,3 +275,46 @@ def test_case03_fuzz_only_codecave_errors_that_name_the_file(tmp_path: Path) -> 
                 path, lambda p, out=out: (probe_video(p), enhance_video(p, out, model=enhancer, on_damage="keep")))
         path.unlink()
     assert not [p for p in tmp_path.iterdir() if "codecave-partial" in p.name]
+
+
+def _remux_shifted(source: Path, target: Path, offset: float) -> Path:
+    """Every stream of ``source`` moved ``offset`` seconds later (as broadcast captures start)."""
+    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
+        copies = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            shift = round(Fraction(offset) / packet.time_base)
+            packet.pts += shift
+            packet.dts += shift
+            packet.stream = copies[packet.stream.index]
+            out.mux(packet)
+    return target
+
+
+def _starts(path: Path) -> dict[str, float]:
+    """First presentation time (seconds) of each stream, from its decoded frames."""
+    out = {}
+    with av.open(str(path)) as c:
+        for s in c.streams:
+            first = next(iter(c.decode(s)), None)
+            out[s.type] = float(first.time) if first is not None else None
+            c.seek(0)
+    return out
+
+
+def test_case04_outputs_start_at_zero_keeping_the_streams_offsets(tmp_path: Path) -> None:
+    source = _with_audio(tmp_path / "src.mp4", pan_frames(24, 96, 160), keyint=12)
+    ts = _remux_shifted(source, tmp_path / "late.ts", 10.0)
+    before = _starts(ts)
+    assert before["video"] > 9.9
+    out = enhance_video(ts, tmp_path / "late.mp4", progress=False).output
+    after = _starts(out)
+    assert min(after.values()) == pytest.approx(0.0, abs=1e-3)
+    assert after["video"] - after["audio"] == pytest.approx(before["video"] - before["audio"], abs=2e-3)
+    for name, settings in (("ps.mpg", EncodeSettings(codec="mpeg2", crf=None, qp=5, bframes=2, keyint=12)),
+                           ("part2.avi", EncodeSettings(codec="mpeg4", crf=None, qp=5, bframes=2, keyint=12))):
+        src = tmp_path / name
+        encode_frames(pan_frames(12, 96, 160), src, settings)
+        result = enhance_video(src, tmp_path / f"{name}.mp4", progress=False)
+        assert _starts(result.output)["video"] == pytest.approx(0.0, abs=1e-3), name

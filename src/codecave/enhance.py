@@ -568,7 +568,8 @@ def enhance_video(
                         continue
                     if writer is None:
                         writer = VideoWriter(tmp, source, settings, rotation=info.rotation,
-                                             start=(t or 0.0) if frames else None, planes=planes, hdr=info.hdr)
+                                             start=(t or 0.0) if frames else None, planes=planes, hdr=info.hdr,
+                                             first_time=t)
                     writer.write(out, pts, t)
                     if bar is not None:
                         bar.update(1)

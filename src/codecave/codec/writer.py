@@ -49,7 +49,13 @@ class VideoWriter:
         rotation: display rotation to record (degrees), as read from the source.
         start: for excerpts, the source time (seconds) of the first frame written: the
             output starts at zero, and copied streams are cut to the frames' span and
-            shifted with them. None writes the source's own timestamps and copies all.
+            shifted with them. None copies all of them.
+        first_time: source time (seconds) of the first frame written, for whole files:
+            the output starts at zero, every stream shifted by the same amount (the
+            earliest of this and the copied streams' start times), so that a transport
+            stream that starts at 10 s or a program stream at 0.5 s does not begin with
+            empty seconds, and their relative offsets (audio sync) are kept. Negative
+            starts (an audio encoder's priming, hidden by an edit list) are left alone.
         planes: the pictures will be the source's own YUV planes (enhanced), so the
             source's colour range is kept (RGB pictures are written in limited range).
         hdr: the source's HDR10 static metadata (``StreamInfo.hdr``): passed to x265,
@@ -61,7 +67,7 @@ class VideoWriter:
 
     def __init__(self, path: str | os.PathLike[str], source: str | os.PathLike[str], settings: EncodeSettings,
                  *, rotation: int = 0, start: float | None = None, planes: bool = False,
-                 hdr: dict[str, str] | None = None) -> None:
+                 hdr: dict[str, str] | None = None, first_time: float | None = None) -> None:
         self.path = Path(path)
         self._planes = planes
         settings = _with_hdr(settings, hdr, self.path)
@@ -83,7 +89,15 @@ class VideoWriter:
         self._time_base = Fraction(src.time_base) if src.time_base else 1 / Fraction(fps)
         self._frame_ticks = max(1, round(1 / (Fraction(fps) * self._time_base)))
         self._frame_seconds = float(1 / Fraction(fps))
-        self._shift = round(Fraction(start) / self._time_base) if start else 0
+        if start is not None:
+            offset = start
+        else:
+            starts = [float(x.start_time * x.time_base) for x in self._source.streams
+                      if x.type in COPIED_KINDS and x.start_time is not None and x.time_base]
+            offset = max(0.0, min([t for t in (first_time, *starts) if t is not None], default=0.0))
+        #: Seconds every stream is moved back by, so that the output starts at zero.
+        self.offset = offset
+        self._shift = round(Fraction(offset) / self._time_base) if offset else 0
         self._last_pts: int | None = None
         self._last_time: float | None = None
         try:
@@ -198,10 +212,10 @@ class VideoWriter:
                 self._pending = packet
                 return
             self._pending = None
-            if self.start is not None:
-                if t < self.start:
-                    continue
-                shift = round(Fraction(self.start) / packet.time_base)
+            if self.start is not None and t < self.start:
+                continue
+            if self.offset:
+                shift = round(Fraction(self.offset) / packet.time_base)
                 if packet.pts is not None:
                     packet.pts -= shift
                 if packet.dts is not None:
