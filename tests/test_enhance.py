@@ -434,6 +434,10 @@ def test_hdr10_metadata_is_kept_by_x265_and_warned_about_otherwise(tmp_path: Pat
     enhance_video(src, kept, model=yuv_identity(), encode=EncodeSettings(codec="x265", crf=20, pix_fmt="source"))
     info = read_info(kept)
     assert info.hdr == {"master-display": master, "max-cll": "1000,400"} and info.pix_fmt == "yuv420p10le"
+    # No codec chosen (issue 14, case 6): x265, the encoder that keeps it, at the source's depth.
+    default = read_info(enhance_video(src, tmp_path / "default.mp4", model=yuv_identity()).output)
+    assert default.hdr == {"master-display": master, "max-cll": "1000,400"} and default.codec == "hevc"
+    assert default.pix_fmt == "yuv420p10le"
     with caplog.at_level("WARNING"):
-        enhance_video(src, tmp_path / "lost.mp4", model=yuv_identity())
+        enhance_video(src, tmp_path / "lost.mp4", model=yuv_identity(), encode=EncodeSettings(codec="x264"))
     assert "HDR10 metadata" in caplog.text and read_info(tmp_path / "lost.mp4").hdr is None

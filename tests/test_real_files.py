@@ -6,6 +6,10 @@ Every input is made here with the encoders PyAV bundles; the case numbers are th
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from codecave.enhance import enhance_video
 from codecave.errors import (
     CodecaveError,
     CorruptVideoError,
+    EncoderError,
     InputNotFoundError,
     NotAVideoError,
     NotSeekableError,
@@ -318,3 +323,75 @@ def test_case04_outputs_start_at_zero_keeping_the_streams_offsets(tmp_path: Path
         encode_frames(pan_frames(12, 96, 160), src, settings)
         result = enhance_video(src, tmp_path / f"{name}.mp4", progress=False)
         assert _starts(result.output)["video"] == pytest.approx(0.0, abs=1e-3), name
+
+
+def test_case12_sigterm_leaves_no_partial_file_and_stale_ones_are_removed(tmp_path: Path) -> None:
+    source = tmp_path / "long.mp4"
+    encode_frames(pan_frames(60, 96, 160), source, EncodeSettings(codec="x264", crf=30, threads=1))
+    out = tmp_path / "out.mp4"
+    # SIGTERM arrives while frames are being written (sent by the process to itself, so the
+    # moment does not depend on how busy the machine is).
+    code = ("import os, signal\n"
+            "from codecave.codec.writer import VideoWriter\n"
+            "write = VideoWriter.write\n"
+            "def write_then_term(self, *args, **kwargs):\n"
+            "    write(self, *args, **kwargs)\n"
+            "    if self.frames == 30:\n"
+            "        assert self.path.exists() and 'codecave-partial' in self.path.name\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "VideoWriter.write = write_then_term\n"
+            "from codecave.cli.main import main\n"
+            f"raise SystemExit(main(['enhance', {str(source)!r}, {str(out)!r}, '--no-progress', "
+            "'--codec', 'x264-lossless']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert not list(tmp_path.glob(".*codecave-partial*")) and not out.exists()
+    # A partial file of a run that died without cleaning up (SIGKILL) is removed by the next run.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f".out.codecave-partial-{gone.pid}.mp4"
+    stale.write_bytes(b"half a video")
+    short = tmp_path / "short.mp4"
+    encode_frames(pan_frames(4, 96, 160), short, EncodeSettings(codec="x264", crf=30))
+    enhance_video(short, out, progress=False)
+    assert out.exists() and not stale.exists()
+
+
+def test_case13_unwritable_folder_fails_first_and_a_full_disk_names_out(tmp_path: Path, pan_clip: Path) -> None:
+    if os.geteuid() == 0:
+        folder = Path("/sys")  # refuses new files even to root
+    else:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+    target = folder / "codecave-out.mp4"
+    started = time.perf_counter()
+    with pytest.raises(EncoderError, match=f"{target}: cannot write in {folder}"):
+        enhance_video(pan_clip, target)
+    assert time.perf_counter() - started < 5  # before any frame is enhanced
+    # A disk that fills up while writing: the file-size limit makes writes fail as ENOSPC would.
+    out = tmp_path / "full.mp4"
+    code = ("import resource, signal\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))\n"
+            "from codecave.cli.main import main\n"
+            f"raise SystemExit(main(['enhance', {str(pan_clip)!r}, {str(out)!r}, '--no-progress', "
+            "'--codec', 'x264-lossless']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr  # a codecave error, not a crash
+    assert "Traceback" not in done.stderr
+    assert f"{out}: writing failed" in done.stderr and "codecave-partial" not in done.stderr
+    assert not list(tmp_path.glob(".*codecave-partial*")) and not out.exists()
+
+
+def test_case14_messages_name_out_and_the_codecs_its_container_carries(tmp_path: Path, pan_clip: Path) -> None:
+    for name, message in (("out.png", "out.png: .png is a picture format"),
+                          ("out.xyz", "out.xyz: FFmpeg has no video container for '.xyz'")):
+        with pytest.raises(EncoderError, match=message):
+            enhance_video(pan_clip, tmp_path / name)
+    with pytest.raises(EncoderError, match="webm cannot carry h264 .--codec x264.: use --codec svtav1"):
+        enhance_video(pan_clip, tmp_path / "out.webm", encode=EncodeSettings(codec="x264"))
+    result = enhance_video(pan_clip, tmp_path / "out.webm", progress=False)  # no codec chosen: one WebM carries
+    with av.open(str(result.output)) as c:
+        assert c.streams.video[0].codec_context.name in ("libdav1d", "av1", "libaom-av1")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

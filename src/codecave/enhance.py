@@ -17,12 +17,16 @@ when complete.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import inspect
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -42,7 +46,7 @@ from codecave.codec.rasterize import (
     stack_compact,
 )
 from codecave.engine.distributed import pick_device
-from codecave.errors import ConfigError, CorruptVideoError, OutputExistsError
+from codecave.errors import ConfigError, CorruptVideoError, EncoderError, OutputExistsError
 from codecave.grid import crop_yuv, pack_planes, pad_planes, padded_size, to_codes, to_unit, unpack_planes
 
 log = logging.getLogger(__name__)
@@ -460,6 +464,41 @@ def _temporary_path(output: Path) -> Path:
     return output.with_name(f".{output.stem}.codecave-partial-{os.getpid()}{output.suffix}")
 
 
+def _remove_stale_partials(output: Path) -> None:
+    """Remove the partial files of ``output`` left by runs that no longer exist (killed
+    with SIGKILL or by a power cut); those of running processes are left alone."""
+    for path in output.parent.glob(f".{glob.escape(output.stem)}.codecave-partial-*{glob.escape(output.suffix)}"):
+        pid = path.name[len(f".{output.stem}.codecave-partial-"):len(path.name) - len(output.suffix)]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            log.info("%s: removing a partial file of an interrupted run", path)
+            path.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
+@contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """Within, SIGTERM (what ``timeout``, ``docker stop`` and batch schedulers send) ends
+    the run like Ctrl-C does: the partial output is removed, then the process exits with
+    status 143. Only the main thread can take signals; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _check_paths(source: Path, output: Path, overwrite: bool) -> None:
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file")
@@ -519,75 +558,86 @@ def enhance_video(
     """
     from codecave.codec.convert import is_420
     from codecave.codec.encode import EncodeSettings
-    from codecave.codec.reader import check_input_file, open_video, scan_video
-    from codecave.codec.writer import VideoWriter
+    from codecave.codec.reader import check_input_file, open_video, read_info, scan_video
+    from codecave.codec.writer import VideoWriter, choose_codec
 
     if on_damage not in DAMAGE_POLICIES:
         raise ConfigError(f"on_damage {on_damage!r}: expected one of {', '.join(DAMAGE_POLICIES)}")
     source, output = Path(source), Path(output)
     check_input_file(source)
     _check_paths(source, output, overwrite)
+    # Everything that can be known before the first frame is checked before it: the
+    # output's container, codec and folder, and the source's damage.
+    if encode is None:
+        settings = EncodeSettings(**{**DEFAULT_OUTPUT, "codec": choose_codec(output, None, read_info(source).hdr)})
+    else:
+        choose_codec(output, encode.codec)
+        settings = encode
+    _remove_stale_partials(output)
     damage = scan_video(source)
     if not damage.ok and on_damage == "stop":
         raise CorruptVideoError(damage_message(source, damage))
     skipped = set(damage.corrupt_frames) if on_damage == "skip" else set()
-    settings = encode if encode is not None else EncodeSettings(**DEFAULT_OUTPUT)
     enhancer = model if isinstance(model, Enhancer) else Enhancer(model, options)
     start_time = time.perf_counter()
     tmp = _temporary_path(output)
     writer: object | None = None
-    try:
-        with open_video(source) as video:
-            info = video.info
-            first, last = (frames[0], frames[1]) if frames else (0, None)
-            # (pts, time, kept) per frame handed to the enhancer; excerpts get one frame of
-            # context on each side so their edge frames see the neighbours a full run sees.
-            timing: deque[tuple[int | None, float | None, bool]] = deque()
-            lo = max(0, first - enhancer.radius)
-            hi = None if last is None else last + enhancer.radius
+    with _terminate_cleanly():
+        try:
+            with open_video(source) as video:
+                info = video.info
+                first, last = (frames[0], frames[1]) if frames else (0, None)
+                # (pts, time, kept) per frame handed to the enhancer; excerpts get one frame of
+                # context on each side so their edge frames see the neighbours a full run sees.
+                timing: deque[tuple[int | None, float | None, bool]] = deque()
+                lo = max(0, first - enhancer.radius)
+                hi = None if last is None else last + enhancer.radius
 
-            def selected() -> Iterator[CodedFrame]:
-                for f in video:
-                    if f.index < lo or f.index in skipped:
-                        continue
-                    if hi is not None and f.index >= hi:
-                        break
-                    timing.append((f.pts, f.time, f.index >= first and (last is None or f.index < last)))
-                    yield f
+                def selected() -> Iterator[CodedFrame]:
+                    for f in video:
+                        if f.index < lo or f.index in skipped:
+                            continue
+                        if hi is not None and f.index >= hi:
+                            break
+                        timing.append((f.pts, f.time, f.index >= first and (last is None or f.index < last)))
+                        yield f
 
-            writer = None
-            bar = _bar(info.frames, first, last) if progress else None
-            crf_info: dict[str, object] = {}
-            try:
-                # YUV models write the planes they enhanced; RGB models write RGB, converted once by the writer.
-                planes = is_420(info.pix_fmt) and enhancer.domain == "yuv420"
-                for out in enhancer.stream(selected(), crf=crf, encoder=info.encoder, report=crf_info,
-                                           output="yuv420" if planes else "rgb"):
-                    pts, t, kept = timing.popleft()
-                    if not kept:
-                        continue
-                    if writer is None:
-                        writer = VideoWriter(tmp, source, settings, rotation=info.rotation,
-                                             start=(t or 0.0) if frames else None, planes=planes, hdr=info.hdr,
-                                             first_time=t)
-                    writer.write(out, pts, t)
+                writer = None
+                bar = _bar(info.frames, first, last) if progress else None
+                crf_info: dict[str, object] = {}
+                try:
+                    # YUV models write the planes they enhanced; RGB models write RGB, converted once by the writer.
+                    planes = is_420(info.pix_fmt) and enhancer.domain == "yuv420"
+                    for out in enhancer.stream(selected(), crf=crf, encoder=info.encoder, report=crf_info,
+                                               output="yuv420" if planes else "rgb"):
+                        pts, t, kept = timing.popleft()
+                        if not kept:
+                            continue
+                        if writer is None:
+                            writer = VideoWriter(tmp, source, settings, rotation=info.rotation, name=output,
+                                                 start=(t or 0.0) if frames else None, planes=planes, hdr=info.hdr,
+                                                 first_time=t)
+                        writer.write(out, pts, t)
+                        if bar is not None:
+                            bar.update(1)
+                finally:
                     if bar is not None:
-                        bar.update(1)
-            finally:
-                if bar is not None:
-                    bar.close()
-            report = video.report
-            if not report.ok and on_damage == "stop":  # damage the first decode did not show
-                raise CorruptVideoError(damage_message(source, report))
-            if writer is None:
-                raise CorruptVideoError(f"{source}: no frames in the range {first}:{'' if last is None else last}")
-            writer.close()
-        os.replace(tmp, output)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        tmp.unlink(missing_ok=True)
-        raise
+                        bar.close()
+                report = video.report
+                if not report.ok and on_damage == "stop":  # damage the first decode did not show
+                    raise CorruptVideoError(damage_message(source, report))
+                if writer is None:
+                    raise CorruptVideoError(f"{source}: no frames in the range {first}:{'' if last is None else last}")
+                writer.close()
+            try:
+                os.replace(tmp, output)
+            except OSError as exc:
+                raise EncoderError(f"{output}: cannot be written ({exc.strerror})") from exc
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            tmp.unlink(missing_ok=True)
+            raise
     problems = [] if report.ok else [report.summary(), *report.details()]
     for line in problems:
         log.warning("%s: %s", source, line)

@@ -11,6 +11,7 @@ OUTPUT_CODECS = {
     "x264": {"codec": "x264"},
     "x264-lossless": {"codec": "x264", "crf": None, "qp": 0.0},
     "x265": {"codec": "x265"},
+    "svtav1": {"codec": "svtav1"},
     "ffv1": {"codec": "ffv1", "crf": None},
 }
 
@@ -26,8 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default=None, help="model variant (default: the one saved with --weights, else the shipped default's)")
     p.add_argument("--weights", default="default",
                    help="'default' (shipped), a .safetensors file, a run folder, or none (untrained)")
-    p.add_argument("--codec", default="x264", choices=sorted(OUTPUT_CODECS),
-                   help="output encoding (default x264 at CRF 14; x264-lossless and ffv1 are lossless)")
+    p.add_argument("--codec", default=None, choices=sorted(OUTPUT_CODECS),
+                   help="output encoding at CRF 14 (default: x264, or the first of x265, svtav1, ffv1 that OUT's "
+                        "container can carry, e.g. svtav1 for .webm; x265 for HDR10 input, which only x265 keeps); "
+                        "x264-lossless and ffv1 are lossless")
     p.add_argument("--crf", type=float, default=None, help="output CRF for x264/x265 (default 14)")
     p.add_argument("--pix-fmt", default="source",
                    help="output pixel format (default: the input's own, e.g. yuv420p10le stays 10-bit)")
@@ -76,12 +79,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    fields = {**DEFAULT_OUTPUT, "preset": args.preset, **OUTPUT_CODECS[args.codec], "pix_fmt": args.pix_fmt}
+    codec = args.codec
+    if codec is None:
+        from codecave.codec.reader import check_input_file, read_info
+        from codecave.codec.writer import choose_codec
+
+        check_input_file(args.input)
+        codec = choose_codec(args.output, None, read_info(args.input).hdr)
+    fields = {**DEFAULT_OUTPUT, "preset": args.preset, **OUTPUT_CODECS[codec], "pix_fmt": args.pix_fmt}
     if args.crf is not None:
         if fields.get("crf") is None:
-            raise ConfigError(f"--crf does not apply to --codec {args.codec} (lossless)")
+            raise ConfigError(f"--crf does not apply to --codec {codec} (lossless)")
         fields["crf"] = args.crf
-    if args.codec == "ffv1":
+    if codec == "ffv1":
         fields["preset"] = None
     frames = parse_range(args.frames)
     options = EnhanceOptions(chunk=args.chunk, tile=args.tile, tile_overlap=args.tile_overlap, device=args.device,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -61,16 +62,20 @@ class VideoWriter:
         hdr: the source's HDR10 static metadata (``StreamInfo.hdr``): passed to x265,
             which writes it into the stream; other encoders cannot carry it, and a
             warning says so.
+        name: what messages call the file (the final name when ``path`` is a temporary one).
 
-    Use as a context manager; :meth:`abort` discards a half-written file.
+    Every failure to write (a full disk, a folder that became read-only) raises
+    :class:`EncoderError` naming ``name``. :meth:`abort` discards a half-written file.
     """
 
     def __init__(self, path: str | os.PathLike[str], source: str | os.PathLike[str], settings: EncodeSettings,
                  *, rotation: int = 0, start: float | None = None, planes: bool = False,
-                 hdr: dict[str, str] | None = None, first_time: float | None = None) -> None:
+                 hdr: dict[str, str] | None = None, first_time: float | None = None,
+                 name: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path)
+        self.name = Path(name) if name is not None else self.path
         self._planes = planes
-        settings = _with_hdr(settings, hdr, self.path)
+        settings = _with_hdr(settings, hdr, self.name)
         self.settings = settings
         self.start = start
         self._source = av.open(str(source), metadata_errors="replace")
@@ -78,7 +83,7 @@ class VideoWriter:
             self._container = av.open(str(self.path), mode="w")
         except (av.FFmpegError, ValueError) as exc:
             self._source.close()
-            raise EncoderError(f"{self.path}: cannot write this container ({exc})") from exc
+            raise EncoderError(f"{self.name}: cannot write this container ({exc})") from exc
         src = self._source.streams.video[0]
         self._src_video = src
         self._rotation = rotation
@@ -125,7 +130,7 @@ class VideoWriter:
         self._pix_fmt = output_pix_fmt(s, src.codec_context.pix_fmt or "yuv420p", str(self.path))
         if self._pix_fmt.startswith(("yuv420", "nv12")) and (width % 2 or height % 2):
             if s.codec not in ("x264", "x265"):
-                raise EncoderError(f"{self.path}: {width}x{height} has an odd side; {self._pix_fmt} needs even "
+                raise EncoderError(f"{self.name}: {width}x{height} has an odd side; {self._pix_fmt} needs even "
                                    "sides (use --codec ffv1 or x264)")
             log.warning("%s: %dx%d has an odd side, so the output is 4:4:4 (yuv444p) instead of %s",
                         self.path, width, height, self._pix_fmt)
@@ -168,7 +173,7 @@ class VideoWriter:
         planes = picture if isinstance(picture, YUVPlanes) else None
         size = (planes.height, planes.width) if planes is not None else picture.shape[:2]
         if size != (self._stream.height, self._stream.width):
-            raise EncoderError(f"{self.path}: frame {self.frames} is {size[1]}x{size[0]}, "
+            raise EncoderError(f"{self.name}: frame {self.frames} is {size[1]}x{size[0]}, "
                                f"the video is {self._stream.width}x{self._stream.height}")
         stream = self._stream
         if planes is not None:
@@ -182,16 +187,23 @@ class VideoWriter:
         self._last_pts = pts
         out.pts = pts - self._shift
         out.time_base = self._time_base
-        try:
+        with self._writing():
             for packet in stream.encode(out):
                 self._container.mux(packet)
-        except av.FFmpegError as exc:
-            raise EncoderError(f"{self.path}: {self.settings.encoder} failed at frame {self.frames}: {exc}") from exc
-        self.frames += 1
-        if time is None:
-            time = float(pts * self._time_base)
-        self._last_time = time
-        self._copy_until(time, inclusive=True)
+            self.frames += 1
+            if time is None:
+                time = float(pts * self._time_base)
+            self._last_time = time
+            self._copy_until(time, inclusive=True)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn encoder and file errors into one :class:`EncoderError` that names the output."""
+        try:
+            yield
+        except (av.FFmpegError, OSError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise EncoderError(f"{self.name}: writing failed at frame {self.frames} ({reason})") from exc
 
     def _copy_until(self, seconds: float | None, inclusive: bool = False) -> None:
         """Mux copied packets whose source time is before ``seconds`` (all when None)."""
@@ -227,17 +239,18 @@ class VideoWriter:
         """Flush the encoder, copy the remaining packets and close the file."""
         if self.frames == 0:
             self.abort()
-            raise EncoderError(f"{self.path}: no frames were written")
+            raise EncoderError(f"{self.name}: no frames were written")
         try:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-            if self.start is None:
-                self._copy_until(None)
-            elif self._last_time is not None:
-                self._copy_until(self._last_time + self._frame_seconds)
+            with self._writing():
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+                if self.start is None:
+                    self._copy_until(None)
+                elif self._last_time is not None:
+                    self._copy_until(self._last_time + self._frame_seconds)
+                self._container.close()
         finally:
-            self._container.close()
-            self._source.close()
+            self.abort()
 
     def abort(self) -> None:
         """Close without finishing; the caller removes the file."""
@@ -295,3 +308,88 @@ def _copy_tags(source: av.stream.Stream, target: av.stream.Stream) -> None:
     for key, value in source.metadata.items():
         if key.lower() in COPIED_TAGS and value:
             target.metadata[key.lower()] = value
+
+
+#: The codec each encoder writes, as FFmpeg's muxers name it.
+CODEC_OF_ENCODER = {"libx264": "h264", "libx265": "hevc", "libsvtav1": "av1", "ffv1": "ffv1",
+                    "mpeg4": "mpeg4", "mpeg2video": "mpeg2video"}
+#: Output codecs tried in this order when none is chosen (x265 first for HDR sources).
+AUTO_CODECS = ("x264", "x265", "svtav1", "ffv1")
+#: Codecs any muxer that really lists what it carries names (MPEG-TS lists only its defaults).
+_MODERN_CODECS = frozenset({"h264", "hevc", "av1", "vp9", "ffv1", "mpeg4"})
+#: Muxers that write pictures, not videos.
+_PICTURE_MUXERS = ("image2", "apng", "gif", "webp")
+
+
+def output_container(path: str | os.PathLike[str]) -> tuple[str, frozenset[str]]:
+    """The muxer FFmpeg picks for ``path``'s extension and the codecs it can carry.
+
+    Also checks that the folder can be written to (by creating and removing a small
+    file there), so that a run fails before any frame is enhanced, not after.
+
+    Returns:
+        ``(muxer name, codec names)``; an empty set means the muxer does not list them.
+
+    Raises:
+        EncoderError: the extension is not a video container FFmpeg writes, or the
+            folder cannot be written to (both messages name ``path``).
+    """
+    path = Path(path)
+    try:
+        # Opening for writing creates nothing until a header is written.
+        container = av.open(str(path), mode="w")
+    except (ValueError, av.FFmpegError) as exc:
+        raise EncoderError(f"{path}: FFmpeg has no video container for "
+                           f"{path.suffix or 'a name without an extension'!r} (use .mp4, .mkv, .mov or .webm)") from exc
+    try:
+        name, codecs = container.format.name, frozenset(container.supported_codecs)
+    finally:
+        container.close()
+    if not codecs & _MODERN_CODECS:  # a muxer with no codec list (MPEG-TS) names only its defaults
+        codecs = frozenset()
+    if name in _PICTURE_MUXERS:
+        raise EncoderError(f"{path}: {path.suffix} is a picture format, not a video container "
+                           "(use .mp4, .mkv, .mov or .webm)")
+    probe = path.with_name(f".{path.name}.codecave-check-{os.getpid()}")
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise EncoderError(f"{path}: cannot write in {path.parent} ({exc.strerror})") from exc
+    return name, codecs
+
+
+def carries(codecs: frozenset[str], codec: str) -> bool:
+    """Whether a container that lists ``codecs`` can carry what encoder ``codec`` writes."""
+    from codecave.codec.encode import ENCODERS
+
+    written = CODEC_OF_ENCODER.get(ENCODERS.get(codec, codec), codec)
+    return not codecs or written in codecs
+
+
+def choose_codec(path: str | os.PathLike[str], chosen: str | None, hdr: dict[str, str] | None = None) -> str:
+    """The output codec for ``path``: ``chosen`` if its container can carry it, else the
+    first of :data:`AUTO_CODECS` it can (x265 first when the source has HDR10 metadata,
+    which only x265 writes).
+
+    Raises:
+        EncoderError: ``chosen`` cannot go into this container (the message lists those that can),
+            or the container is not one FFmpeg writes (see :func:`output_container`).
+    """
+    path = Path(path)
+    muxer, codecs = output_container(path)
+    usable = [c for c in AUTO_CODECS if carries(codecs, c)]
+    if chosen is not None:
+        if carries(codecs, chosen):
+            return chosen
+        from codecave.codec.encode import ENCODERS
+
+        written = CODEC_OF_ENCODER.get(ENCODERS.get(chosen, chosen), chosen)
+        hint = f"use --codec {' or '.join(usable)}" if usable else "use .mkv or .mp4"
+        raise EncoderError(f"{path}: {muxer} cannot carry {written} (--codec {chosen}): {hint}")
+    order = ("x265", *AUTO_CODECS) if hdr else AUTO_CODECS
+    for codec in order:
+        if carries(codecs, codec):
+            return codec
+    raise EncoderError(f"{path}: {muxer} carries none of the codecs codecave writes ({', '.join(AUTO_CODECS)}); "
+                       "use .mkv or .mp4")
