@@ -37,6 +37,7 @@ from codecave.cli.train import parse_overrides
 from codecave.codec.rasterize import grid_priors
 from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
+from codecave.engine.checkpoint import load_checkpoint
 from codecave.engine.config import load_config
 from codecave.engine.trainer import train
 from codecave.grid import luma, peak, to_unit
@@ -136,15 +137,15 @@ def main() -> None:
     for point in (float(m) for m in args.minutes.split(",")):
         if point in scored:
             continue
-        state = folder / "run" / "checkpoint.pt"
-        seconds = float(torch.load(state, weights_only=False)["extra"]["seconds"]) if state.exists() else 0.0
+        state = load_checkpoint(folder / "run")
+        seconds = float(state["extra"]["seconds"]) if state is not None else 0.0
         left = point - seconds / 60
         if left > 0.05:
             piece = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_minutes=left))
             result = train(piece, progress=False)
             seconds, step = result.seconds, result.step
         else:
-            step = int(torch.load(state, weights_only=False)["step"])
+            step = int(state["step"])
         model = create_model(cfg.model.name, weights=str(folder / "run"), variant=cfg.model.variant,
                              **cfg.model.overrides)
         start = time.perf_counter()

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runs from a copy of the repository without installing it
 
 from codecave.cli.train import parse_overrides
+from codecave.engine.checkpoint import load_checkpoint
 from codecave.engine.config import TrainConfig, load_config, save_config
 
 #: What may travel to the device machine in all (working tree plus carried paths).
@@ -147,8 +148,8 @@ def train(folder: Path, out: Path, minutes: float, steps: int | str | None, devi
     # the whole command keeps to ``minutes``: the rate probe and start-up come out of the training time
     budget = max(0.05, minutes - (time.perf_counter() - begin) / 60) if minutes else 0.0
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_minutes=budget))
-    checkpoint = Path(cfg.out) / "checkpoint.pt"
-    first = int(torch.load(checkpoint, weights_only=False)["step"]) if checkpoint.exists() else 0
+    state = load_checkpoint(Path(cfg.out))
+    first = int(state["step"]) if state is not None else 0
     start = time.perf_counter()
     result = run(cfg, progress=False, device=device)
     seconds = time.perf_counter() - start

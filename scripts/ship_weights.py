@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from codecave.data.prepare import load_manifest
+from codecave.engine.checkpoint import load_checkpoint
 from codecave.engine.config import load_config
 from codecave.enhance import EnhanceOptions, Enhancer
 from codecave.evaluate import EvalReport, choose_pass_through, evaluate, write_report
@@ -63,7 +64,7 @@ def training_stages(run: Path) -> list[dict[str, Any]]:
     while current is not None and current.resolve() not in seen and (current / "config.yaml").is_file():
         seen.add(current.resolve())
         cfg = load_config(current / "config.yaml")
-        state = torch.load(current / "checkpoint.pt", map_location="cpu", weights_only=False)
+        state = load_checkpoint(current)
         prefix = f"{cfg.model.name}_"
         recipe = REPO / "configs" / cfg.model.name / f"{cfg.name.removeprefix(prefix)}.yaml"
         settings = cfg.to_dict()

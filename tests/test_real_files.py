@@ -395,3 +395,73 @@ def test_case14_messages_name_out_and_the_codecs_its_container_carries(tmp_path:
     with av.open(str(result.output)) as c:
         assert c.streams.video[0].codec_context.name in ("libdav1d", "av1", "libaom-av1")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_case15_small_ones_are_one_line_errors(tmp_path: Path, pan_clip: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from codecave.cli.main import main
+
+    # `codecave probe X --json | head`: the reader goes away; no BrokenPipeError traceback.
+    long = tmp_path / "long.mp4"  # its JSON (about 120 kB) does not fit in a pipe's buffer
+    encode_frames(pan_frames(400, 64, 96), long, EncodeSettings(codec="x264", crf=30, preset="ultrafast"))
+    code = (f"import sys\nfrom codecave.cli.main import main\nsys.exit(main(['probe', {str(long)!r}, '--json']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(20)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in stderr, stderr
+    cases = [
+        (["probe", str(pan_clip), "--viz", str(tmp_path / "viz"), "--viz-frames", "x:y"], "--viz-frames 'x:y'"),
+        (["enhance", str(pan_clip), str(tmp_path / "o.mp4"), "--device", "cuda"], "cannot use CUDA")
+        if not __import__("torch").cuda.is_available() else None,
+        (["enhance", str(pan_clip), str(tmp_path / "o.mp4"), "--model", "foo"], "unknown model 'foo'; choose one of pnp_vcve"),
+        (["enhance", str(pan_clip), str(tmp_path / "o.mp4"), "--variant", "huge"], "unknown variant 'huge'; choose one of"),
+        (["prepare", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "set")], "no video, frame folder or still"),
+    ]
+    (tmp_path / "nothing-here").mkdir()
+    for argv, message in filter(None, cases):
+        assert main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert message in err and "Traceback" not in err, (argv, err)
+        assert err.startswith("codecave ") and "clip/s" not in err, err  # no progress bar before the error
+    with pytest.raises(SystemExit) as exit_:
+        main(["probe", str(pan_clip), "--frames", "-5"])
+    assert exit_.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
+class _Payload:
+    """Anything a pickle can name: loading it with weights_only=False would run its __reduce__."""
+
+    def __reduce__(self) -> tuple:
+        return (os.system, ("echo pwned",))
+
+
+def test_case16_checkpoints_load_without_executing_code(tmp_path: Path) -> None:
+    import random
+
+    import torch
+
+    from codecave.engine.checkpoint import (
+        CHECKPOINT,
+        load_checkpoint,
+        rng_state,
+        save_checkpoint,
+        set_rng_state,
+    )
+    from codecave.errors import CheckpointError
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    save_checkpoint(tmp_path, model, optimizer, 7, {"seconds": 1.5}, {"name": "linear"})
+    state = load_checkpoint(tmp_path)  # weights_only=True inside
+    assert state["step"] == 7 and state["extra"] == {"seconds": 1.5}
+    # RNG states round-trip through tensors and plain values.
+    saved = rng_state()
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    set_rng_state(saved)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+    torch.save({**state, "extra": _Payload()}, tmp_path / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="Python objects .* does not load it"):
+        load_checkpoint(tmp_path)

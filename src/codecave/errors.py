@@ -52,6 +52,10 @@ class DatasetError(CodecaveError, ValueError):
     """A dataset folder or its manifest is inconsistent."""
 
 
+class CheckpointError(CodecaveError, ValueError):
+    """A training checkpoint cannot be loaded safely."""
+
+
 class ConfigError(CodecaveError, ValueError):
     """A configuration value is invalid."""
 

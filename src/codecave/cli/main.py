@@ -1,13 +1,15 @@
 """The ``codecave`` command: parse arguments, call the library, print results.
 
 Errors of codecave's own types are printed as one line without a traceback and
-set a non-zero exit code (2 for bad input, 130 for Ctrl-C).
+set a non-zero exit code (2 for bad input, 130 for Ctrl-C, 141 when the reader of
+the output went away, as in ``codecave probe X --json | head``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -39,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("codecave: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout closed it (| head): stop quietly, as command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (CodecaveError, FileNotFoundError) as exc:
         print(f"codecave {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -64,12 +64,13 @@ def run(args: argparse.Namespace) -> int:
     )
     exclude = held_out_names(args.exclude_split) if args.exclude_split else ()
     bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(unit="clip", desc="prepare")
 
     def progress(done: int, total: int, name: str) -> None:
+        nonlocal bar
+        if bar is None and not args.no_progress:  # made at the first clip, so errors come first
+            from tqdm import tqdm
+
+            bar = tqdm(unit="clip", desc="prepare", total=total)
         if bar is not None:
             bar.total = total
             bar.n = done

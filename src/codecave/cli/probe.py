@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from codecave.errors import ConfigError
 from codecave.probe import probe_video
 
 
@@ -18,19 +19,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--viz", metavar="DIR", help="write PNGs of vectors, partitions and QP to DIR")
     p.add_argument("--viz-frames", default="0:8", metavar="START:END",
                    help="frames drawn with --viz (default 0:8)")
-    p.add_argument("--frames", type=int, default=None, metavar="N", help="read only the first N frames")
+    p.add_argument("--frames", type=positive_int, default=None, metavar="N", help="read only the first N frames")
     p.set_defaults(run=run)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def _range(text: str) -> range:
-    start, _, end = text.partition(":")
-    return range(int(start or 0), int(end) if end else 1 << 62)
+    """``"START:END"`` (either may be left out) -> a range of frame indices."""
+    start, sep, end = text.partition(":")
+    try:
+        first, last = int(start or 0), (int(end) if end else 1 << 62)
+    except ValueError:
+        raise ConfigError(f"--viz-frames {text!r}: expected START:END with whole numbers, e.g. 0:8") from None
+    if not sep or first < 0 or last <= first:
+        raise ConfigError(f"--viz-frames {text!r}: expected START:END with 0 <= START < END, e.g. 0:8")
+    return range(first, last)
 
 
 def run(args: argparse.Namespace) -> int:
     """Probe and print."""
-    result = probe_video(args.video, max_frames=args.frames, viz_dir=args.viz,
-                         viz_frames=_range(args.viz_frames))
+    viz_frames = _range(args.viz_frames)
+    result = probe_video(args.video, max_frames=args.frames, viz_dir=args.viz, viz_frames=viz_frames)
     if args.json:
         print(json.dumps(result.to_json(), indent=2, default=str))
     else:

@@ -428,6 +428,8 @@ def prepare_dataset(
         if progress is not None:
             progress(len(skipped) + len(prepared) + len(failed), len(sources), name)
 
+    if progress is not None:  # inputs and settings are checked: show the work ahead
+        progress(len(skipped), len(sources), "")
     if workers <= 1 or len(todo) <= 1:
         for i, src in todo:
             try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
+
+from codecave.errors import CheckpointError
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
@@ -40,14 +43,23 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def rng_state() -> dict[str, object]:
-    """Python, NumPy and torch RNG states."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy and torch RNG states, as tensors and plain values only (so that
+    :func:`load_checkpoint` can read them with ``weights_only=True``)."""
+    version, internal, gauss = random.getstate()
+    key, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+        "numpy": [key, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
 
 
 def set_rng_state(state: dict[str, object]) -> None:
     """Restore :func:`rng_state`."""
-    random.setstate(state["python"])  # type: ignore[arg-type]
-    np.random.set_state(state["numpy"])  # type: ignore[arg-type]
+    version, internal, gauss = state["python"]  # type: ignore[misc]
+    random.setstate((version, tuple(int(x) for x in internal.tolist()), gauss))
+    key, keys, pos, has_gauss, cached = state["numpy"]  # type: ignore[misc]
+    np.random.set_state((key, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])  # type: ignore[arg-type]
 
 
@@ -69,8 +81,22 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
 
 
 def load_checkpoint(folder: Path) -> dict[str, object] | None:
-    """The saved training state, or None when the folder has none."""
+    """The saved training state, or None when the folder has none.
+
+    Read with ``torch.load(weights_only=True)``: tensors and plain values only, so a run
+    folder copied from elsewhere cannot execute code when it is resumed.
+
+    Raises:
+        CheckpointError: the file holds anything else (pickled Python objects, or a
+            checkpoint written before its RNG states were stored as tensors).
+    """
     path = folder / CHECKPOINT
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: holds Python objects beyond tensors and plain values, which loading could execute; "
+            "codecave does not load it. Remove it (or the run folder) to start the run over, or start from "
+            f"its weights with init: {folder / WEIGHTS}") from exc

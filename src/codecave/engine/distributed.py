@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from codecave.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -30,10 +32,23 @@ class Dist:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else CPU."""
+    """``auto`` picks CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: ``name`` is not a device PyTorch knows, or asks for CUDA where this
+            PyTorch has none (a CPU build, or no GPU visible).
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r}: use auto, cpu or cuda (cuda:N for one GPU)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, but no GPU is visible"
+        raise ConfigError(f"device {name!r}: this PyTorch ({torch.__version__}, {build}) cannot use CUDA; "
+                          "use --device cpu or auto")
+    return device
 
 
 def setup(device: str = "auto") -> Dist:

@@ -125,12 +125,14 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
         model.pass_through_qp, model.fallback_variant = None, None
         return model.eval()
     fallback = None
+    _entry(name)  # an unknown name is named, with the registered ones
     if weights == "default":
         if variant is None and name == DEFAULT_MODEL and model_domain(name, DEFAULT_VARIANT) == "yuv420":
             fallback = FALLBACK_VARIANT
         variant = variant or DEFAULT_VARIANT
         entry = weights_manifest().get(f"{name}_{variant}")
         if entry is None:
+            build_model(name, variant)  # an unknown variant is named, with the model's variants
             raise ConfigError(f"no shipped weights for {name} ({variant}); pass weights=PATH or weights=None")
         path = resources.files("codecave") / "weights" / str(entry["file"])
         arch = {**dict(entry.get("config", {})), **overrides}
