@@ -465,3 +465,22 @@ def test_case16_checkpoints_load_without_executing_code(tmp_path: Path) -> None:
     torch.save({**state, "extra": _Payload()}, tmp_path / CHECKPOINT)
     with pytest.raises(CheckpointError, match="Python objects .* does not load it"):
         load_checkpoint(tmp_path)
+
+
+def test_case07_mkv_attachments_are_kept(tmp_path: Path, pan_clip: Path, caplog: pytest.LogCaptureFixture) -> None:
+    styled = tmp_path / "styled.mkv"
+    font = b"\x00\x01\x00\x00" + bytes(range(256)) * 8  # a TrueType header and some payload
+    with av.open(str(pan_clip)) as inp, av.open(str(styled), "w") as out:
+        video = out.add_stream_from_template(inp.streams.video[0])
+        out.add_attachment("DejaVuSans.ttf", "font/ttf", font)
+        for packet in inp.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = video
+                out.mux(packet)
+    result = enhance_video(styled, tmp_path / "out.mkv", progress=False)
+    with av.open(str(result.output)) as c:
+        (kept,) = [s for s in c.streams if s.type == "attachment"]
+        assert (kept.name, kept.mimetype, bytes(kept.data)) == ("DejaVuSans.ttf", "font/ttf", font)
+    with caplog.at_level("WARNING"):
+        enhance_video(styled, tmp_path / "out.mp4", progress=False)
+    assert "cannot carry the source's 1 attachment(s) (DejaVuSans.ttf)" in caplog.text

@@ -5,7 +5,9 @@ output has their pixel format (by default the source's own format and bit depth:
 :data:`SOURCE_FORMAT`), or as RGB, converted by swscale with the source's matrix.
 The new file keeps the source's frame rate, time base and per-frame timestamps
 (variable frame rate included), colour metadata and display rotation, and copies
-every audio and subtitle stream without re-encoding, interleaved by time.
+every audio and subtitle stream without re-encoding, interleaved by time, and the
+attachments of a Matroska source (fonts for styled subtitles) when the output is
+Matroska too (other containers cannot hold them: a warning says so).
 """
 
 from __future__ import annotations
@@ -119,9 +121,24 @@ class VideoWriter:
                 except (av.FFmpegError, ValueError) as exc:
                     log.warning("%s: stream %d (%s) cannot go into %s and is left out: %s",
                                 source, s.index, s.type, self.path.suffix, exc)
+        self._attach(source)
         self._packets: Iterator[av.Packet] | None = (
             self._source.demux(*[self._source.streams[i] for i in self._copies]) if self._copies else None)
         self._pending: av.Packet | None = None
+
+    def _attach(self, source: str | os.PathLike[str]) -> None:
+        """Copy the source's attachments (the fonts that styled subtitles need, cover art)."""
+        attachments = [s for s in self._source.streams if s.type == "attachment"]
+        if not attachments:
+            return
+        if self._container.format.name != "matroska":
+            log.warning("%s: %s cannot carry the source's %d attachment(s) (%s); they are left out "
+                        "(use .mkv to keep them)", self.name, self._container.format.name, len(attachments),
+                        ", ".join(str(a.name) for a in attachments))
+            return
+        for a in attachments:
+            self._container.add_attachment(str(a.name), str(a.mimetype or "application/octet-stream"),
+                                           bytes(a.data))
 
     def _open_video(self, width: int, height: int) -> av.VideoStream:
         s = self.settings
