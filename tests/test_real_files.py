@@ -484,3 +484,21 @@ def test_case07_mkv_attachments_are_kept(tmp_path: Path, pan_clip: Path, caplog:
     with caplog.at_level("WARNING"):
         enhance_video(styled, tmp_path / "out.mp4", progress=False)
     assert "cannot carry the source's 1 attachment(s) (DejaVuSans.ttf)" in caplog.text
+
+
+def test_case11_mpeg_quantisers_are_on_the_h264_qp_scale(tmp_path: Path) -> None:
+    from codecave.codec.priors import mpeg_quantiser_to_qp, sequence_crf
+
+    assert mpeg_quantiser_to_qp(10.0) == pytest.approx(12 + 6 * np.log2(5 / 0.85))  # x264's qscale2qp
+    for codec in ("mpeg4", "mpeg2"):
+        path = tmp_path / f"q5-{codec}.avi"  # Xvid-like `-q:v 5`: qscale 5 everywhere
+        encode_frames(pan_frames(12, 96, 160), path,
+                      EncodeSettings(codec=codec, crf=None, qp=5, bframes=2, keyint=12))
+        with open_video(path) as video:
+            frames = [f for f in video if f.priors.qp is not None]
+        assert len(frames) >= 10
+        assert all(f.priors.codec_qp == pytest.approx(10.0) for f in frames), codec  # the codec's own value
+        assert all(f.priors.qp == pytest.approx(27.3, abs=0.05) for f in frames), codec
+        assert np.allclose(frames[0].priors.qp_map, 27.3, atol=0.05)
+        crf, source = sequence_crf(None, [f.priors.qp for f in frames], [int(f.priors.frame_type) for f in frames])
+        assert source == "estimated from frame QP" and crf > 20, (codec, crf)  # was "CRF 5.4", near lossless

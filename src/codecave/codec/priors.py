@@ -164,6 +164,10 @@ class FramePriors:
             to (resolved by :mod:`codecave.codec.gop`), ``None`` when no past vector.
         ref_future: likewise for future vectors.
         source: ``"bitstream"`` or ``"estimated"``.
+        codec_qp: the frame's mean quantiser in its codec's own units, where they differ
+            from H.264's QP scale that ``qp`` and ``qp_map`` always use: for MPEG-1/2/4
+            Part 2 and H.263, FFmpeg's ``quantiser_scale`` (twice the qscale, 2 to 62),
+            mapped to ``qp`` by :func:`mpeg_quantiser_to_qp`. None for H.264.
     """
 
     frame_type: FrameType
@@ -174,6 +178,7 @@ class FramePriors:
     ref_past: int | None = None
     ref_future: int | None = None
     source: PriorSource = "bitstream"
+    codec_qp: float | None = None
 
 
 @dataclass(frozen=True)
@@ -286,6 +291,31 @@ class CodedFrame:
 #: B-frames), measured over the training set's 15/25/35 rate points; see
 #: ``benchmarks/crf_estimate.py``, which re-measures them and the estimate's error.
 CRF_QP_OFFSET = {FrameType.I: 1.7, FrameType.P: 4.9, FrameType.B: 5.5}
+
+
+#: Decoders whose exported quantiser is an MPEG ``quantiser_scale``, not an H.264 QP.
+MPEG_QUANTISER_CODECS = frozenset({"mpeg1video", "mpeg2video", "mpeg4", "h263", "h263p", "msmpeg4v3", "flv"})
+
+
+def mpeg_quantiser_to_qp(quantiser_scale: np.ndarray | float) -> np.ndarray | float:
+    """The H.264-equivalent QP of an MPEG-1/2/4 Part 2 or H.263 quantiser.
+
+    FFmpeg exports these codecs' quantisers as ``quantiser_scale`` = 2 x qscale (2 to 62:
+    MPEG-2's own value; MPEG-1/4 and H.263 qscale doubled). The qscale is mapped with
+    x264's ``qscale2qp`` (``encoder/ratecontrol.c``), the convention libavcodec and x264
+    share for comparing the two scales: ``QP = 12 + 6 log2(qscale / 0.85)``. So Xvid's
+    ``-q:v 5`` (quantiser_scale 10) is QP 27.3, not 10; qscale 2 is QP 19.4, qscale 31 is
+    QP 43.1.
+
+    Args:
+        quantiser_scale: values as exported (scalar or array).
+
+    Returns:
+        QPs on H.264's scale, same shape (float32 for arrays).
+    """
+    q = np.maximum(np.asarray(quantiser_scale, dtype=np.float64) / 2.0, 0.5)
+    qp = 12.0 + 6.0 * np.log2(q / 0.85)
+    return qp.astype(np.float32) if qp.ndim else float(qp)
 
 
 def estimate_crf(qp: Sequence[float], frame_type: Sequence[int]) -> float | None:

@@ -34,6 +34,7 @@ from codecave.codec.convert import is_420, planes_from_frame
 from codecave.codec.gop import ReferenceTracker, fallback_references, h264_is_reference, h264_nal_length_size
 from codecave.codec.priors import (
     MB,
+    MPEG_QUANTISER_CODECS,
     MV_DTYPE,
     CodedFrame,
     EncoderSettings,
@@ -41,6 +42,7 @@ from codecave.codec.priors import (
     FrameType,
     StreamInfo,
     empty_mvs,
+    mpeg_quantiser_to_qp,
 )
 from codecave.codec.sei import find_encoder_settings
 from codecave.errors import (
@@ -587,6 +589,11 @@ class VideoReader:
                 mvs = _mvs_from_side_data(side)
             elif kind == "VideoEncParams":
                 qp, qp_map = _qp_from_side_data(side)
+        codec_qp = None
+        if qp is not None and self.info.codec in MPEG_QUANTISER_CODECS:  # one QP scale for every codec
+            codec_qp = qp
+            qp_map = mpeg_quantiser_to_qp(qp_map) if qp_map is not None and qp_map.size else qp_map
+            qp = float(qp_map.mean()) if qp_map is not None and qp_map.size else mpeg_quantiser_to_qp(qp)
         if frame.is_corrupt:
             self.report.corrupt_frames.append(index)
             self.report.spans.append(_concealed(index, frame.time))
@@ -612,6 +619,7 @@ class VideoReader:
                 qp_map=qp_map,
                 mvs=mvs,
                 source="bitstream",
+                codec_qp=codec_qp,
             ),
             decode_index=decode_index,
             corrupt=bool(frame.is_corrupt),
