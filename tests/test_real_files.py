@@ -502,3 +502,26 @@ def test_case11_mpeg_quantisers_are_on_the_h264_qp_scale(tmp_path: Path) -> None
         assert np.allclose(frames[0].priors.qp_map, 27.3, atol=0.05)
         crf, source = sequence_crf(None, [f.priors.qp for f in frames], [int(f.priors.frame_type) for f in frames])
         assert source == "estimated from frame QP" and crf > 20, (codec, crf)  # was "CRF 5.4", near lossless
+
+
+def test_case11_x265_and_svtav1_crfs_reach_the_model_on_x264s_scale(tmp_path: Path) -> None:
+    from codecave.codec.priors import sequence_crf, x264_equivalent_crf
+    from codecave.codec.reader import read_info
+    from codecave.data.dataset import variant_crf
+    from codecave.data.prepare import PrepareSettings, load_manifest, prepare_dataset
+
+    assert x264_equivalent_crf("x264", 28) == 28
+    assert x264_equivalent_crf("x265", 30) == pytest.approx(27.5)
+    assert x264_equivalent_crf("svtav1", 40) == pytest.approx(22.4)
+    hevc = tmp_path / "x265.mkv"
+    encode_frames(pan_frames(8, 96, 160), hevc, EncodeSettings(codec="x265", crf=30))
+    crf, source = sequence_crf(read_info(hevc).encoder, [], [])
+    assert crf == pytest.approx(27.5) and source == "encoder crf (x265 CRF 30)"
+    clip = tmp_path / "src" / "pan.mkv"
+    clip.parent.mkdir()
+    encode_frames(pan_frames(8, 64, 96), clip, EncodeSettings(codec="ffv1", crf=None))
+    root = tmp_path / "av1set"
+    prepare_dataset([clip.parent], root, PrepareSettings(codec="svtav1", crfs=(40,), max_frames=8))
+    (info,) = load_manifest(root)["clips"].values()
+    assert info["variants"]["crf40"]["encoder_crf"] == 40 and info["variants"]["crf40"]["codec"] == "svtav1"
+    assert variant_crf(info, "crf40") == pytest.approx(22.4)  # was: no crf recorded (DatasetError)

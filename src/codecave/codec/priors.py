@@ -318,6 +318,33 @@ def mpeg_quantiser_to_qp(quantiser_scale: np.ndarray | float) -> np.ndarray | fl
     return qp.astype(np.float32) if qp.ndim else float(qp)
 
 
+#: x264 CRF of equal mean PSNR-Y for x265's and SVT-AV1's CRFs, measured by
+#: ``python benchmarks/crf_equivalence.py <28 training sequences> --clips 8 --frames 16``
+#: (8 clips, 256x448 crops, preset medium; the README gives the full output). codecave's
+#: models are conditioned on x264's CRF scale; other encoders' CRFs are mapped onto it.
+X264_EQUIVALENT_CRF: dict[str, tuple[tuple[float, float], ...]] = {
+    "x265": ((10, 8.9), (14, 12.3), (18, 15.8), (22, 19.6), (26, 23.5), (30, 27.5), (34, 31.7), (38, 35.8),
+             (42, 40.0), (46, 44.0), (51, 48.6)),
+    "svtav1": ((10, 11.3), (16, 13.8), (22, 15.5), (28, 17.6), (34, 19.9), (40, 22.4), (46, 24.7), (52, 27.1),
+               (58, 30.4), (63, 36.9)),
+}
+_ENCODER_FAMILY = {"x265": "x265", "libx265": "x265", "hevc": "x265",
+                   "svtav1": "svtav1", "libsvtav1": "svtav1", "av1": "svtav1"}
+
+
+def x264_equivalent_crf(encoder: str | None, crf: float) -> float:
+    """The x264 CRF that gives the same mean PSNR-Y as ``crf`` of ``encoder``.
+
+    x264 (and unknown encoders) keep their value; x265 and SVT-AV1 are interpolated
+    in :data:`X264_EQUIVALENT_CRF` (the end values hold outside the measured range).
+    """
+    table = X264_EQUIVALENT_CRF.get(_ENCODER_FAMILY.get(str(encoder or "").lower(), ""))
+    if table is None:
+        return float(crf)
+    xs, ys = zip(*table)
+    return float(np.interp(float(crf), xs, ys))
+
+
 def estimate_crf(qp: Sequence[float], frame_type: Sequence[int]) -> float | None:
     """Estimate a sequence CRF from frame QPs (for files without encoder settings).
 
@@ -336,12 +363,18 @@ def sequence_crf(encoder: EncoderSettings | None, qp: Sequence[float], frame_typ
     frame QPs (:func:`estimate_crf`), and finally 23 (x264's default) when the file
     carries no QP at all.
 
+    An x265 CRF is mapped to x264's scale (:func:`x264_equivalent_crf`); the source
+    then names both values.
+
     Returns:
-        ``(crf, source)`` with source ``"encoder crf"``, ``"encoder qp"``,
-        ``"estimated from frame QP"`` or ``"default (no QP in the file)"``.
+        ``(crf, source)`` with source ``"encoder crf"`` (or ``"encoder crf (x265 CRF 28)"``),
+        ``"encoder qp"``, ``"estimated from frame QP"`` or ``"default (no QP in the file)"``.
     """
     if encoder is not None and encoder.crf is not None:
-        return float(encoder.crf), "encoder crf"
+        crf = x264_equivalent_crf(encoder.encoder, encoder.crf)
+        if encoder.encoder != "x264":
+            return crf, f"encoder crf ({encoder.encoder} CRF {encoder.crf:g})"
+        return crf, "encoder crf"
     if encoder is not None and encoder.qp is not None:
         return float(encoder.qp), "encoder qp"
     estimate = estimate_crf(qp, frame_type)

@@ -60,9 +60,10 @@ class WindowSpec:
 
 
 def variant_crf(info: dict[str, object], variant: str) -> float:
-    """The sequence CRF of a prepared variant: the encoder's crf, else its fixed qp."""
+    """The sequence CRF of a prepared variant, on x264's scale (x265 and SVT-AV1 CRFs
+    mapped by :func:`~codecave.codec.priors.x264_equivalent_crf`), else its fixed qp."""
     v = info["variants"][variant]
-    for key in ("encoder_crf", "encoder_qp"):
+    for key in ("x264_crf", "encoder_crf", "encoder_qp"):
         if v.get(key) is not None:
             return float(v[key])
     raise DatasetError(f"{info['name']}/{variant}: no crf or qp recorded")

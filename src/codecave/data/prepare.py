@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import codecave
-from codecave.codec.priors import YUVPlanes
+from codecave.codec.priors import YUVPlanes, x264_equivalent_crf
 from codecave.codec.rasterize import compact_priors, stack_compact
 from codecave.data.sources import Source, discover_sources, file_hash, read_frames
 from codecave.errors import DatasetError
@@ -280,8 +280,13 @@ def _encode_variant(gt_input: np.ndarray | list[YUVPlanes], folder: Path, settin
         "frame_types": "".join(k[0] for k in kinds),
         "mean_qp": float(qps.mean()) if qps.size else None,
         "prior_source": source,
-        "encoder_crf": None if encoder is None else encoder.crf,
-        "encoder_qp": None if encoder is None else encoder.qp,
+        "encoder_crf": encoder.crf if encoder is not None else settings.crf if settings.qp is None else None,
+        "encoder_qp": encoder.qp if encoder is not None else settings.qp,
+        "codec": settings.codec,
+        # The value models are conditioned on: x264's CRF scale (x265 and SVT-AV1 mapped).
+        "x264_crf": None if settings.qp is not None or settings.crf is None
+        else x264_equivalent_crf(settings.codec, encoder.crf if encoder is not None and encoder.crf is not None
+                                 else settings.crf),
     }
 
 
