@@ -525,3 +525,39 @@ def test_case11_x265_and_svtav1_crfs_reach_the_model_on_x264s_scale(tmp_path: Pa
     (info,) = load_manifest(root)["clips"].values()
     assert info["variants"]["crf40"]["encoder_crf"] == 40 and info["variants"]["crf40"]["codec"] == "svtav1"
     assert variant_crf(info, "crf40") == pytest.approx(22.4)  # was: no crf recorded (DatasetError)
+
+
+def _mpeg4(path: Path, frames: list[np.ndarray], qpel: bool) -> Path:
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mpeg4", rate=25, options={"qmin": "4", "qmax": "4", **({"flags": "+qpel"} if qpel else {})})
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        s.codec_context.max_b_frames, s.codec_context.gop_size = 2, 12
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
+def test_case09_mpeg4_b_frames_get_estimated_vectors_not_phantom_zeros(tmp_path: Path) -> None:
+    step = (2, 1)  # the pan: the past picture's content sits at (+2, +1) per frame
+    for qpel in (False, True):
+        path = _mpeg4(tmp_path / f"part2-qpel{int(qpel)}.avi", pan_frames(12, 96, 160, step=step), qpel)
+        with av.open(str(path)) as c:  # the case: FFmpeg exports B vectors as (0, 0)
+            c.streams.video[0].codec_context.options = {"flags2": "+export_mvs"}
+            raw = [f for f in c.decode(video=0) if int(f.pict_type) == 3]
+            exported = np.concatenate([s.to_ndarray() for f in raw for s in f.side_data
+                                       if type(s).__name__ == "MotionVectors"])
+            assert len(raw) >= 4 and not exported["motion_x"].any() and not exported["motion_y"].any()
+        with open_video(path) as video:
+            frames = list(video)
+        bs = [f for f in frames if f.priors.frame_type.name == "B"]
+        assert bs and all(f.priors.source == "estimated" for f in bs), qpel
+        assert all(f.priors.source == "bitstream" for f in frames if f.priors.frame_type.name != "B")
+        for f in bs:
+            m = f.priors.mvs
+            past, future = m[m["direction"] < 0], m[m["direction"] > 0]
+            assert f.priors.ref_past == 1 and f.priors.ref_future == 1
+            assert np.median(past["dx"]) == step[0] and np.median(past["dy"]) == step[1]
+            assert np.median(future["dx"]) == -step[0] and np.median(future["dy"]) == -step[1]

@@ -57,6 +57,10 @@ from codecave.errors import (
 
 log = logging.getLogger(__name__)
 
+#: Decoders whose exported B-frame vectors are all (0, 0) (MPEG-4 Part 2: FFmpeg does not
+#: export them); such frames get estimated vectors instead.
+ZERO_B_VECTOR_CODECS = frozenset({"mpeg4", "msmpeg4v3"})
+
 #: Decoders whose FFmpeg implementation exports motion vectors and QP.
 BITSTREAM_PRIOR_CODECS = frozenset({"h264", "mpeg2video", "mpeg1video", "mpeg4", "h263", "h263p"})
 
@@ -483,7 +487,10 @@ class VideoReader:
         if not self._want_priors:
             return frames
         if self.info.prior_source == "bitstream":
-            return self._with_references(frames)
+            resolved = self._with_references(frames)
+            if self.info.codec in ZERO_B_VECTOR_CODECS:
+                return self._estimate_zero_b_vectors(resolved)
+            return resolved
         return self._with_estimates(frames)
 
     # -- decoding ---------------------------------------------------------------------
@@ -674,6 +681,43 @@ class VideoReader:
             yield self._release(held.popleft(), tracker)
 
     # -- estimated priors -----------------------------------------------------------------
+
+    def _estimate_zero_b_vectors(self, frames: Iterator[CodedFrame]) -> Iterator[CodedFrame]:
+        """MPEG-4 Part 2 B-frames: FFmpeg's decoder exports every B vector as (0, 0)
+        (with and without quarter-pel), so a B-frame whose vectors are all zero gets
+        vectors estimated from its neighbours' pixels, marked ``"estimated"``; its QP
+        and type stay the bitstream's."""
+        previous: CodedFrame | None = None
+        current: CodedFrame | None = None
+        replaced = 0
+        for frame in frames:
+            if current is not None:
+                replaced += self._replace_zero_b(previous, current, frame)
+                yield current
+            previous, current = current, frame
+        if current is not None:
+            replaced += self._replace_zero_b(previous, current, None)
+            yield current
+        if replaced:
+            log.info("%s: %d B-frame(s) of %s carry no real vectors in FFmpeg's export; their vectors were "
+                     "estimated from pixels", self.path, replaced, self.info.codec)
+
+    @staticmethod
+    def _replace_zero_b(previous: CodedFrame | None, frame: CodedFrame, following: CodedFrame | None) -> int:
+        from codecave.codec.estimate import estimate_priors
+
+        mvs = frame.priors.mvs
+        if frame.priors.frame_type != FrameType.B or not len(mvs) or (mvs["dx"] != 0).any() or (mvs["dy"] != 0).any():
+            return 0
+        group = [f for f in (previous, frame, following) if f is not None]
+        k = 0 if previous is None else 1
+        types = [FrameType.P] * len(group)
+        types[k] = FrameType.B
+        estimated = estimate_priors([f.rgb for f in group], types)[k]
+        frame.priors.mvs = estimated.mvs
+        frame.priors.ref_past, frame.priors.ref_future = estimated.ref_past, estimated.ref_future
+        frame.priors.source = "estimated"
+        return 1
 
     def _with_estimates(self, frames: Iterator[CodedFrame]) -> Iterator[CodedFrame]:
         """Estimate vectors from pixels, one frame of look-ahead for B-frames."""
