@@ -561,3 +561,50 @@ def test_case09_mpeg4_b_frames_get_estimated_vectors_not_phantom_zeros(tmp_path:
             assert f.priors.ref_past == 1 and f.priors.ref_future == 1
             assert np.median(past["dx"]) == step[0] and np.median(past["dy"]) == step[1]
             assert np.median(future["dx"]) == -step[0] and np.median(future["dy"]) == -step[1]
+
+
+def _box_over_moving_background(n: int = 24, height: int = 160, width: int = 256) -> tuple[list, list]:
+    """A textured box moving (-2, +2) px per frame over a textured background panning (-3, -1)."""
+    from tests.conftest import texture
+
+    background = texture(height + 4 * n + 8, width + 4 * n + 8, seed=1)
+    box = texture(48, 64, seed=2)
+    frames, corners = [], []
+    for t in range(n):
+        f = background[t : t + height, 3 * t : 3 * t + width].copy()
+        x, y = 88 - 2 * t, 16 + 2 * t
+        f[y : y + 48, x : x + 64] = box
+        frames.append(f)
+        corners.append((x, y))
+    return frames, corners
+
+
+def test_case08_no_phantom_zero_vectors_in_split_b_macroblocks(tmp_path: Path) -> None:
+    frames, corners = _box_over_moving_background()
+    path = tmp_path / "box.mp4"
+    encode_frames(frames, path, EncodeSettings(codec="x264", crf=23, bframes=3, keyint=24, threads=1))
+    with av.open(str(path)) as c:  # the case: FFmpeg's own export has them
+        c.streams.video[0].codec_context.options = {"flags2": "+export_mvs"}
+        raw = np.concatenate([s.to_ndarray() for f in c.decode(video=0) if int(f.pict_type) == 3
+                              for s in f.side_data if type(s).__name__ == "MotionVectors"])
+        assert ((raw["motion_x"] == 0) & (raw["motion_y"] == 0)).sum() > 50
+    checked = matched = 0
+    with open_video(path) as video:
+        for f in video:
+            if f.priors.frame_type.name != "B":
+                continue
+            m = f.priors.mvs
+            inner = m[(m["x"] >= 16) & (m["y"] >= 16) & (m["x"] + m["w"] <= 240) & (m["y"] + m["h"] <= 144)]
+            assert not ((inner["dx"] == 0) & (inner["dy"] == 0)).any(), f.index  # nothing here is still
+            bx, by = corners[f.index]
+            for v in inner:
+                in_box = bx + 4 <= v["x"] and v["x"] + v["w"] <= bx + 60 and by + 4 <= v["y"] and v["y"] + v["h"] <= by + 44
+                off_box = (v["x"] + v["w"] <= bx - 8 or v["x"] >= bx + 72 or v["y"] + v["h"] <= by - 8
+                           or v["y"] >= by + 56)
+                if not (in_box or off_box):
+                    continue
+                d = f.priors.ref_past if v["direction"] < 0 else -f.priors.ref_future
+                want = (2 * d, -2 * d) if in_box else (3 * d, d)
+                checked += 1
+                matched += abs(v["dx"] - want[0]) <= 1 and abs(v["dy"] - want[1]) <= 1
+    assert checked > 500 and matched / checked > 0.9, (matched, checked)
