@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
+import sys
 import time
 
 import torch
@@ -72,8 +74,11 @@ def main() -> None:
     ap.add_argument("--variants", default="small,paper,fast")
     ap.add_argument("--frames", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES),
+                    help="WxH list (default: all three; the paper variant at 1280x720 takes minutes and GBs)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     devices = [torch.device("cpu")] if args.device in ("cpu", "all") else []
     if args.device in ("cuda", "all") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
@@ -86,8 +91,14 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for device in devices:
         for variant in args.variants.split(","):
-            for size in SIZES:
+            for size in sizes:
+                # progress on stderr, so that the table on stdout stays clean
+                print(f"measuring {variant} {size[0]}x{size[1]} on {device}... ", end="", file=sys.stderr, flush=True)
+                start = time.perf_counter()
                 r = measure(variant, size, device, args.frames, args.repeats)
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+                print(f"{time.perf_counter() - start:.0f} s, peak memory so far {peak:.1f} GB", file=sys.stderr,
+                      flush=True)
                 rows.append(r)
                 print(f"| {r['variant']} | {r['size']} | {r['device']} | {r['params_M']:.3f} | "
                       f"{r['gflops_per_frame']:.1f} | {r['ms_per_frame']:.1f} |", flush=True)

@@ -115,6 +115,9 @@ class ProbeResult:
         head = f"{'frame':>6} {'type':>4} {'key':>3} {'time':>8} {'bytes':>8} {'QP':>6} {'intra':>6} " \
                f"{'mv<':>6} {'mv>':>6} {'ref<':>4} {'ref>':>4}"
         lines += [head, "-" * len(head)]
+        legend = ("  key: random-access point; QP: mean over macroblocks, on H.264's scale; intra: share of "
+                  "intra macroblocks\n  mv< / mv>: vectors pointing to the past / future reference; "
+                  "ref< / ref>: display-order distance to that reference (- none)")
         for r in self.frames:
             qp = "-" if r.qp is None else f"{r.qp:.1f}"
             t = "-" if r.time is None else f"{r.time:.3f}"
@@ -128,6 +131,7 @@ class ProbeResult:
             if k["count"]:  # type: ignore[index]
                 lines.append(f"  {kind}: {k['count']} frames, mean QP {k['mean_qp']}, "  # type: ignore[index]
                              f"mean {k['mean_bytes']} bytes")  # type: ignore[index]
+        lines.append(legend)
         lines.append(f"  decode: {self.report}")
         lines.extend(f"    {line}" for line in self.damage)
         return "\n".join(lines)
