@@ -53,7 +53,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def training_stages(run: Path) -> list[dict[str, Any]]:
-    """The run and, following ``train.init`` back through run folders, the runs it started from.
+    """The run and, following ``train.init`` back through run folders, the runs it started from
+    (``init: default``: the stages of the shipped weights, from their manifest entry).
 
     Returns one entry per stage, first stage first: run name, recipe (when the run's
     name matches a config under ``configs/``), steps, wall minutes and the settings.
@@ -75,6 +76,10 @@ def training_stages(run: Path) -> list[dict[str, Any]]:
                        "wall_minutes": round(float(state["extra"]["seconds"]) / 60, 1),
                        "settings": settings})
         init = cfg.train.init
+        if init == "default":  # started from the shipped weights: their stages come first
+            entry = json.loads((WEIGHTS / "manifest.json").read_text()).get(f"{cfg.model.name}_{cfg.model.variant}")
+            shipped = (entry or {}).get("training", {}).get("stages", [])
+            return [*shipped, *stages[::-1]]
         current = Path(init) if init and Path(init).is_dir() else None
     return stages[::-1]
 
