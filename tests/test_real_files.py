@@ -608,3 +608,38 @@ def test_case08_no_phantom_zero_vectors_in_split_b_macroblocks(tmp_path: Path) -
                 checked += 1
                 matched += abs(v["dx"] - want[0]) <= 1 and abs(v["dy"] - want[1]) <= 1
     assert checked > 500 and matched / checked > 0.9, (matched, checked)
+
+
+def test_case10_interlaced_h264_vectors_are_estimated_at_frame_scale(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from tests.conftest import texture
+
+    step = (2, 4)  # per frame; the two fields of a frame are sampled half a frame apart
+    height, width, n = 96, 160, 12
+    big = texture(height + 8 * n + 16, width + 4 * n + 16, seed=5)
+
+    def at(half: int) -> np.ndarray:
+        return big[half * step[1] // 2 : half * step[1] // 2 + height, half * step[0] // 2 : half * step[0] // 2 + width]
+
+    frames = []
+    for t in range(n):
+        woven = at(2 * t).copy()
+        woven[1::2] = at(2 * t + 1)[1::2]  # bottom field half a frame later
+        frames.append(woven)
+    path = tmp_path / "mbaff.mp4"
+    encode_frames(frames, path, EncodeSettings(codec="x264", crf=20, bframes=2, keyint=12, threads=1,
+                                               params={"interlaced": "1", "tff": "1"}))
+    with av.open(str(path)) as c:  # the case: FFmpeg's export gives field lines, half the vertical motion
+        c.streams.video[0].codec_context.options = {"flags2": "+export_mvs"}
+        first_p = next(f for f in c.decode(video=0) if int(f.pict_type) == 2)
+        raw = next(s for s in first_p.side_data if type(s).__name__ == "MotionVectors").to_ndarray()
+        assert first_p.interlaced_frame
+        assert np.median(raw["motion_y"] / raw["motion_scale"]) == step[1] // 2
+    with caplog.at_level("WARNING"), open_video(path) as video:
+        read = list(video)
+    assert "interlaced picture(s)" in caplog.text  # said so
+    for f in read[1:]:
+        m = f.priors.mvs
+        past = m[m["direction"] < 0]
+        assert f.priors.source == "estimated" and f.priors.ref_past == 1, f.index
+        assert np.median(past["dx"]) == step[0] and np.median(past["dy"]) == step[1], f.index

@@ -471,6 +471,7 @@ class VideoReader:
             self.close()
             raise UnsupportedVideoError(f"{self.path}: pixel format {self.info.pix_fmt} is not supported")
         self.report = DecodeReport()
+        self._interlaced: set[int] = set()  # display indices of interlaced pictures with vectors
         # Frame threading races with the export of per-frame side data: with it, the QP map
         # of a B-frame was sometimes garbage (frame QP 0.79 instead of 38 in 7 of 40 reads
         # of one clip). Slice threading keeps the side data whole; pictures alone use both.
@@ -516,10 +517,7 @@ class VideoReader:
         if not self._want_priors:
             return frames
         if self.info.prior_source == "bitstream":
-            resolved = self._with_references(frames)
-            if self.info.codec in ZERO_B_VECTOR_CODECS:
-                return self._estimate_zero_b_vectors(resolved)
-            return resolved
+            return self._estimate_unusable_vectors(self._with_references(frames))
         return self._with_estimates(frames)
 
     # -- decoding ---------------------------------------------------------------------
@@ -635,6 +633,8 @@ class VideoReader:
         if frame.is_corrupt:
             self.report.corrupt_frames.append(index)
             self.report.spans.append(_concealed(index, frame.time))
+        if frame.interlaced_frame and len(mvs):
+            self._interlaced.add(index)
         name = frame.format.name
         if not pictures:  # scanning: no picture is kept
             planes, rgb = None, np.zeros((0, 0, 3), np.uint8)
@@ -713,42 +713,55 @@ class VideoReader:
 
     # -- estimated priors -----------------------------------------------------------------
 
-    def _estimate_zero_b_vectors(self, frames: Iterator[CodedFrame]) -> Iterator[CodedFrame]:
-        """MPEG-4 Part 2 B-frames: FFmpeg's decoder exports every B vector as (0, 0)
-        (with and without quarter-pel), so a B-frame whose vectors are all zero gets
-        vectors estimated from its neighbours' pixels, marked ``"estimated"``; its QP
-        and type stay the bitstream's."""
+    def _estimate_unusable_vectors(self, frames: Iterator[CodedFrame]) -> Iterator[CodedFrame]:
+        """Replace the bitstream vectors FFmpeg exports wrongly by vectors estimated from
+        the neighbours' pixels, marked ``"estimated"`` (QP and frame type stay the
+        bitstream's):
+
+        * MPEG-4 Part 2 B-frames, whose vectors are all exported as (0, 0);
+        * interlaced pictures (H.264 MBAFF/PAFF, MPEG-2 field prediction): field
+          macroblocks carry vectors in field lines, half the vertical size, and the
+          export does not say which macroblocks are field-coded, so no reliable scaling
+          exists.
+        """
         previous: CodedFrame | None = None
         current: CodedFrame | None = None
-        replaced = 0
+        replaced: dict[str, int] = {}
         for frame in frames:
             if current is not None:
-                replaced += self._replace_zero_b(previous, current, frame)
+                self._replace_unusable(previous, current, frame, replaced)
                 yield current
             previous, current = current, frame
         if current is not None:
-            replaced += self._replace_zero_b(previous, current, None)
+            self._replace_unusable(previous, current, None, replaced)
             yield current
-        if replaced:
-            log.info("%s: %d B-frame(s) of %s carry no real vectors in FFmpeg's export; their vectors were "
-                     "estimated from pixels", self.path, replaced, self.info.codec)
+        for why, n in replaced.items():
+            log.warning("%s: %d %s; their vectors were estimated from pixels (marked estimated)", self.path, n, why)
 
-    @staticmethod
-    def _replace_zero_b(previous: CodedFrame | None, frame: CodedFrame, following: CodedFrame | None) -> int:
+    def _replace_unusable(self, previous: CodedFrame | None, frame: CodedFrame, following: CodedFrame | None,
+                          replaced: dict[str, int]) -> None:
         from codecave.codec.estimate import estimate_priors
 
-        mvs = frame.priors.mvs
-        if frame.priors.frame_type != FrameType.B or not len(mvs) or (mvs["dx"] != 0).any() or (mvs["dy"] != 0).any():
-            return 0
+        mvs, kind = frame.priors.mvs, frame.priors.frame_type
+        if kind == FrameType.I or not len(mvs):
+            return
+        if frame.index in self._interlaced:
+            self._interlaced.discard(frame.index)
+            why = "interlaced picture(s), whose field vectors FFmpeg exports in field lines"
+        elif (self.info.codec in ZERO_B_VECTOR_CODECS and kind == FrameType.B
+              and not (mvs["dx"] != 0).any() and not (mvs["dy"] != 0).any()):
+            why = f"B-frame(s) of {self.info.codec} with no real vector in FFmpeg's export"
+        else:
+            return
         group = [f for f in (previous, frame, following) if f is not None]
         k = 0 if previous is None else 1
         types = [FrameType.P] * len(group)
-        types[k] = FrameType.B
+        types[k] = kind
         estimated = estimate_priors([f.rgb for f in group], types)[k]
         frame.priors.mvs = estimated.mvs
         frame.priors.ref_past, frame.priors.ref_future = estimated.ref_past, estimated.ref_future
         frame.priors.source = "estimated"
-        return 1
+        replaced[why] = replaced.get(why, 0) + 1
 
     def _with_estimates(self, frames: Iterator[CodedFrame]) -> Iterator[CodedFrame]:
         """Estimate vectors from pixels, one frame of look-ahead for B-frames."""
