@@ -643,3 +643,22 @@ def test_case10_interlaced_h264_vectors_are_estimated_at_frame_scale(tmp_path: P
         past = m[m["direction"] < 0]
         assert f.priors.source == "estimated" and f.priors.ref_past == 1, f.index
         assert np.median(past["dx"]) == step[0] and np.median(past["dy"]) == step[1], f.index
+
+
+def test_case02_a_variable_frame_rate_is_not_damage(tmp_path: Path) -> None:
+    """A phone drops frames in low light: a gap in otherwise even timestamps, nothing broken."""
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=30, options={"crf": "23", "threads": "1"})
+        s.width, s.height, s.pix_fmt = 160, 96, "yuv420p"
+        s.time_base = Fraction(1, 30)
+        for i, f in enumerate(pan_frames(20, 96, 160)):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts, frame.time_base = i + (2 if i >= 10 else 0), Fraction(1, 30)  # two frames dropped
+            for p in s.encode(frame):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    report = scan_video(path)
+    assert report.ok and len(report.timestamp_gaps) == 1 and report.timestamp_gaps[0].frames == 2
+    assert enhance_video(path, tmp_path / "out.mp4", progress=False).frames == 20

@@ -127,7 +127,9 @@ class DecodeReport:
     Loss is judged by what the demuxer and decoder report, the same way for every
     container: packets the decoder rejects, packets the demuxer flags as corrupt,
     frames decoded with concealed errors, gaps in the timestamps of a stream whose
-    frames are otherwise evenly spaced, and a stream that ends before the duration
+    frames are otherwise evenly spaced (in an undamaged MP4/MOV, whose index lists
+    every frame, they are the encoder's timing: :attr:`timestamp_gaps`), and a stream
+    that ends before the duration
     or frame count its container announces (pre-roll frames that an edit list hides,
     as in MP4s trimmed by stream copy, are not counted as missing).
 
@@ -137,6 +139,10 @@ class DecodeReport:
         corrupt_frames: display indices of frames FFmpeg flagged as concealed.
         truncated: the stream ends before its announced end.
         messages: FFmpeg's error messages, one per problem.
+        timestamp_gaps: gaps in the timestamps of an MP4/MOV with no other sign of damage:
+            its index lists every coded frame and all were read, so a gap is the encoder's
+            timing (a phone's variable frame rate), not loss (beside other damage, or in
+            other containers, gaps are damage, in ``spans``).
     """
 
     spans: list[LostSpan] = field(default_factory=list)
@@ -144,6 +150,7 @@ class DecodeReport:
     corrupt_frames: list[int] = field(default_factory=list)
     truncated: bool = False
     messages: list[str] = field(default_factory=list)
+    timestamp_gaps: list[LostSpan] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -605,11 +612,18 @@ class VideoReader:
                 index += 1
         if index == 0:
             raise EmptyVideoError(f"{self.path}: no frame could be decoded ({self.report.summary()})")
-        self.report.spans.extend(timing.gaps())
         cut = timing.cut(index, self._container, self.info.frames and self.info.frames - len(hidden))
         if cut is not None or self.report.truncated:
             self.report.truncated = True
             self.report.spans.append(cut or LostSpan("cut", timing.end(), None, None))
+        # MP4/MOV index every coded frame, and all of them were read: a gap there is the
+        # encoder's timing (a phone drops frames in low light), unless the file is damaged
+        # otherwise. Elsewhere a gap is where the demuxer skipped (or never got) data.
+        gaps = timing.gaps()
+        if self.report.ok and self._container.format.name.startswith("mov"):
+            self.report.timestamp_gaps = gaps
+        else:
+            self.report.spans.extend(gaps)
         self.report.spans = merge_spans(sorted(self.report.spans,
                                                key=lambda s: (s.start is None, s.start or 0.0, s.first or 0)))
 
