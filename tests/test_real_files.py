@@ -349,12 +349,16 @@ def test_case12_sigterm_leaves_no_partial_file_and_stale_ones_are_removed(tmp_pa
     # A partial file of a run that died without cleaning up (SIGKILL) is removed by the next run.
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    stale = tmp_path / f".out.codecave-partial-{gone.pid}.mp4"
+    from codecave.enhance import _HOST
+
+    stale = tmp_path / f".out.codecave-partial-{_HOST}-{gone.pid}.mp4"
     stale.write_bytes(b"half a video")
+    elsewhere = tmp_path / f".out.codecave-partial-otherhost-{gone.pid}.mp4"  # a shared folder: not ours
+    elsewhere.write_bytes(b"another machine's run")
     short = tmp_path / "short.mp4"
     encode_frames(pan_frames(4, 96, 160), short, EncodeSettings(codec="x264", crf=30))
     enhance_video(short, out, progress=False)
-    assert out.exists() and not stale.exists()
+    assert out.exists() and not stale.exists() and elsewhere.exists()
 
 
 def test_case13_unwritable_folder_fails_first_and_a_full_disk_names_out(tmp_path: Path, pan_clip: Path) -> None:
@@ -645,9 +649,10 @@ def test_case10_interlaced_h264_vectors_are_estimated_at_frame_scale(tmp_path: P
         assert np.median(past["dx"]) == step[0] and np.median(past["dy"]) == step[1], f.index
 
 
-def test_case02_a_variable_frame_rate_is_not_damage(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_case02_a_variable_frame_rate_is_not_damage(tmp_path: Path, ext: str) -> None:
     """A phone drops frames in low light: a gap in otherwise even timestamps, nothing broken."""
-    path = tmp_path / "phone.mp4"
+    path = tmp_path / f"phone.{ext}"
     with av.open(str(path), "w") as out:
         s = out.add_stream("libx264", rate=30, options={"crf": "23", "threads": "1"})
         s.width, s.height, s.pix_fmt = 160, 96, "yuv420p"
@@ -662,3 +667,56 @@ def test_case02_a_variable_frame_rate_is_not_damage(tmp_path: Path) -> None:
     report = scan_video(path)
     assert report.ok and len(report.timestamp_gaps) == 1 and report.timestamp_gaps[0].frames == 2
     assert enhance_video(path, tmp_path / "out.mp4", progress=False).frames == 20
+
+
+def test_case02_lost_frames_are_counted_once_and_a_long_last_frame_is_no_cut(tmp_path: Path) -> None:
+    path = tmp_path / "part2.mp4"
+    encode_frames(pan_frames(48, 96, 160), path, EncodeSettings(codec="mpeg4", crf=None, qp=5, keyint=12))
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = np.random.default_rng(4).integers(0, 256, 200, dtype=np.uint8).tobytes()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    report = scan_video(bad)
+    assert not report.ok and not report.truncated, report.details()  # the end is there
+    assert not any(sp.cause == "cut" for sp in report.spans), report.details()
+    with av.open(str(bad)) as c:
+        shown = sum(1 for _ in c.decode(video=0))
+    lost = sum(sp.frames or 0 for sp in report.spans if sp.cause != "concealed")
+    assert lost <= 48 - shown + len(report.corrupt_frames), report.details()
+    # An intact MP4 whose last frame lasts longer (screen and phone recordings): not a cut.
+    long_last = tmp_path / "long-last.mp4"
+    with av.open(str(long_last), "w") as out:
+        s = out.add_stream("libx264", rate=30, options={"crf": "23", "threads": "1", "bf": "0"})
+        s.width, s.height, s.pix_fmt = 160, 96, "yuv420p"
+        for i, f in enumerate(pan_frames(20, 96, 160)):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            frame.duration = 3 if i == 19 else 1
+            for p in s.encode(frame):
+                if p.pts == 19:
+                    p.duration = 3
+                out.mux(p)
+        for p in s.encode():
+            if p.pts == 19:
+                p.duration = 3
+            out.mux(p)
+    assert scan_video(long_last).ok, scan_video(long_last).details()
+
+
+def test_case02_excerpts_judge_only_their_frames(tmp_path: Path) -> None:
+    path = tmp_path / "clip.264"
+    encode_frames(pan_frames(48, 64, 96), path, EncodeSettings(codec="x264", crf=18, keyint=8, bframes=0))
+    data = bytearray(path.read_bytes())
+    at = len(data) * 3 // 4
+    data[at : at + 300] = np.random.default_rng(1).integers(0, 256, 300, dtype=np.uint8).tobytes()
+    bad = tmp_path / "late-damage.264"
+    bad.write_bytes(bytes(data))
+    report = scan_video(bad)
+    damaged = sorted(report.corrupt_frames)
+    assert damaged and damaged[0] > 12, report.details()
+    assert report.within(0, 8).ok and not report.within(damaged[0], damaged[0] + 1).ok
+    out = enhance_video(bad, tmp_path / "early.mkv", frames=(0, 8), progress=False)  # stop: not touched
+    assert out.frames == 8 and not out.decode_problems
+    with pytest.raises(CorruptVideoError):
+        enhance_video(bad, tmp_path / "late.mkv", frames=(damaged[0] - 2, damaged[0] + 2), progress=False)

@@ -22,6 +22,7 @@ import inspect
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections import deque
@@ -461,14 +462,20 @@ class EnhanceResult:
 
 
 def _temporary_path(output: Path) -> Path:
-    return output.with_name(f".{output.stem}.codecave-partial-{os.getpid()}{output.suffix}")
+    """Hidden, beside OUT, named after this host and process (folders may be shared)."""
+    return output.with_name(f".{output.stem}.codecave-partial-{_HOST}-{os.getpid()}{output.suffix}")
+
+
+_HOST = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
 
 
 def _remove_stale_partials(output: Path) -> None:
-    """Remove the partial files of ``output`` left by runs that no longer exist (killed
-    with SIGKILL or by a power cut); those of running processes are left alone."""
-    for path in output.parent.glob(f".{glob.escape(output.stem)}.codecave-partial-*{glob.escape(output.suffix)}"):
-        pid = path.name[len(f".{output.stem}.codecave-partial-"):len(path.name) - len(output.suffix)]
+    """Remove the partial files of ``output`` left by runs of this host that no longer
+    exist (killed with SIGKILL or by a power cut); those of running processes, and all
+    of other hosts (a shared folder), are left alone."""
+    prefix = f".{output.stem}.codecave-partial-{_HOST}-"
+    for path in output.parent.glob(f"{glob.escape(prefix)}*{glob.escape(output.suffix)}"):
+        pid = path.name[len(prefix):len(path.name) - len(output.suffix)]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
@@ -496,7 +503,7 @@ def _terminate_cleanly() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _check_paths(source: Path, output: Path, overwrite: bool) -> None:
@@ -559,7 +566,7 @@ def enhance_video(
     from codecave.codec.convert import is_420
     from codecave.codec.encode import EncodeSettings
     from codecave.codec.reader import check_input_file, open_video, read_info, scan_video
-    from codecave.codec.writer import VideoWriter, choose_codec
+    from codecave.codec.writer import VideoWriter, choose_codec, trial_write
 
     if on_damage not in DAMAGE_POLICIES:
         raise ConfigError(f"on_damage {on_damage!r}: expected one of {', '.join(DAMAGE_POLICIES)}")
@@ -574,10 +581,13 @@ def enhance_video(
         choose_codec(output, encode.codec)
         settings = encode
     _remove_stale_partials(output)
+    trial_write(output, source, settings)
     damage = scan_video(source)
+    if frames:
+        damage = damage.within(frames[0], frames[1])
     if not damage.ok and on_damage == "stop":
         raise CorruptVideoError(damage_message(source, damage))
-    skipped = set(damage.corrupt_frames) if on_damage == "skip" else set()
+    skipped = 0
     enhancer = model if isinstance(model, Enhancer) else Enhancer(model, options)
     start_time = time.perf_counter()
     tmp = _temporary_path(output)
@@ -594,8 +604,12 @@ def enhance_video(
                 hi = None if last is None else last + enhancer.radius
 
                 def selected() -> Iterator[CodedFrame]:
+                    nonlocal skipped
                     for f in video:
-                        if f.index < lo or f.index in skipped:
+                        if f.index < lo:
+                            continue
+                        if on_damage == "skip" and f.corrupt:  # the reading that is enhanced decides
+                            skipped += first <= f.index and (last is None or f.index < last)
                             continue
                         if hi is not None and f.index >= hi:
                             break
@@ -623,7 +637,7 @@ def enhance_video(
                 finally:
                     if bar is not None:
                         bar.close()
-                report = video.report
+                report = video.report.within(first, last) if frames else video.report
                 if not report.ok and on_damage == "stop":  # damage the first decode did not show
                     raise CorruptVideoError(damage_message(source, report))
                 if writer is None:
@@ -643,7 +657,7 @@ def enhance_video(
         log.warning("%s: %s", source, line)
     return EnhanceResult(output, writer.frames, time.perf_counter() - start_time, float(crf_info["crf"]),
                          str(crf_info["source"]), problems, int(crf_info.get("passed_through", 0)),
-                         crf_info.get("pass_through_qp"), crf_info.get("variant"), len(skipped))
+                         crf_info.get("pass_through_qp"), crf_info.get("variant"), int(skipped))
 
 
 #: ``on_damage`` choices of :func:`enhance_video`.

@@ -226,7 +226,7 @@ class CodedFrame:
         packet_size: bytes of the coded picture (its packet), if known.
         priors: the frame's codec priors.
         decode_index: position of the frame's packet in decoding order, if known.
-        corrupt: whether FFmpeg flagged the frame as corrupt (concealed errors).
+        corrupt: whether FFmpeg flagged the frame as corrupt (concealed errors) or its packet as damaged.
         pix_fmt: FFmpeg pixel format the picture was decoded in.
     """
 

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import stat
 from array import array
@@ -92,7 +93,8 @@ class LostSpan:
             its container announces, or the demuxer stopped on an error).
         start, end: presentation times in seconds (``end`` exclusive), where known.
         frames: how many frames (estimated from the frame rate for gaps and cut ends).
-        first, last: display indices of the concealed frames (``"concealed"`` only).
+        first, last: display indices of the concealed frames (``"concealed"``); for a
+            gap, ``last`` is the index of the first frame after it.
     """
 
     cause: str
@@ -127,9 +129,9 @@ class DecodeReport:
     Loss is judged by what the demuxer and decoder report, the same way for every
     container: packets the decoder rejects, packets the demuxer flags as corrupt,
     frames decoded with concealed errors, gaps in the timestamps of a stream whose
-    frames are otherwise evenly spaced (in an undamaged MP4/MOV, whose index lists
-    every frame, they are the encoder's timing: :attr:`timestamp_gaps`), and a stream
-    that ends before the duration
+    frames are otherwise evenly spaced (beside other damage or among the last frames;
+    alone they are a variable frame rate: :attr:`timestamp_gaps`), and a stream that
+    ends before the duration
     or frame count its container announces (pre-roll frames that an edit list hides,
     as in MP4s trimmed by stream copy, are not counted as missing).
 
@@ -139,10 +141,9 @@ class DecodeReport:
         corrupt_frames: display indices of frames FFmpeg flagged as concealed.
         truncated: the stream ends before its announced end.
         messages: FFmpeg's error messages, one per problem.
-        timestamp_gaps: gaps in the timestamps of an MP4/MOV with no other sign of damage:
-            its index lists every coded frame and all were read, so a gap is the encoder's
-            timing (a phone's variable frame rate), not loss (beside other damage, or in
-            other containers, gaps are damage, in ``spans``).
+        timestamp_gaps: gaps in the timestamps of a file with no other sign of damage and
+            not among its last frames: a variable frame rate (phones, screen recorders)
+            more likely than loss, so not counted as damage (otherwise they are, in ``spans``).
     """
 
     spans: list[LostSpan] = field(default_factory=list)
@@ -151,6 +152,31 @@ class DecodeReport:
     truncated: bool = False
     messages: list[str] = field(default_factory=list)
     timestamp_gaps: list[LostSpan] = field(default_factory=list)
+    times: array = field(default_factory=lambda: array("d"))  # display time of each shown frame (nan: unknown)
+
+    def within(self, first: int, last: int | None) -> DecodeReport:
+        """The damage that touches display frames ``first`` to ``last`` (exclusive; None:
+        to the end), for excerpts: concealed frames by index, the rest by time (a span
+        whose time is unknown is kept)."""
+        n = len(self.times)
+        stop = n if last is None else min(last, n)
+        if first <= 0 and stop >= n:
+            return self
+        known = [t for t in self.times[max(0, first - 1) : stop + 1] if not math.isnan(t)]
+        lo, hi = (min(known), max(known)) if known else (-np.inf, np.inf)
+
+        def touches(sp: LostSpan) -> bool:
+            if sp.cause == "concealed" and sp.first is not None:
+                return sp.first < stop and (sp.last if sp.last is not None else sp.first) >= first
+            if sp.start is None:
+                return True
+            return sp.start <= hi and (sp.end if sp.end is not None else np.inf) >= lo
+
+        spans = [sp for sp in self.spans if touches(sp)]
+        return DecodeReport(spans=spans, corrupt_frames=[i for i in self.corrupt_frames if first <= i < stop],
+                            bad_packets=self.bad_packets if any(sp.cause == "undecodable" for sp in spans) else [],
+                            truncated=any(sp.cause == "cut" for sp in spans), messages=self.messages,
+                            timestamp_gaps=self.timestamp_gaps, times=self.times)
 
     @property
     def ok(self) -> bool:
@@ -164,11 +190,11 @@ class DecodeReport:
         parts = []
         concealed = len(self.corrupt_frames)
         missing = sum(s.frames or 0 for s in self.spans if s.cause != "concealed")
-        if missing or any(s.cause != "concealed" for s in self.spans):
+        if missing:
             parts.append(f"about {missing} frame(s) missing")
         if concealed:
             parts.append(f"{concealed} frame(s) concealed by the decoder")
-        if self.truncated and not any(s.cause == "cut" for s in self.spans):
+        if self.truncated and not any(s.cause == "cut" and s.frames for s in self.spans):
             parts.append("the file ends early (truncated or damaged)")
         return "damaged: " + "; ".join(parts)
 
@@ -467,16 +493,15 @@ class VideoReader:
         self._want_priors = priors
         settings, rotation, hdr, first_pix_fmt = _peek(self.path, format, options)
         self._container = _open_container(self.path, format, options)
-        self._stream = _video_stream(self._container, self.path)
         try:
+            self._stream = _video_stream(self._container, self.path)
             self.info = _stream_info(self.path, self._container, self._stream, settings, rotation, hdr,
                                      first_pix_fmt)
-        except EmptyVideoError:
+            if _bit_depth(self.info.pix_fmt) > _MAX_BIT_DEPTH:
+                raise UnsupportedVideoError(f"{self.path}: pixel format {self.info.pix_fmt} is not supported")
+        except BaseException:
             self.close()
             raise
-        if _bit_depth(self.info.pix_fmt) > _MAX_BIT_DEPTH:
-            self.close()
-            raise UnsupportedVideoError(f"{self.path}: pixel format {self.info.pix_fmt} is not supported")
         self.report = DecodeReport()
         self._interlaced: set[int] = set()  # display indices of interlaced pictures with vectors
         # Frame threading races with the export of per-frame side data: with it, the QP map
@@ -568,6 +593,7 @@ class VideoReader:
         self._stream.codec_context.copy_opaque = True
         for packet in self._packets():
             if packet.size:
+                timing.add_packet(packet)
                 if packet.is_discard:
                     hidden.add(decode_index)
                     packet = _undiscarded(packet)
@@ -604,26 +630,34 @@ class VideoReader:
                     self.report.spans.append(LostSpan("disordered", frame.time, frame.time, 1))
                     continue
                 last_pts = frame.pts if frame.pts is not None else last_pts
-                if dec in flagged and not frame.is_corrupt:
+                from_corrupt_packet = dec in flagged and not frame.is_corrupt
+                if from_corrupt_packet:
                     self.report.corrupt_frames.append(index)
                     self.report.spans.append(_concealed(index, frame.time))
                 timing.add(index, frame.pts)
-                yield self._coded_frame(frame, index, dec, size, time_base, pictures)
+                self.report.times.append(float(frame.time) if frame.time is not None else float("nan"))
+                coded = self._coded_frame(frame, index, dec, size, time_base, pictures)
+                coded.corrupt = coded.corrupt or from_corrupt_packet
+                yield coded
                 index += 1
         if index == 0:
             raise EmptyVideoError(f"{self.path}: no frame could be decoded ({self.report.summary()})")
-        cut = timing.cut(index, self._container, self.info.frames and self.info.frames - len(hidden))
+        known = [sp.start for sp in self.report.spans if sp.cause in ("undecodable", "disordered")
+                 and sp.start is not None]
+        lost = len(self.report.bad_packets) + sum(1 for sp in self.report.spans if sp.cause == "disordered")
+        cut = timing.cut(self._container, index, lost, self.info.frames and self.info.frames - len(hidden))
         if cut is not None or self.report.truncated:
             self.report.truncated = True
             self.report.spans.append(cut or LostSpan("cut", timing.end(), None, None))
-        # MP4/MOV index every coded frame, and all of them were read: a gap there is the
-        # encoder's timing (a phone drops frames in low light), unless the file is damaged
-        # otherwise. Elsewhere a gap is where the demuxer skipped (or never got) data.
-        gaps = timing.gaps()
-        if self.report.ok and self._container.format.name.startswith("mov"):
-            self.report.timestamp_gaps = gaps
-        else:
-            self.report.spans.extend(gaps)
+        # A gap alone is what a variable frame rate looks like (a phone drops frames in low
+        # light, OBS and browsers record so): damage only beside other damage, or when it
+        # sits among the last frames (B-frames whose packets a cut took away).
+        gaps = timing.gaps(known)
+        for gap in gaps:
+            if not self.report.ok or (gap.last is not None and index - gap.last <= _MAX_REORDER):
+                self.report.spans.append(gap)
+            else:
+                self.report.timestamp_gaps.append(gap)
         self.report.spans = merge_spans(sorted(self.report.spans,
                                                key=lambda s: (s.start is None, s.start or 0.0, s.first or 0)))
 
@@ -842,6 +876,8 @@ def merge_spans(spans: list[LostSpan]) -> list[LostSpan]:
     return out
 
 
+#: Frames a decoder may hold back for reordering (B-frames): a gap this close to the end is a cut.
+_MAX_REORDER = 4
 #: Containers that store their duration or frame count in a header, so that a cut end shows.
 _HEADER_DURATION_FORMATS = ("mov", "matroska", "webm", "avi")
 
@@ -859,18 +895,24 @@ def _duration_tag(stream: av.VideoStream) -> float | None:
 
 
 class _Timing:
-    """Presentation timestamps of the shown frames: gaps in them, and a cut end."""
+    """Presentation timestamps of the shown frames and the packets' end: gaps, and a cut end."""
 
     def __init__(self, stream: av.VideoStream) -> None:
         self.stream = stream
         self.time_base = Fraction(stream.time_base) if stream.time_base else None
         self.index = array("q")
         self.pts = array("q")
+        self.packet_end: int | None = None  # latest pts + duration of any packet read
 
     def add(self, index: int, pts: int | None) -> None:
         if pts is not None and (not self.pts or pts > self.pts[-1]):
             self.index.append(index)
             self.pts.append(pts)
+
+    def add_packet(self, packet: av.Packet) -> None:
+        if packet.pts is not None:
+            end = packet.pts + max(int(packet.duration or 0), 0)
+            self.packet_end = end if self.packet_end is None else max(self.packet_end, end)
 
     def interval(self) -> float | None:
         """Typical ticks between frames shown one after the other (None: unknown)."""
@@ -889,10 +931,12 @@ class _Timing:
         step = self.interval()
         return self.seconds(self.pts[-1] + (step or 0)) if self.pts else None
 
-    def gaps(self) -> list[LostSpan]:
+    def gaps(self, known: list[float]) -> list[LostSpan]:
         """Missing frames where the timestamps jump in a stream whose frames are otherwise
         evenly spaced (at least 90% of steps within 10% of the typical one); a variable
-        frame rate stream is not judged by its gaps."""
+        frame rate stream is not judged by its gaps. Frames already known to be lost at
+        a time inside a gap (``known``: rejected or disordered frames) are not counted
+        again."""
         step = self.interval()
         n = len(self.pts)
         if step is None or step <= 0 or n < 4:
@@ -903,18 +947,29 @@ class _Timing:
         out = []
         for k in range(n - 1):
             missing = round((self.pts[k + 1] - self.pts[k]) / step) - (self.index[k + 1] - self.index[k])
+            if missing < 1:
+                continue
+            start, end = self.seconds(self.pts[k]), self.seconds(self.pts[k + 1])
+            missing -= sum(1 for t in known if start < t < end)
             if missing >= 1:
-                end = self.seconds(self.pts[k + 1])
-                out.append(LostSpan("missing", end - self.seconds(missing * step), end, missing))
+                out.append(LostSpan("missing", end - self.seconds(missing * step), end, missing,
+                                    last=int(self.index[k + 1])))
         return out
 
-    def cut(self, shown: int, container: av.container.InputContainer, announced: int | None) -> LostSpan | None:
-        """The end that is missing, judged against the duration or frame count that the
-        container stores in its header (MP4/MOV, Matroska/WebM, AVI); None when complete
-        or when the container states neither."""
-        if not container.format.name.startswith(_HEADER_DURATION_FORMATS):
+    def cut(self, container: av.container.InputContainer, shown: int, lost: int,
+            announced: int | None) -> LostSpan | None:
+        """The end that is missing, judged against what the container's header states:
+        MP4/MOV by the frame count of its index (every sample listed: a long last frame
+        is not a cut), Matroska/WebM/AVI by the duration, compared with where the packets
+        read end; None when complete or when the container states neither (MPEG-TS/PS)."""
+        name = container.format.name
+        if not name.startswith(_HEADER_DURATION_FORMATS):
             return None
         step, end = self.interval(), self.end()
+        if name.startswith("mov"):
+            if announced and announced > shown + lost:
+                return LostSpan("cut", end, None, announced - shown - lost)
+            return None
         stream = self.stream
         total = None
         if stream.duration is not None and self.time_base:
@@ -923,12 +978,13 @@ class _Timing:
             total = _duration_tag(stream)
         elif len(container.streams) == 1 and container.duration is not None:
             total = container.duration / av.time_base
-        if total is not None and end is not None and step:
-            missing = round((total - end) / self.seconds(step))
+        read = self.seconds(self.packet_end) if self.packet_end is not None else end
+        if total is not None and read is not None and step:
+            missing = round((total - read) / self.seconds(step))
             if missing >= 1:
                 return LostSpan("cut", end, total, missing)
-        if announced and announced > shown:
-            return LostSpan("cut", end, total, announced - shown)
+        if announced and announced > shown + lost:
+            return LostSpan("cut", end, total, announced - shown - lost)
         return None
 
 
@@ -957,6 +1013,10 @@ def scan_video(path: str | os.PathLike[str], **kwargs: object) -> DecodeReport:
         The errors of :class:`VideoReader`, and :class:`EmptyVideoError` when no frame decodes.
     """
     with open_video(path, priors=False, **kwargs) as video:  # type: ignore[arg-type]
+        if video.info.prior_source == "bitstream":
+            # Decode with the threading a read with priors uses: concealment can differ
+            # between frame and slice threading, and the two reads must agree.
+            video._stream.thread_type = "SLICE"
         video._iterated = True
         for _ in video._decoded_frames(pictures=False):
             pass

@@ -107,21 +107,21 @@ class VideoWriter:
         self._shift = round(Fraction(offset) / self._time_base) if offset else 0
         self._last_pts: int | None = None
         self._last_time: float | None = None
+        self._copies = {}
         try:
             self._stream = self._open_video(src.codec_context.width, src.codec_context.height)
+            for s in self._source.streams:
+                if s.type in COPIED_KINDS:
+                    try:
+                        self._copies[s.index] = copy = self._container.add_stream_from_template(s)
+                        _copy_tags(s, copy)
+                    except (av.FFmpegError, ValueError) as exc:
+                        log.warning("%s: stream %d (%s) cannot go into %s and is left out: %s",
+                                    source, s.index, s.type, self.name.suffix, exc)
+            self._attach(source)
         except BaseException:
             self.abort()
             raise
-        self._copies = {}
-        for s in self._source.streams:
-            if s.type in COPIED_KINDS:
-                try:
-                    self._copies[s.index] = copy = self._container.add_stream_from_template(s)
-                    _copy_tags(s, copy)
-                except (av.FFmpegError, ValueError) as exc:
-                    log.warning("%s: stream %d (%s) cannot go into %s and is left out: %s",
-                                source, s.index, s.type, self.path.suffix, exc)
-        self._attach(source)
         self._packets: Iterator[av.Packet] | None = (
             self._source.demux(*[self._source.streams[i] for i in self._copies]) if self._copies else None)
         self._pending: av.Packet | None = None
@@ -144,13 +144,13 @@ class VideoWriter:
         s = self.settings
         src = self._src_video
         fps = src.average_rate or src.guessed_rate or Fraction(25)
-        self._pix_fmt = output_pix_fmt(s, src.codec_context.pix_fmt or "yuv420p", str(self.path))
+        self._pix_fmt = output_pix_fmt(s, src.codec_context.pix_fmt or "yuv420p", str(self.name))
         if self._pix_fmt.startswith(("yuv420", "nv12")) and (width % 2 or height % 2):
             if s.codec not in ("x264", "x265"):
                 raise EncoderError(f"{self.name}: {width}x{height} has an odd side; {self._pix_fmt} needs even "
                                    "sides (use --codec ffv1 or x264)")
             log.warning("%s: %dx%d has an odd side, so the output is 4:4:4 (yuv444p) instead of %s",
-                        self.path, width, height, self._pix_fmt)
+                        self.name, width, height, self._pix_fmt)
             self._pix_fmt = "yuv444p"
         opts, attrs = _stream_options(s)
         stream = _add_stream(self._container, s.encoder, fps, width, height, self._pix_fmt, opts, attrs)
@@ -410,3 +410,33 @@ def choose_codec(path: str | os.PathLike[str], chosen: str | None, hdr: dict[str
             return codec
     raise EncoderError(f"{path}: {muxer} carries none of the codecs codecave writes ({', '.join(AUTO_CODECS)}); "
                        "use .mkv or .mp4")
+
+
+def trial_write(output: str | os.PathLike[str], source: str | os.PathLike[str], settings: EncodeSettings) -> None:
+    """Open ``output`` as it will be written (container, encoder, picture size and pixel
+    format, copied streams) and write its header to a throwaway file beside it, so that
+    what would fail at the first frame (a muxer that takes no such codec, as ``.y4m`` or
+    ``.ogv`` with x264; an encoder that refuses the size) fails before any frame is
+    enhanced. Warnings are left to the real run.
+
+    Raises:
+        EncoderError: naming ``output`` and the reason.
+    """
+    output = Path(output)
+    probe = output.with_name(f".{output.stem}.codecave-check-{os.getpid()}{output.suffix}")
+    writer = None
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        writer = VideoWriter(probe, source, settings, name=output)
+        try:
+            writer._container.start_encoding()
+        except (av.FFmpegError, ValueError, OSError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise EncoderError(f"{output}: {writer._container.format.name} cannot take {settings.encoder} "
+                               f"video ({reason}); choose another --codec or extension (.mkv takes all)") from exc
+    finally:
+        log.setLevel(level)
+        if writer is not None:
+            writer.abort()
+        probe.unlink(missing_ok=True)

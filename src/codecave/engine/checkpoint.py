@@ -95,6 +95,9 @@ def load_checkpoint(folder: Path) -> dict[str, object] | None:
         return None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc}); it is cut short or not a checkpoint. Remove it "
+                              "to start the run over") from exc
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{path}: holds Python objects beyond tensors and plain values, which loading could execute; "
