@@ -393,6 +393,10 @@ def test_case14_messages_name_out_and_the_codecs_its_container_carries(tmp_path:
                           ("out.xyz", "out.xyz: FFmpeg has no video container for '.xyz'")):
         with pytest.raises(EncoderError, match=message):
             enhance_video(pan_clip, tmp_path / name)
+    started = time.perf_counter()
+    with pytest.raises(EncoderError, match="out.y4m: yuv4mpegpipe cannot take libx264 video"):
+        enhance_video(pan_clip, tmp_path / "out.y4m")  # a muxer that lists no codecs: the header is tried
+    assert time.perf_counter() - started < 5
     with pytest.raises(EncoderError, match="webm cannot carry h264 .--codec x264.: use --codec svtav1"):
         enhance_video(pan_clip, tmp_path / "out.webm", encode=EncodeSettings(codec="x264"))
     result = enhance_video(pan_clip, tmp_path / "out.webm", progress=False)  # no codec chosen: one WebM carries
