@@ -421,6 +421,8 @@ def test_hdr10_metadata_is_kept_by_x265_and_warned_about_otherwise(tmp_path: Pat
     s.width, s.height, s.pix_fmt = 64, 48, "yuv420p10le"
     master = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)"
     s.options = {"x265-params": f"master-display={master}:max-cll=1000,400:hdr10=1:log-level=error"}
+    ctx = s.codec_context  # PQ / BT.2020, as HDR10 files are tagged
+    ctx.color_primaries, ctx.color_trc, ctx.colorspace = 9, 16, 9
     for i in range(4):
         f = av.VideoFrame.from_ndarray(np.full((72, 64), 400 + 10 * i, np.uint16), format="yuv420p10le")
         f.pts = i
@@ -438,6 +440,7 @@ def test_hdr10_metadata_is_kept_by_x265_and_warned_about_otherwise(tmp_path: Pat
     default = read_info(enhance_video(src, tmp_path / "default.mp4", model=yuv_identity()).output)
     assert default.hdr == {"master-display": master, "max-cll": "1000,400"} and default.codec == "hevc"
     assert default.pix_fmt == "yuv420p10le"
+    assert (default.color_primaries, default.color_trc, default.color_space) == ("bt2020", "smpte2084", "bt2020nc")
     with caplog.at_level("WARNING"):
         enhance_video(src, tmp_path / "lost.mp4", model=yuv_identity(), encode=EncodeSettings(codec="x264"))
     assert "HDR10 metadata" in caplog.text and read_info(tmp_path / "lost.mp4").hdr is None
