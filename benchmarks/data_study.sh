@@ -6,6 +6,6 @@ taskset -c 0 codecave prepare ../shared/data/train/sequences --crf 0,15,25,35 --
 du -sh data/train_seq data/train_yuv
 for arm in base seqonly; do
   root=data/train_yuv; [ $arm = seqonly ] && root=data/train_seq
-  taskset -c 0 python benchmarks/learning_curves.py configs/pnp_vcve/fast.yaml --arm $arm --val data/val_yuv --out /work/runs/data_study --minutes 10 --threads 1 --set data.root=$root
+  taskset -c 0 python benchmarks/learning_curves.py configs/pnp_vcve/fast.yaml --arm $arm --val data/val_yuv --out runs/data_study --minutes 10 --threads 1 --set data.root=$root
 done
-python benchmarks/learning_curves.py --table /work/runs/data_study
+python benchmarks/learning_curves.py --table runs/data_study
