@@ -582,9 +582,8 @@ def enhance_video(
         settings = encode
     _remove_stale_partials(output)
     trial_write(output, source, settings)
-    damage = scan_video(source)
-    if frames:
-        damage = damage.within(frames[0], frames[1])
+    first, last = frames if frames else (0, None)
+    damage = scan_video(source).within(first, last)
     if not damage.ok and on_damage == "stop":
         raise CorruptVideoError(damage_message(source, damage))
     skipped = 0
@@ -596,7 +595,6 @@ def enhance_video(
         try:
             with open_video(source) as video:
                 info = video.info
-                first, last = (frames[0], frames[1]) if frames else (0, None)
                 # (pts, time, kept) per frame handed to the enhancer; excerpts get one frame of
                 # context on each side so their edge frames see the neighbours a full run sees.
                 timing: deque[tuple[int | None, float | None, bool]] = deque()
@@ -608,12 +606,13 @@ def enhance_video(
                     for f in video:
                         if f.index < lo:
                             continue
+                        kept = f.index >= first and (last is None or f.index < last)
                         if on_damage == "skip" and f.corrupt:  # the reading that is enhanced decides
-                            skipped += first <= f.index and (last is None or f.index < last)
+                            skipped += kept
                             continue
                         if hi is not None and f.index >= hi:
                             break
-                        timing.append((f.pts, f.time, f.index >= first and (last is None or f.index < last)))
+                        timing.append((f.pts, f.time, kept))
                         yield f
 
                 writer = None
@@ -637,7 +636,7 @@ def enhance_video(
                 finally:
                     if bar is not None:
                         bar.close()
-                report = video.report.within(first, last) if frames else video.report
+                report = video.report.within(first, last)
                 if not report.ok and on_damage == "stop":  # damage the first decode did not show
                     raise CorruptVideoError(damage_message(source, report))
                 if writer is None:

@@ -339,17 +339,14 @@ _PICTURE_MUXERS = ("image2", "apng", "gif", "webp")
 
 
 def output_container(path: str | os.PathLike[str]) -> tuple[str, frozenset[str]]:
-    """The muxer FFmpeg picks for ``path``'s extension and the codecs it can carry.
-
-    Also checks that the folder can be written to (by creating and removing a small
-    file there), so that a run fails before any frame is enhanced, not after.
+    """The muxer FFmpeg picks for ``path``'s extension and the codecs it can carry
+    (nothing is written: :func:`trial_write` checks the folder).
 
     Returns:
         ``(muxer name, codec names)``; an empty set means the muxer does not list them.
 
     Raises:
-        EncoderError: the extension is not a video container FFmpeg writes, or the
-            folder cannot be written to (both messages name ``path``).
+        EncoderError: the extension is not a video container FFmpeg writes (naming ``path``).
     """
     path = Path(path)
     try:
@@ -367,21 +364,19 @@ def output_container(path: str | os.PathLike[str]) -> tuple[str, frozenset[str]]
     if name in _PICTURE_MUXERS:
         raise EncoderError(f"{path}: {path.suffix} is a picture format, not a video container "
                            "(use .mp4, .mkv, .mov or .webm)")
-    probe = path.with_name(f".{path.name}.codecave-check-{os.getpid()}")
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise EncoderError(f"{path}: cannot write in {path.parent} ({exc.strerror})") from exc
     return name, codecs
+
+
+def _written_codec(codec: str) -> str:
+    """The codec (FFmpeg's name) that encoder ``codec`` (codecave's or FFmpeg's name) writes."""
+    from codecave.codec.encode import ENCODERS
+
+    return CODEC_OF_ENCODER.get(ENCODERS.get(codec, codec), codec)
 
 
 def carries(codecs: frozenset[str], codec: str) -> bool:
     """Whether a container that lists ``codecs`` can carry what encoder ``codec`` writes."""
-    from codecave.codec.encode import ENCODERS
-
-    written = CODEC_OF_ENCODER.get(ENCODERS.get(codec, codec), codec)
-    return not codecs or written in codecs
+    return not codecs or _written_codec(codec) in codecs
 
 
 def choose_codec(path: str | os.PathLike[str], chosen: str | None, hdr: dict[str, str] | None = None) -> str:
@@ -399,11 +394,8 @@ def choose_codec(path: str | os.PathLike[str], chosen: str | None, hdr: dict[str
     if chosen is not None:
         if carries(codecs, chosen):
             return chosen
-        from codecave.codec.encode import ENCODERS
-
-        written = CODEC_OF_ENCODER.get(ENCODERS.get(chosen, chosen), chosen)
         hint = f"use --codec {' or '.join(usable)}" if usable else "use .mkv or .mp4"
-        raise EncoderError(f"{path}: {muxer} cannot carry {written} (--codec {chosen}): {hint}")
+        raise EncoderError(f"{path}: {muxer} cannot carry {_written_codec(chosen)} (--codec {chosen}): {hint}")
     order = ("x265", *AUTO_CODECS) if hdr else AUTO_CODECS
     for codec in order:
         if carries(codecs, codec):
@@ -420,10 +412,15 @@ def trial_write(output: str | os.PathLike[str], source: str | os.PathLike[str], 
     enhanced. Warnings are left to the real run.
 
     Raises:
-        EncoderError: naming ``output`` and the reason.
+        EncoderError: naming ``output`` and the reason (its folder cannot be written to,
+            or the container or encoder refuses).
     """
     output = Path(output)
     probe = output.with_name(f".{output.stem}.codecave-check-{os.getpid()}{output.suffix}")
+    try:
+        probe.write_bytes(b"")
+    except OSError as exc:
+        raise EncoderError(f"{output}: cannot write in {output.parent} ({exc.strerror})") from exc
     writer = None
     level = log.level
     log.setLevel(logging.ERROR)
