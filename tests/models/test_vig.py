@@ -1,9 +1,13 @@
-"""VIG's compressed redundancy filtering network: shapes, gradients, streaming = whole clip."""
+"""VIG's compressed redundancy filtering network: shapes, gradients, streaming = whole clip,
+and the 2-D computation equal to the paper's 3-D convolutions."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from codecave.models.vig import FUTURE, VARIANTS, VIG, VIGStream, count
 
@@ -13,33 +17,78 @@ def test_shapes_and_gradients_reach_every_parameter(variant: str) -> None:
     torch.manual_seed(0)
     model = VIG(VARIANTS[variant])
     clip = torch.rand(2, 5, 1, 16, 24, requires_grad=True)
-    out = model(clip)
+    qp = torch.tensor([27.0, 37.0])
+    out = model(clip, qp)
     assert out.shape == clip.shape
     assert torch.equal(out, clip)  # the fusion layer starts at zero: the identity
     torch.nn.init.normal_(model.fusion.weight, std=0.01)
-    model(clip).square().mean().backward()
+    model(clip, qp).square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert not missing, missing
     assert clip.grad is not None and clip.grad.abs().sum() > 0
 
 
-def test_small_is_about_half_a_million_parameters() -> None:
-    assert 400_000 < count("small") < 600_000
-    assert count("paper") > 3 * count("small")
+def test_the_qp_plane_changes_the_output_and_is_required() -> None:
+    torch.manual_seed(0)
+    model = VIG(VARIANTS["small"])
+    torch.nn.init.normal_(model.fusion.weight, std=0.05)
+    clip = torch.rand(1, 4, 1, 16, 16)
+    assert not torch.allclose(model(clip, torch.tensor([22.0])), model(clip, torch.tensor([37.0])))
+    with pytest.raises(ValueError, match="qp"):
+        model(clip)
+    plain = VIG(dataclasses.replace(VARIANTS["small"], qp_input=False))
+    assert plain(clip).shape == clip.shape
+
+
+def test_paper_is_several_times_small() -> None:
+    assert count("paper") > 20 * count("small")
+    assert 1_500_000 < count("paper") < 2_500_000
+
+
+def _reference_step(model: VIG, window: torch.Tensor, state: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+    """The paper's layers as written: pixel-unshuffle, Conv3d over (B, C, T, H, W)."""
+    b, t, _, h, w = window.shape
+    plane = (qp / 51).reshape(b, 1, 1, 1, 1).expand(b, t, 1, h, w)
+    f0 = model.pre(torch.cat([window, plane], 2).reshape(b * t, 2, h, w)).reshape(b, t, -1, h, w)
+    slope = model.config.negative_slope
+    x = torch.cat([f0, state[:, None]], 1).transpose(1, 2)
+
+    def tsd(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        y = F.pixel_unshuffle(x.transpose(1, 2).reshape(b * t, c, h, w), 2)
+        y = y.reshape(b, t, 4 * c, h // 2, w // 2).transpose(1, 2)
+        return F.leaky_relu(block.fuse(F.leaky_relu(block.reduce(y), slope)), slope)
+
+    t1 = tsd(model.tsd1, x)
+    t2 = tsd(model.tsd2, t1)
+    td = F.leaky_relu(model.td.conv(F.leaky_relu(model.td.collapse(t2), slope).squeeze(2)), slope)
+    hidden = model.su2(model.su1(td + t2[:, :, 0]) + t1[:, :, 0])
+    return model.fusion(hidden) + window[:, 0]
+
+
+def test_two_dimensional_computation_equals_the_paper_layers() -> None:
+    torch.manual_seed(2)
+    model = VIG(VARIANTS["small"]).eval()
+    torch.nn.init.normal_(model.fusion.weight, std=0.1)
+    window, qp = torch.rand(2, 4, 1, 16, 24), torch.tensor([22.0, 37.0])
+    state = torch.rand(2, model.config.c0, 16, 24)
+    with torch.no_grad():
+        y, _ = model.step(window, state, qp)
+        torch.testing.assert_close(y, _reference_step(model, window, state, qp), rtol=0, atol=1e-5)
 
 
 def test_streaming_equals_the_whole_clip_and_holds_four_frames() -> None:
     torch.manual_seed(1)
     model = VIG(VARIANTS["small"]).eval()
     torch.nn.init.normal_(model.fusion.weight, std=0.05)
-    clip = torch.rand(1, 9, 1, 16, 20)
+    clip, qp = torch.rand(1, 9, 1, 16, 20), torch.tensor([32.0])
     with torch.no_grad():
-        whole = model(clip)
-        stream = VIGStream(model)
+        whole = model(clip, qp)
+        stream = VIGStream(model, qp)
         out = []
         for t in range(clip.shape[1]):
             y = stream.push(clip[:, t])
-            assert len(stream.frames) <= FUTURE + 1
+            assert len(stream.frames) <= FUTURE + 1 and len(stream.taps) <= FUTURE + 1
             if y is not None:
                 out.append(y)
         out += stream.flush()
@@ -49,4 +98,4 @@ def test_streaming_equals_the_whole_clip_and_holds_four_frames() -> None:
 
 def test_refuses_sizes_off_the_grid() -> None:
     with pytest.raises(ValueError, match="multiples of 4"):
-        VIG().step(torch.rand(1, 4, 1, 18, 24))
+        VIG().step(torch.rand(1, 4, 1, 18, 24), qp=torch.tensor([30.0]))

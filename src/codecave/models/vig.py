@@ -18,13 +18,24 @@ from frame ``i - 1`` (paper eqs. 1-12):
 The output of the second up-sampling is both the enhanced frame's features and the
 hidden state passed on. Most computation runs at a quarter of the resolution.
 
+Computation. The weights have the paper's shapes (``Conv3d``), but every layer runs as
+2-D convolutions (PyTorch's CPU ``conv3d`` has no oneDNN path in float32 and is 4-7x
+slower): a 3x3x3 convolution over the slots is three 3x3 "tap" convolutions of each
+slot, summed across neighbouring slots. A frame's taps of the first block depend on the
+frame alone, so they are computed once per frame and reused by the four windows that
+hold it (:meth:`VIG.encode_frames`); only the hidden state's are new at each step. The
+results equal the 3-D convolutions up to float rounding.
+
+Deviation (ours, SPECS section 2): with ``qp_input`` the pre-extraction also takes a
+constant plane of the sequence QP / 51 (the encoder's QP for constant-QP streams, the
+CRF for x264 CRF ones), so one model serves several QPs where the paper trains one per QP.
+
 Colour: the Y plane only, as the paper trains and scores it (``(B, T, 1, H, W)`` luma in
 [0, 1]); chroma is kept as decoded. ``H`` and ``W`` must be multiples of 4 (pad first).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +46,8 @@ from torch import nn
 FUTURE = 3
 #: Slots the redundancy filtering module fuses: the current frame, three future ones, the state.
 SLOTS = FUTURE + 2
+#: QP scale of the sequence-QP plane (H.264 / HEVC QPs run to 51).
+QP_SCALE = 51.0
 
 
 @dataclass(frozen=True)
@@ -46,28 +59,33 @@ class VIGConfig:
         c1: channels at half resolution.
         c2: channels at quarter resolution.
         negative_slope: of the leaky ReLUs.
+        qp_input: feed the sequence QP to the pre-extraction (our deviation; see the module).
     """
 
-    c0: int = 32
-    c1: int = 64
-    c2: int = 64
+    c0: int = 8
+    c1: int = 16
+    c2: int = 16
     negative_slope: float = 0.1
+    qp_input: bool = True
 
 
-#: ``small`` is SPECS' proposal (about 0.5 M parameters); ``paper`` doubles the widths,
-#: which is what "1.74 MB" reads as when taken as millions of parameters (see :func:`count`).
+#: ``small`` has the widths ``benchmarks/vig_cost.py`` picked for the 15 frames/s target at
+#: 640x360 on two CPU cores; ``paper`` reads the paper's "1.74 MB" as about 2 M parameters.
+#: (SPECS' proposal, 32/64/64, costs 102 GFLOPs and 1.7 s a frame at 640x360 on one core.)
 VARIANTS = {"small": VIGConfig(), "paper": VIGConfig(c0=64, c1=128, c2=128)}
 
 
-def _unshuffle_slots(x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, T, H, W) -> (B, 4C, T, H/2, W/2)``: pixel-unshuffle each time slot."""
-    b, c, t, h, w = x.shape
-    y = F.pixel_unshuffle(x.transpose(1, 2).reshape(b * t, c, h, w), 2)
-    return y.reshape(b, t, 4 * c, h // 2, w // 2).transpose(1, 2)
+def _leaky(x: torch.Tensor, slope: float) -> torch.Tensor:
+    return F.leaky_relu(x, slope)
 
 
 class TemporalSpatialDown(nn.Module):
-    """TSD: pixel-unshuffle by 2 per slot, a 1x1x1 reduction, then the TF layer (3x3x3)."""
+    """TSD: pixel-unshuffle by 2 per slot, a 1x1x1 reduction, then the TF layer (3x3x3 over
+    the slots), computed per slot as :meth:`taps` and summed by :meth:`combine`.
+
+    The unshuffle and the 1x1x1 reduction run together as one 2x2 convolution of stride 2
+    (the same weights, without the unshuffled copy).
+    """
 
     def __init__(self, c_in: int, c_out: int, slope: float) -> None:
         super().__init__()
@@ -75,9 +93,30 @@ class TemporalSpatialDown(nn.Module):
         self.fuse = nn.Conv3d(c_out, c_out, 3, padding=1)
         self.slope = slope
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.reduce(_unshuffle_slots(x)), self.slope)
-        return F.leaky_relu(self.fuse(x), self.slope)
+    def taps(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, c_in, H, W) -> (N, 3, c_out, H/2, W/2)``: a slot's contributions to the
+        slot before it (tap 0), itself (1) and the slot after it (2), before the bias."""
+        c = self.fuse.out_channels
+        # pixel_unshuffle puts x[ch, 2y + i, 2x + j] at channel 4 ch + 2 i + j
+        reduce = self.reduce.weight.reshape(c, -1, 2, 2)
+        r = _leaky(F.conv2d(x, reduce, self.reduce.bias, stride=2), self.slope)
+        weight = self.fuse.weight.permute(2, 0, 1, 3, 4).reshape(3 * c, c, 3, 3)
+        return F.conv2d(r, weight, padding=1).unflatten(1, (3, c))
+
+    def combine(self, taps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Taps ``(B, 3, C, h, w)`` of consecutive slots -> the TF output ``(B, C, h, w)`` of
+        each: slot ``j`` sums tap 0 of slot ``j-1``, tap 1 of ``j`` and tap 2 of ``j+1``
+        (zero padding at the ends)."""
+        bias = self.fuse.bias[:, None, None]
+        out = []
+        for j, own in enumerate(taps):
+            total = own[:, 1] + bias
+            if j > 0:
+                total = total + taps[j - 1][:, 0]
+            if j + 1 < len(taps):
+                total = total + taps[j + 1][:, 2]
+            out.append(_leaky(total, self.slope))
+        return out
 
 
 class TemporalDown(nn.Module):
@@ -89,9 +128,12 @@ class TemporalDown(nn.Module):
         self.conv = nn.Conv2d(c, c, 3, padding=1)
         self.slope = slope
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.collapse(x), self.slope).squeeze(2)
-        return F.leaky_relu(self.conv(x), self.slope)
+    def forward(self, slots: list[torch.Tensor]) -> torch.Tensor:
+        """``SLOTS`` tensors ``(B, C, h, w) -> (B, C, h, w)``."""
+        c = self.collapse.out_channels
+        weight = self.collapse.weight.permute(0, 2, 1, 3, 4).reshape(c, SLOTS * c, 1, 1)
+        x = _leaky(F.conv2d(torch.cat(slots, dim=1), weight, self.collapse.bias), self.slope)
+        return _leaky(self.conv(x), self.slope)
 
 
 class SpatialUp(nn.Module):
@@ -103,13 +145,14 @@ class SpatialUp(nn.Module):
         self.slope = slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(F.pixel_shuffle(self.conv(x), 2), self.slope)
+        return _leaky(F.pixel_shuffle(self.conv(x), 2), self.slope)
 
 
 class VIG(nn.Module):
     """The compressed redundancy filtering network of VIG (Y plane, recurrent).
 
-    Call :meth:`step` for one frame, or the module on a whole clip.
+    Call the module on a whole clip, :meth:`step` for one window, or stream frames
+    through :class:`VIGStream`.
     """
 
     domain = "y"
@@ -118,7 +161,7 @@ class VIG(nn.Module):
         super().__init__()
         c = config
         self.config = config
-        self.pre = nn.Conv2d(1, c.c0, 3, padding=1)
+        self.pre = nn.Conv2d(2 if c.qp_input else 1, c.c0, 3, padding=1)
         self.tsd1 = TemporalSpatialDown(c.c0, c.c1, c.negative_slope)
         self.tsd2 = TemporalSpatialDown(c.c1, c.c2, c.negative_slope)
         self.td = TemporalDown(c.c2, c.negative_slope)
@@ -128,12 +171,65 @@ class VIG(nn.Module):
         nn.init.zeros_(self.fusion.weight)  # start at the identity: the output is the input
         nn.init.zeros_(self.fusion.bias)
 
+    def describe(self) -> dict[str, object]:
+        """Architecture settings, for checkpoints and reports."""
+        from dataclasses import asdict
+
+        return asdict(self.config)
+
     def initial_state(self, frame: torch.Tensor) -> torch.Tensor:
         """The hidden state before the first frame: zeros, ``(B, C0, H, W)``."""
         b, _, h, w = frame.shape
         return frame.new_zeros(b, self.config.c0, h, w)
 
-    def step(self, window: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_frames(self, frames: torch.Tensor, qp: torch.Tensor | None = None) -> torch.Tensor:
+        """What a frame contributes to every window that holds it, computed once.
+
+        Args:
+            frames: ``(N, 1, H, W)`` luma in [0, 1], ``H`` and ``W`` multiples of 4.
+            qp: ``(N,)`` sequence QP of each frame's stream (needed when ``qp_input``).
+
+        Returns:
+            ``(N, 3, C1, H/2, W/2)``: the first block's taps of each frame.
+
+        Raises:
+            ValueError: sizes off the grid, or ``qp`` missing when the model takes it.
+        """
+        n, _, h, w = frames.shape
+        if h % 4 or w % 4:
+            raise ValueError(f"VIG takes frames with H, W multiples of 4; got {tuple(frames.shape)}")
+        x = frames
+        if self.config.qp_input:
+            if qp is None:
+                raise ValueError("this VIG takes the sequence QP (qp_input): pass qp")
+            plane = (qp.to(frames.dtype) / QP_SCALE).reshape(n, 1, 1, 1).expand(n, 1, h, w)
+            x = torch.cat([frames, plane], dim=1)
+        return self.tsd1.taps(self.pre(x))
+
+    def advance(self, current: torch.Tensor, taps: list[torch.Tensor], state: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One recurrent step from cached frame taps.
+
+        Args:
+            current: ``(B, 1, H, W)`` the frame being enhanced.
+            taps: four ``(B, 3, C1, H/2, W/2)``: :meth:`encode_frames` of it and the next three.
+            state: ``(B, C0, H, W)`` from the previous step, or None for the first frame.
+
+        Returns:
+            ``(enhanced (B, 1, H, W), state)``.
+        """
+        if state is None:
+            state = self.initial_state(current)
+        tsd1 = self.tsd1.combine([*taps, self.tsd1.taps(state)])  # SLOTS x (B, C1, H/2, W/2)
+        b = current.shape[0]
+        tsd2 = self.tsd2.combine(list(self.tsd2.taps(torch.cat(tsd1)).split(b)))
+        td = self.td(tsd2)
+        su1 = self.su1(td + tsd2[0])
+        hidden = self.su2(su1 + tsd1[0])
+        return self.fusion(hidden) + current, hidden
+
+    def step(self, window: torch.Tensor, state: torch.Tensor | None = None, qp: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
         """Enhance one frame.
 
         Args:
@@ -141,70 +237,72 @@ class VIG(nn.Module):
                 (repeat the last frame of the clip where there are fewer).
             state: the hidden state :meth:`step` returned for the previous frame
                 (``(B, C0, H, W)``), or None for the first frame.
+            qp: ``(B,)`` sequence QP (when the model takes it).
 
         Returns:
             ``(enhanced (B, 1, H, W), state)``.
 
         Raises:
-            ValueError: ``H`` or ``W`` not a multiple of 4, or not four frames.
+            ValueError: ``H`` or ``W`` not a multiple of 4, not four frames, or no ``qp``.
         """
         b, t, _, h, w = window.shape
-        if t != FUTURE + 1 or h % 4 or w % 4:
-            raise ValueError(f"VIG takes (B, {FUTURE + 1}, 1, H, W) with H, W multiples of 4; got {tuple(window.shape)}")
-        if state is None:
-            state = self.initial_state(window[:, 0])
-        f0 = self.pre(window.reshape(b * t, 1, h, w)).reshape(b, t, -1, h, w)
-        slots = torch.cat([f0, state[:, None]], dim=1).transpose(1, 2)  # (B, C0, SLOTS, H, W)
-        tsd1 = self.tsd1(slots)
-        tsd2 = self.tsd2(tsd1)
-        td = self.td(tsd2)
-        su1 = self.su1(td + tsd2[:, :, 0])
-        hidden = self.su2(su1 + tsd1[:, :, 0])
-        return self.fusion(hidden) + window[:, 0], hidden
+        if t != FUTURE + 1:
+            raise ValueError(f"VIG takes (B, {FUTURE + 1}, 1, H, W) windows; got {tuple(window.shape)}")
+        qps = None if qp is None else qp.repeat_interleave(t)
+        taps = self.encode_frames(window.flatten(0, 1), qps).unflatten(0, (b, t))
+        return self.advance(window[:, 0], list(taps.unbind(1)), state)
 
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        """Enhance a whole clip, ``(B, T, 1, H, W) -> (B, T, 1, H, W)``, frame by frame."""
+    def forward(self, clip: torch.Tensor, qp: torch.Tensor | None = None) -> torch.Tensor:
+        """Enhance a whole clip, ``(B, T, 1, H, W) -> (B, T, 1, H, W)``, frame by frame
+        (each frame's taps computed once); ``qp`` ``(B,)`` as in :meth:`step`."""
+        b, t = clip.shape[:2]
+        qps = None if qp is None else qp.repeat_interleave(t)
+        taps = self.encode_frames(clip.flatten(0, 1), qps).unflatten(0, (b, t))
         out, state = [], None
-        for window in sliding_windows(clip):
-            y, state = self.step(window, state)
+        for i in range(t):
+            idx = window_indices(i, t)
+            y, state = self.advance(clip[:, i], [taps[:, k] for k in idx], state)
             out.append(y)
         return torch.stack(out, dim=1)
 
 
-def sliding_windows(clip: torch.Tensor) -> Iterator[torch.Tensor]:
-    """Each frame with its three successors, ``(B, 4, 1, H, W)``; the last frame repeats at the end."""
-    t = clip.shape[1]
-    for i in range(t):
-        idx = [min(i + k, t - 1) for k in range(FUTURE + 1)]
-        yield clip[:, idx]
+def window_indices(i: int, length: int) -> list[int]:
+    """Frame ``i`` and its three successors in a clip of ``length`` (the last frame repeats)."""
+    return [min(i + k, length - 1) for k in range(FUTURE + 1)]
 
 
 class VIGStream:
     """Run VIG over frames that arrive one at a time, with memory flat in the length:
-    four frames and the hidden state are held, and each frame is computed once.
+    four frames, their taps and the hidden state are held, and each frame's taps are
+    computed once.
 
     Feed luma frames ``(B, 1, H, W)`` to :meth:`push`; it returns the enhanced frame
     ``FUTURE`` frames behind (or None while filling); :meth:`flush` returns the rest.
     The outputs equal ``model(clip)`` on the whole clip.
     """
 
-    def __init__(self, model: VIG) -> None:
-        self.model = model
+    def __init__(self, model: VIG, qp: torch.Tensor | None = None) -> None:
+        self.model, self.qp = model, qp
         self.frames: list[torch.Tensor] = []
+        self.taps: list[torch.Tensor] = []
         self.state: torch.Tensor | None = None
 
     def _emit(self) -> torch.Tensor:
-        window = self.frames[: FUTURE + 1]
-        window += [self.frames[-1]] * (FUTURE + 1 - len(window))
-        y, self.state = self.model.step(torch.stack(window, dim=1), self.state)
+        idx = window_indices(0, len(self.frames))
+        taps = [self.taps[k] for k in idx]
+        y, self.state = self.model.advance(self.frames[0], taps, self.state)
         self.frames.pop(0)
+        self.taps.pop(0)
         return y
 
     def push(self, frame: torch.Tensor) -> torch.Tensor | None:
+        """Add the next frame; return the enhanced frame ``FUTURE`` behind, if ready."""
         self.frames.append(frame)
+        self.taps.append(self.model.encode_frames(frame, self.qp))
         return self._emit() if len(self.frames) == FUTURE + 1 else None
 
     def flush(self) -> list[torch.Tensor]:
+        """The enhanced frames still held (the clip has ended)."""
         out = []
         while self.frames:
             out.append(self._emit())
@@ -216,4 +314,4 @@ def count(variant: str) -> int:
     return sum(p.numel() for p in VIG(VARIANTS[variant]).parameters())
 
 
-__all__ = ["FUTURE", "VARIANTS", "VIG", "VIGConfig", "VIGStream", "count", "sliding_windows"]
+__all__ = ["FUTURE", "VARIANTS", "VIG", "VIGConfig", "VIGStream", "count", "window_indices"]
