@@ -159,3 +159,45 @@ def test_the_repositorys_split_names_the_validation_clip() -> None:
     split = Path(__file__).resolve().parents[2] / "configs" / "validation_split.yaml"
     names = held_out_names(split)
     assert "temple" in names and len(names) == len(set(names)) >= 4
+
+
+def test_low_delay_p_cascade_is_hms_and_what_x265_coded() -> None:
+    from codecave.codec.encode import low_delay_p_qps
+
+    assert low_delay_p_qps(37, 9) == (37, 40, 39, 40, 38, 40, 39, 40, 38)
+    assert low_delay_p_qps(22, 5) == (22, 25, 24, 25, 23)
+
+
+def test_x265_low_delay_p_mode_yields_i_then_p_at_the_asked_qps(tmp_path: Path,
+                                                                 lossless: tuple[Path, np.ndarray]) -> None:
+    path, _ = lossless
+    settings = PrepareSettings(crfs=(35.0,), ldp_qps=(27, 37), max_frames=6, preset="veryfast")
+    assert set(settings.variants()) == {"crf35", "ldp27", "ldp37"}
+    result = prepare_dataset([path], tmp_path / "ds", settings)
+    assert result.prepared == ["pan"], result.failed
+    clip = load_clip(tmp_path / "ds", "pan", "ldp37")
+    v = clip.info["variants"]["ldp37"]
+    # the decoder: one intra picture then P pictures; x265's own log: HM's QPs, frame by frame
+    assert v["frame_types"] == "IPPPPP" and v["file"].endswith(".mp4")
+    assert v["encoder_frame_qps"] == [37.0, 40.0, 39.0, 40.0, 38.0, 40.0]
+    assert v["encoder_qp"] == 37 and v["encoder_crf"] is None and v["x264_crf"] is None
+    assert clip.info["variants"]["ldp27"]["encoder_frame_qps"][:2] == [27.0, 30.0]
+    assert clip.info["variants"]["ldp27"]["bytes"] > v["bytes"]
+    with open_video(tmp_path / "ds" / "clips" / "pan" / "ldp37" / v["file"]) as reader:
+        assert reader.info.codec == "hevc" and reader.info.encoder.bframes == 0
+    from codecave.data.dataset import variant_crf
+
+    assert variant_crf(clip.info, "ldp37") == 37 and variant_crf(clip.info, "crf35") == 35
+
+
+def test_per_frame_qps_are_refused_where_they_cannot_be_honoured(tmp_path: Path) -> None:
+    from codecave.codec.encode import low_delay_p_qps
+    from codecave.errors import EncoderError
+
+    frames = pan_frames(4, 64, 96)
+    with pytest.raises(EncoderError, match="need x265"):
+        encode_frames(frames, tmp_path / "a.mp4", EncodeSettings(codec="x264", frame_qps=(30, 33, 32, 33)))
+    with pytest.raises(EncoderError, match="lowest"):
+        encode_frames(frames, tmp_path / "b.mp4", EncodeSettings(codec="x265", frame_qps=(35, 30, 31, 32)))
+    with pytest.raises(EncoderError, match="has more"):
+        encode_frames(frames, tmp_path / "c.mp4", EncodeSettings(codec="x265", frame_qps=low_delay_p_qps(30, 3)))

@@ -24,9 +24,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sources", nargs="+", help="videos, y4m, raw yuv, PNG-frame folders, photos, or folders of them")
     p.add_argument("--out", required=True, help="dataset folder")
     p.add_argument("--codec", default="x264", help="x264 (default), x265, svtav1, mpeg2, mpeg4")
-    p.add_argument("--crf", type=_floats, default=(15.0, 25.0, 35.0), metavar="LIST",
-                   help="CRF rate points, comma-separated (default 15,25,35; 0 = lossless x264)")
+    p.add_argument("--crf", type=_floats, metavar="LIST",
+                   help="CRF rate points, comma-separated (default 15,25,35 unless --qp or --ldp-qp "
+                        "is given; 0 = lossless x264)")
     p.add_argument("--qp", type=_floats, default=(), metavar="LIST", help="fixed-QP rate points")
+    p.add_argument("--ldp-qp", type=_floats, default=(), metavar="LIST",
+                   help="HEVC low-delay P base QPs (x265 with HM's QP cascade, as VIG and CRDS were "
+                        "trained), e.g. 22,27,32,37; variants ldp22...")
     p.add_argument("--preset", default="medium")
     p.add_argument("--bframes", type=int)
     p.add_argument("--keyint", type=int)
@@ -54,9 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse settings, prepare, summarise."""
-    crfs = () if args.qp and args.crf == (15.0, 25.0, 35.0) else args.crf
+    crfs = args.crf if args.crf is not None else () if args.qp or args.ldp_qp else (15.0, 25.0, 35.0)
     settings = PrepareSettings(
-        codec=args.codec, crfs=crfs, qps=args.qp, preset=args.preset, bframes=args.bframes,
+        codec=args.codec, crfs=crfs, qps=args.qp, ldp_qps=tuple(int(q) for q in args.ldp_qp), preset=args.preset, bframes=args.bframes,
         keyint=args.keyint, ref=args.ref, tune=args.tune, max_frames=args.frames, scale=args.scale,
         still_frames=args.still_frames, still_size=(args.still_size[1], args.still_size[0]),
         yuv_size=args.yuv_size, yuv_format=args.yuv_format,

@@ -7,8 +7,11 @@ lossless storage.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -42,6 +45,23 @@ ENCODERS = {
 
 _PARAMS_OPTION = {"libx264": "x264-params", "libx265": "x265-params", "libsvtav1": "svtav1-params"}
 
+#: HM's low-delay P QP cascade: the offset added to the base QP of the P picture at
+#: ``POC % 4`` (``cfg/encoder_lowdelay_P_main.cfg`` of the HM versions with a 4-picture GOP,
+#: "Frame1..Frame4: QPoffset 3, 2, 3, 1"; the intra picture is coded at the base QP).
+#: HM-16.20, which VIG and CRDS used, predates the 8-picture low-delay GOP of later HM
+#: versions (HM-16.25: offsets 5, 4, 5, 4, 5, 4, 5, 1, IntraQPOffset -1 and a QP-dependent
+#: model offset); see ``docs/low_delay_p.md``.
+HM_LDP_QP_OFFSETS = (1, 3, 2, 3)
+
+
+def low_delay_p_qps(base_qp: int, frames: int) -> tuple[int, ...]:
+    """Per-frame QPs of HM's low-delay P configuration: the intra picture at ``base_qp``,
+    then P pictures at ``base_qp + HM_LDP_QP_OFFSETS[poc % 4]``.
+
+    Example: ``low_delay_p_qps(37, 6) == (37, 40, 39, 40, 38, 40)``.
+    """
+    return tuple(base_qp if poc == 0 else base_qp + HM_LDP_QP_OFFSETS[poc % 4] for poc in range(frames))
+
 
 @dataclass(frozen=True)
 class EncodeSettings:
@@ -61,6 +81,11 @@ class EncodeSettings:
         threads: encoder threads (``None``: the encoder's choice, which follows the
             machine's core count, so x264's decisions can differ between machines;
             a fixed count removes that difference).
+        frame_qps: x265 only: the QP of every frame in display order, the first coded
+            intra and the rest P (low delay: one intra picture, no B pictures, four
+            reference pictures, as HM's ``encoder_lowdelay_P_main.cfg``); the first QP
+            must be the lowest. ``crf``, ``qp``, ``bframes``, ``keyint`` and ``ref`` are
+            ignored. Clips longer than the list are refused. See :func:`low_delay_p_qps`.
     """
 
     codec: str = "x264"
@@ -74,6 +99,7 @@ class EncodeSettings:
     pix_fmt: str = "yuv420p"
     params: dict[str, str] = field(default_factory=dict)
     threads: int | None = None
+    frame_qps: tuple[int, ...] = ()
 
     @property
     def encoder(self) -> str:
@@ -99,6 +125,7 @@ class EncodeSettings:
             "pix_fmt": self.pix_fmt,
             "params": dict(sorted(self.params.items())),
             "threads": self.threads,
+            "frame_qps": list(self.frame_qps),
         }
 
     def with_(self, **changes: object) -> EncodeSettings:
@@ -106,12 +133,65 @@ class EncodeSettings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _stream_options(s: EncodeSettings) -> tuple[dict[str, str], dict[str, int]]:
-    """Return (AVOptions, codec-context attributes) for the settings."""
+def _frame_qp_params(s: EncodeSettings, csv: Path) -> dict[str, str]:
+    """x265 parameters that code frame ``k`` at ``s.frame_qps[k]`` (low-delay P), logging
+    each frame's type and QP to ``csv``.
+
+    libx265 through FFmpeg has no per-frame QP (x265's ``qpfile`` is read by its command
+    line tool only, and zones are ignored in constant-QP mode). So: CRF mode with adaptive
+    quantisation and cu-tree off, a zone forcing the QP of each P frame (this libx265
+    applies zone ``k + 1`` to frame ``k``; :func:`encode_frames` checks every frame's QP in
+    the log), and the intra frame, which zones do not reach, held at the base QP by
+    ``crf=0`` clamped by ``qpmin``.
+    """
+    if s.encoder != "libx265":
+        raise EncoderError(f"per-frame QPs (frame_qps) need x265, not {s.encoder}")
+    qps = [int(q) for q in s.frame_qps]
+    if qps[0] != min(qps) or not all(0 <= q <= 51 for q in qps):
+        raise EncoderError(f"frame_qps must lie in 0..51 with the intra frame's the lowest, got {qps[:8]}...")
+    zones = "/".join(f"{k + 1},{k + 1},q={q}" for k, q in enumerate(qps) if k > 0)
+    return {"crf": "0", "qpmin": str(qps[0]), "qpmax": str(max(qps)), "aq-mode": "0", "cutree": "0",
+            "keyint": "-1", "min-keyint": "1", "scenecut": "0", "bframes": "0", "ref": "4", "open-gop": "0",
+            "zones": zones, "csv": str(csv), "csv-log-level": "1"}
+
+
+def read_x265_csv(path: str | os.PathLike[str]) -> list[tuple[str, int, float]]:
+    """x265's per-frame log (``csv``, level 1): ``(slice type, POC, QP)`` of each frame, in POC order.
+
+    Raises:
+        EncoderError: the file is missing or not an x265 frame log.
+    """
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise EncoderError(f"{path}: x265 wrote no frame log ({exc})") from exc
+    if not lines:
+        raise EncoderError(f"{path}: empty x265 frame log")
+    header = [h.strip() for h in lines[0].split(",")]
+    try:
+        col_type, col_poc, col_qp = header.index("Type"), header.index("POC"), header.index("QP")
+    except ValueError:
+        raise EncoderError(f"{path}: not an x265 frame log (header {header[:6]})") from None
+    rows = []
+    for line in lines[1:]:
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) > col_qp and cells[col_poc].isdigit():
+            rows.append((cells[col_type].split("-")[0], int(cells[col_poc]), float(cells[col_qp])))
+    return sorted(rows, key=lambda r: r[1])
+
+
+def _stream_options(s: EncodeSettings, csv: Path | None = None) -> tuple[dict[str, str], dict[str, int]]:
+    """Return (AVOptions, codec-context attributes) for the settings (``csv``: where x265
+    logs its frames when ``s.frame_qps`` is set)."""
     enc = s.encoder
     opts: dict[str, str] = {}
     ctx: dict[str, int] = {}
     params = dict(s.params)
+    if s.frame_qps:
+        if csv is None:
+            raise EncoderError("frame_qps needs a frame log path")
+        params.update(_frame_qp_params(s, csv))
+        s = s.with_(crf=None, qp=None, bframes=None, keyint=None, ref=None)
     if s.threads is not None:
         if s.threads < 1:
             raise EncoderError(f"threads must be at least 1, got {s.threads}")
@@ -173,6 +253,8 @@ class EncodeResult:
         frames: number of frames encoded.
         bytes: file size in bytes.
         width, height: picture size.
+        frame_log: ``(slice type, POC, QP)`` of every frame from x265's own log, when
+            ``frame_qps`` was set (the HEVC decoder exports no QP); else empty.
     """
 
     path: Path
@@ -180,6 +262,7 @@ class EncodeResult:
     bytes: int
     width: int
     height: int
+    frame_log: tuple[tuple[str, int, float], ...] = ()
 
 
 def encode_frames(
@@ -208,12 +291,31 @@ def encode_frames(
 
     Raises:
         EncoderError: the encoder is unknown, refuses the settings or the picture
-            size (4:2:0 needs even width and height), or no frame was given.
+            size (4:2:0 needs even width and height), or no frame was given; with
+            ``frame_qps``: more frames than QPs, or x265's log shows other types or QPs.
     """
     s = settings or EncodeSettings()
+    if not s.frame_qps:
+        return _encode(frames, Path(path), s, fps, None)
+    logs = Path(tempfile.mkdtemp(prefix="codecave-x265-"))  # no ':' in the path (x265-params)
+    try:
+        result = _encode(frames, Path(path), s, fps, logs / "frames.csv")
+        gc.collect()  # x265 writes its frame log when the encoder is freed (with the last packet)
+        frame_log = tuple(read_x265_csv(logs / "frames.csv"))
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+    want = [("I" if k == 0 else "P", k, float(q)) for k, q in enumerate(s.frame_qps[:result.frames])]
+    if list(frame_log) != want:
+        result.path.unlink(missing_ok=True)
+        raise EncoderError(f"{path}: x265 did not code the frame types and QPs asked for (first frames "
+                           f"asked {want[:6]}, coded {list(frame_log)[:6]}); this libx265 is not supported")
+    return replace(result, frame_log=frame_log)
+
+
+def _encode(frames: Iterable[np.ndarray], path: Path, s: EncodeSettings, fps: Fraction | int,
+            csv: Path | None) -> EncodeResult:
     enc = s.encoder
-    path = Path(path)
-    opts, ctx_attrs = _stream_options(s)
+    opts, ctx_attrs = _stream_options(s, csv)
     n = 0
     width = height = 0
     try:
@@ -242,6 +344,8 @@ def encode_frames(
                     f"{path}: frame {n} is {size[1]}x{size[0]}, "
                     f"the clip is {width}x{height}"
                 )
+            if s.frame_qps and n >= len(s.frame_qps):
+                raise EncoderError(f"{path}: frame_qps lists {len(s.frame_qps)} frames; the clip has more")
             if planes is not None:
                 frame = planes_to_frame(planes, s.pix_fmt)
             else:

@@ -78,6 +78,11 @@ class PrepareSettings:
         codec: encoder (``x264``, ``x265``, ``svtav1``...).
         crfs: CRF rate points; one variant each (``crf25``). CRF 0 is x264 lossless.
         qps: fixed-QP rate points; one variant each (``qp30``).
+        ldp_qps: HEVC low-delay P rate points, as the VIG and CRDS papers made their data
+            with HM (``encoder_lowdelay_P_main.cfg``): x265, one intra frame then P frames
+            at HM's QP cascade around the base QP (:func:`codecave.codec.encode.low_delay_p_qps`),
+            checked frame by frame in x265's own log; one variant each (``ldp37``), whatever
+            ``codec`` says.
         preset, bframes, keyint, ref, tune: encoder settings (``None``: its default).
         max_frames: frames taken from each source (from its start).
         crop_multiple: frames are cropped (top-left kept) so both sides are multiples
@@ -96,6 +101,7 @@ class PrepareSettings:
     codec: str = "x264"
     crfs: tuple[float, ...] = (15.0, 25.0, 35.0)
     qps: tuple[float, ...] = ()
+    ldp_qps: tuple[int, ...] = ()
     preset: str = "medium"
     bframes: int | None = None
     keyint: int | None = None
@@ -118,8 +124,10 @@ class PrepareSettings:
             raise DatasetError(f"domain {self.domain!r}: use one of {', '.join(DOMAINS)}")
         if self.domain == "yuv420" and self.scale != 1:
             raise DatasetError("super-resolution sets (scale > 1) are RGB: use domain rgb (--domain rgb)")
-        if not self.crfs and not self.qps:
-            raise DatasetError("give at least one CRF or QP rate point")
+        if not self.crfs and not self.qps and not self.ldp_qps:
+            raise DatasetError("give at least one CRF, QP or low-delay P rate point")
+        if not all(0 <= q <= 48 for q in self.ldp_qps):
+            raise DatasetError(f"low-delay P base QPs {list(self.ldp_qps)}: use 0..48 (the cascade adds up to 3)")
         if self.scale not in (1, 2, 4):
             raise DatasetError(f"scale {self.scale}: use 1 (no downscale), 2 or 4")
         if self.max_frames < 1 or self.still_frames < 2:
@@ -132,18 +140,21 @@ class PrepareSettings:
 
     def variants(self) -> dict[str, EncodeSettings]:
         """Encoder settings of every rate point, by variant name."""
-        from codecave.codec.encode import EncodeSettings
+        from codecave.codec.encode import EncodeSettings, low_delay_p_qps
 
         base = EncodeSettings(codec=self.codec, crf=None, preset=self.preset, bframes=self.bframes,
                               keyint=self.keyint, ref=self.ref, tune=self.tune, params=dict(self.extra))
         out = {f"crf{c:g}": base.with_(crf=float(c)) for c in self.crfs}
         out.update({f"qp{q:g}": base.with_(qp=float(q)) for q in self.qps})
+        frames = max(self.max_frames, self.still_frames)
+        out.update({f"ldp{q}": EncodeSettings(codec="x265", crf=None, preset=self.preset, params=dict(self.extra),
+                                              frame_qps=low_delay_p_qps(int(q), frames)) for q in self.ldp_qps})
         return out
 
     def to_json(self) -> dict[str, object]:
         """Settings as stored in the manifest."""
         d = asdict(self)
-        d["crfs"], d["qps"] = list(self.crfs), list(self.qps)
+        d["crfs"], d["qps"], d["ldp_qps"] = list(self.crfs), list(self.qps), list(self.ldp_qps)
         d["still_size"] = list(self.still_size)
         d["yuv_size"] = None if self.yuv_size is None else list(self.yuv_size)
         return d
@@ -273,6 +284,14 @@ def _encode_variant(gt_input: np.ndarray | list[YUVPlanes], folder: Path, settin
     np.savez(folder / "priors.npz", **stacked)
     qps = stacked["qp"][np.isfinite(stacked["qp"])]
     pixels = len(gt_input) * result.width * result.height
+    if settings.frame_qps:  # low-delay P: the QPs are x265's log (the HEVC decoder exports none)
+        return {
+            "file": video.name, "bytes": result.bytes, "bits_per_pixel": 8 * result.bytes / pixels,
+            "frame_types": "".join(k[0] for k in kinds), "structure": "low-delay P (HM cascade)",
+            "mean_qp": float(np.mean([q for _, _, q in result.frame_log])),
+            "encoder_frame_qps": [q for _, _, q in result.frame_log], "prior_source": source,
+            "encoder_crf": None, "encoder_qp": float(settings.frame_qps[0]), "codec": "x265", "x264_crf": None,
+        }
     return {
         "file": video.name,
         "bytes": result.bytes,
