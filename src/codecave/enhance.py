@@ -6,7 +6,8 @@ model's own domain: YUV 4:2:0 planes for ``yuv420`` models, RGB for ``rgb`` ones
 It works in temporal chunks with the model's context on each side (PnP-VCVE looks
 one frame back and one ahead), so the result equals processing the whole clip at
 once while memory stays bounded; large frames can also be split into overlapping
-tiles.
+tiles. Recurrent luma models (``domain == "y"``, VIG) are streamed instead: each
+frame's Y plane goes in once, the hidden state is carried, chroma is kept as decoded.
 
 :func:`enhance_video` does the same for a whole file: it streams frames from the
 codec reader through the model into a new file that keeps the source's timing,
@@ -134,6 +135,8 @@ class Enhancer:
         #: Frames at or below this QP are passed through unchanged (None: none are).
         self.pass_through_qp = None if threshold is None or threshold < 0 else float(threshold)
         self._fallback: Enhancer | None = None
+        if self.domain == "y" and not hasattr(model, "streamer"):
+            raise ConfigError(f"{type(model).__name__} works on luma but has no streamer()")
 
     def fallback(self) -> Enhancer:
         """The enhancer for input this model cannot take (not 4:2:0), with the same options.
@@ -157,7 +160,7 @@ class Enhancer:
     def for_input(self, is_420: bool) -> Enhancer:
         """The enhancer that takes this input: :meth:`fallback` when this is a YUV model
         left to the default and the input is not 4:2:0, else this one."""
-        if self.domain == "yuv420" and not is_420 and getattr(self.model, "fallback_variant", None):
+        if self.domain in ("yuv420", "y") and not is_420 and getattr(self.model, "fallback_variant", None):
             return self.fallback()
         return self
 
@@ -202,10 +205,12 @@ class Enhancer:
         """
         packed = frames.ndim == 4 and frames.shape[1] == 24
         rgb = frames.ndim == 4 and frames.shape[-1] == 3
-        if (self.domain == "yuv420" and not packed) or (self.domain == "rgb" and not rgb):
-            want = "(T, 24, H/4, W/4) packed 4:2:0 codes" if self.domain == "yuv420" else "(T, H, W, 3) RGB"
+        if (self.domain in ("yuv420", "y") and not packed) or (self.domain == "rgb" and not rgb):
+            want = "(T, 24, H/4, W/4) packed 4:2:0 codes" if self.domain != "rgb" else "(T, H, W, 3) RGB"
             raise ConfigError(f"frames of shape {tuple(frames.shape)}: {getattr(self.model, 'variant', 'the model')} "
                               f"takes {want}")
+        if self.domain == "y":
+            return self._luma_clip(frames, crf, bit_depth)
         n = len(frames)
         out = np.empty_like(frames)
         sequence = self._adapt(crf)
@@ -269,6 +274,9 @@ class Enhancer:
             log.warning("pixel format %s is not YUV 4:2:0: enhancing with PnP-VCVE %s instead of %s",
                         head.pix_fmt, fallback.model.variant, self.model.variant)
             yield from fallback.stream(it, crf, encoder, report, output)
+            return
+        if self.domain == "y":
+            yield from self._stream_luma(it, crf, encoder, report, output)
             return
         buffer: deque[tuple[CodedFrame, CompactPriors]] = deque()
         done = 0          # frames already yielded
@@ -378,6 +386,72 @@ class Enhancer:
         else:
             y = self.model(x.unsqueeze(0), priors, **kwargs)[0, targets[0] : targets[1]]
         return to_codes(y, bit_depth).cpu().numpy().astype(codes.dtype)
+
+    # -- recurrent luma models (VIG) ---------------------------------------------------------
+
+    def _luma_stream(self, crf: float) -> object:
+        return self.model.streamer(torch.tensor([float(crf)], device=self.device))
+
+    @torch.inference_mode()
+    def _luma_clip(self, codes: np.ndarray, crf: float, bit_depth: int) -> np.ndarray:
+        """Packed codes ``(T, 24, h, w)`` with the Y plane enhanced frame by frame (recurrent)."""
+        from codecave.grid import pack, unpack
+
+        x = to_unit(torch.from_numpy(np.array(codes)).to(self.device), bit_depth)
+        y, u, v = unpack(x)
+        stream, out = self._luma_stream(crf), []
+        for t in range(len(codes)):
+            ready = stream.push(y[t][None, None])
+            if ready is not None:
+                out.append(ready[0, 0])
+        out += [r[0, 0] for r in stream.flush()]
+        return to_codes(pack(torch.stack(out), u, v), bit_depth).cpu().numpy().astype(codes.dtype)
+
+    def _stream_luma(self, it: Iterator[CodedFrame], crf: float | None, encoder: object | None,
+                     report: dict[str, object] | None, output: str) -> Iterator[np.ndarray] | Iterator[YUVPlanes]:
+        """Stream a recurrent luma model: each frame's Y plane once, chroma as decoded."""
+        from codecave.errors import UnsupportedVideoError
+
+        head: list[CodedFrame] = []
+        for frame in it:
+            head.append(frame)
+            if len(head) == self.options.chunk:
+                break
+        source = "given"
+        if crf is None:
+            compact = [compact_priors(f.priors, f.height, f.width) for f in head]
+            crf, source = sequence_crf(encoder, [c.qp for c in compact], [c.frame_type for c in compact])
+            log.info("sequence QP/CRF %.1f (%s)", crf, source)
+        if report is not None:
+            report.update(crf=crf, source=source, passed_through=0)
+        stream = self._luma_stream(crf)
+        pending: deque[YUVPlanes] = deque()
+
+        def emit(y: torch.Tensor) -> np.ndarray | YUVPlanes:
+            planes = pending.popleft()
+            peak = (1 << planes.bit_depth) - 1
+            luma = y[0, 0, : planes.height, : planes.width].clamp(0, 1).mul(peak).round()
+            dtype = planes.y.dtype
+            out = dataclasses.replace(planes, y=luma.to(torch.int32).cpu().numpy().astype(dtype))
+            return planes_to_rgb(out) if output == "rgb" else out
+
+        with torch.inference_mode():
+            for frame in chain(head, it):
+                if not frame.has_planes:
+                    raise UnsupportedVideoError(f"{getattr(self.model, 'variant', 'this model')} takes only "
+                                                f"YUV 4:2:0 input, not {frame.pix_fmt}")
+                planes = frame.planes
+                pending.append(planes)
+                peak = (1 << planes.bit_depth) - 1
+                y = torch.from_numpy(planes.y.astype(np.float32)).to(self.device).div(peak)[None, None]
+                ph, pw = -(-planes.height // 4) * 4, -(-planes.width // 4) * 4
+                if (ph, pw) != (planes.height, planes.width):
+                    y = torch.nn.functional.pad(y, (0, pw - planes.width, 0, ph - planes.height), mode="replicate")
+                ready = stream.push(y)
+                if ready is not None:
+                    yield emit(ready)
+            for ready in stream.flush():
+                yield emit(ready)
 
     # -- RGB models --------------------------------------------------------------------------
 

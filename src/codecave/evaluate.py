@@ -246,7 +246,7 @@ def score_clip(enhancer: Enhancer, root: str | os.PathLike[str], clip: str, vari
     if data.domain == "yuv420":
         return _score_yuv(enhancer, data, max_frames)
     enhancer = enhancer.for_input(False)  # the default variant left to itself: its RGB fallback
-    if enhancer.domain == "yuv420":
+    if enhancer.domain in ("yuv420", "y"):
         raise DatasetError(f"{root}: an RGB dataset; {enhancer.domain} models need one prepared with --domain yuv420")
     n = len(data.decoded) if max_frames is None else min(max_frames, len(data.decoded))
     if data.decoded.shape != data.gt.shape:
@@ -275,7 +275,7 @@ def _score_yuv(enhancer: Enhancer, data: PreparedClip, max_frames: int | None) -
     crf = variant_crf(data.info, data.variant)
     depth = data.bit_depth
     start = time.perf_counter()
-    if enhancer.domain == "yuv420":
+    if enhancer.domain in ("yuv420", "y"):
         enhanced = enhancer.enhance_clip(decoded, priors, crf, depth)
     else:
         rgb = np.stack([planes_to_rgb(unpack_planes(c, depth)) for c in decoded])

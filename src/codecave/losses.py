@@ -21,17 +21,29 @@ def round_8bit(x: torch.Tensor) -> torch.Tensor:
     return x + (q - x).detach()
 
 
+def elementwise_loss(name: str, x: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """The loss ``name`` (``charbonnier``, ``l1`` or ``mse``) at every element, in float32
+    (for masked losses; :func:`training_loss` is its mean).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    d = x.float() - target.float()
+    if name == "charbonnier":
+        return torch.sqrt(d * d + eps * eps)
+    if name == "l1":
+        return d.abs()
+    if name == "mse":
+        return d * d
+    raise ValueError(f"unknown loss {name!r}; choose charbonnier, l1 or mse")
+
+
 def training_loss(name: str, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The loss ``name`` (``charbonnier``, ``l1`` or ``mse``), computed in float32.
 
     Raises:
         ValueError: an unknown name.
     """
-    x, target = x.float(), target.float()
     if name == "charbonnier":
-        return charbonnier(x, target)
-    if name == "l1":
-        return (x - target).abs().mean()
-    if name == "mse":
-        return (x - target).pow(2).mean()
-    raise ValueError(f"unknown loss {name!r}; choose charbonnier, l1 or mse")
+        return charbonnier(x.float(), target.float())
+    return elementwise_loss(name, x, target).mean()

@@ -1,7 +1,7 @@
 """Training configs: YAML files parsed into frozen, validated dataclasses.
 
-A config has four sections (``model``, ``data``, ``train`` and an optional
-``name``/``out``); unknown keys and wrong types are errors that name the key.
+A config has sections ``model``, ``data``, ``train``, an optional ``objective``
+(default: ``restoration``) and ``name``/``out``; unknown keys and wrong types are errors that name the key.
 The resolved config is written next to every checkpoint (``config.yaml``).
 """
 
@@ -124,13 +124,28 @@ class TrainSection:
 
 
 @dataclass(frozen=True)
+class ObjectiveSection:
+    """What a training batch costs (:mod:`codecave.engine.objectives`).
+
+    Attributes:
+        name: ``restoration`` (PnP-VCVE, the default), ``recurrent_luma`` (VIG fine-tuning)
+            or ``truth_guidance`` (VIG's TGD pre-training).
+        settings: the objective's own settings, e.g. ``{compressed_ratio: 0.1,
+            patch_sizes: [32, 16, 8, 4]}`` for ``truth_guidance``.
+    """
+
+    name: str = "restoration"
+    settings: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """A whole training recipe.
 
     Attributes:
         name: run name.
         out: output folder for checkpoints and logs (relative to the working directory).
-        model, data, train: sections.
+        model, data, train, objective: sections.
     """
 
     name: str = "run"
@@ -138,6 +153,7 @@ class TrainConfig:
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
+    objective: ObjectiveSection = ObjectiveSection()
 
     def to_dict(self) -> dict[str, object]:
         """Plain types, for YAML."""

@@ -1,4 +1,5 @@
-"""The training loop shared by every method.
+"""The training loop shared by every method; the loss of a batch is the objective the
+config names (:mod:`codecave.engine.objectives`).
 
 Adam with a cosine learning-rate schedule, gradient clipping, atomic checkpoints
 with exact resume (sampling is indexed by step, and the optimiser and RNG states
@@ -23,8 +24,8 @@ from torch.utils.data import DataLoader, Sampler
 from codecave.engine import checkpoint as ckpt
 from codecave.engine.config import TrainConfig, TrainSection, save_config
 from codecave.engine.distributed import Dist, mean_across, setup, teardown
+from codecave.engine.objectives import Objective, Restoration, build_objective
 from codecave.errors import ConfigError
-from codecave.losses import round_8bit, training_loss
 from codecave.models.registry import build_model, create_model
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,10 @@ def _batches(cfg: TrainConfig, env: Dist, start: int, domain: str) -> Iterator[d
 
 
 def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
-               t: TrainSection, mark: Callable[[str], None] | None = None) -> torch.Tensor:
-    """One optimiser step on a batch: forward (under bf16 autocast when ``t.precision``
-    says so), the loss on the output (and ``t.stage_weight`` times it on the CAA stage),
-    backward, clipping and the update.
+               t: TrainSection, mark: Callable[[str], None] | None = None, objective: Objective | None = None,
+               step: int = 0) -> torch.Tensor:
+    """One optimiser step on a batch: the objective's loss (forward under bf16 autocast
+    when ``t.precision`` says so), backward, clipping and the update.
 
     Args:
         net: the model (or its compiled / distributed wrapper).
@@ -128,16 +129,17 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str
         t: the config's train section.
         mark: called with ``"forward"``, ``"backward"`` and ``"optimizer"`` as each
             phase ends (``benchmarks/train_throughput.py`` times them).
+        objective: the loss of a batch (:mod:`codecave.engine.objectives`); default
+            ``restoration``.
+        step: the optimiser step (0-based), for objectives with stages.
 
     Returns:
         The loss (a detached scalar tensor).
     """
     device = batch["frames"].device.type
+    objective = objective or Restoration(t)
     with torch.autocast(device, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
-        x_hat, x_caa = net(batch["frames"], batch, return_stages=True)
-    loss = training_loss(t.loss, round_8bit(x_hat.float()) if t.round_output else x_hat, batch["gt"])
-    if t.stage_weight:
-        loss = loss + t.stage_weight * training_loss(t.loss, x_caa, batch["gt"])
+        loss = objective.loss(net, batch, step)
     if mark is not None:
         mark("forward")
     optimizer.zero_grad(set_to_none=True)
@@ -171,6 +173,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
         torch.set_num_threads(t.threads)
     out = Path(cfg.out)
     torch.manual_seed(t.seed)
+    objective = build_objective(cfg)
     model = build_model(cfg.model.name, cfg.model.variant, **cfg.model.overrides).to(env.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=t.betas)
     state = ckpt.load_checkpoint(out) if resume else None
@@ -194,14 +197,14 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     metadata = {"model": cfg.model.name, "variant": cfg.model.variant,
-                "config": model.describe(), "run": cfg.name}
+                "config": model.describe(), "run": cfg.name, "objective": objective.describe()}
 
     def save(step: int) -> None:
         if env.main:
             ckpt.save_checkpoint(out, model, optimizer, step, {"seconds": elapsed + time.perf_counter() - t0},
                                  metadata)
 
-    batches = _batches(cfg, env, start, getattr(model, "domain", "rgb"))
+    batches = _batches(cfg, env, start, objective.data_domain or getattr(model, "domain", "rgb"))
     writer = _tensorboard(out) if env.main else None
     bar = _progress(t.steps, start, progress and env.main)
     t0 = time.perf_counter()
@@ -211,7 +214,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
         lr = cosine_lr(step, t.steps, t.lr, t.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = train_step(net, optimizer, batch, t)
+        loss = train_step(net, optimizer, batch, t, objective=objective, step=step)
         step += 1
         recent.append(loss)  # a device tensor: no synchronisation until the next log line
         if step % t.log_every == 0 or step == t.steps:

@@ -17,16 +17,24 @@ import torch
 from torch import nn
 
 from codecave.errors import ConfigError
-from codecave.models import pnp_vcve
+from codecave.models import pnp_vcve, vig
 
 #: name -> (model class for a config, variants). Static: no registration at import time.
 _MODELS = {
     "pnp_vcve": (pnp_vcve.model_class, pnp_vcve.VARIANTS),
+    "vig": (lambda config: vig.VIG, vig.VARIANTS),
 }
 #: The model ``codecave enhance`` uses unless told otherwise.
 DEFAULT_MODEL = "pnp_vcve"
 #: Its variant: PnP-VCVE ``fast`` works on the YUV 4:2:0 planes the decoder gives.
 DEFAULT_VARIANT = "fast"
+#: The variant each model gets when none is named.
+_DEFAULT_VARIANTS = {"pnp_vcve": DEFAULT_VARIANT, "vig": "small"}
+
+
+def default_variant(name: str) -> str:
+    """The variant of model ``name`` used when none is named (PnP-VCVE ``fast``, VIG ``small``)."""
+    return _DEFAULT_VARIANTS.get(name, DEFAULT_VARIANT)
 #: The variant that takes over, when the variant was left to the default, for input the
 #: default cannot take (not 4:2:0: 4:2:2, 4:4:4, RGB, gray): an RGB model.
 FALLBACK_VARIANT = "small"
@@ -104,7 +112,7 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
             ``.safetensors`` file or a training run folder (its ``model.safetensors``),
             or None (or ``"none"``) for random initialisation.
         variant: ``small``, ``paper`` or ``fast``; None takes the variant saved with the
-            weights (a trained run), else :data:`DEFAULT_VARIANT`.
+            weights (a trained run), else :func:`default_variant`.
         **overrides: architecture fields to change.
 
     Returns:
@@ -121,7 +129,7 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
     from safetensors.torch import load_file
 
     if weights is None or weights == "none":
-        model = build_model(name, variant or DEFAULT_VARIANT, **overrides)
+        model = build_model(name, variant or default_variant(name), **overrides)
         model.pass_through_qp, model.fallback_variant = None, None
         return model.eval()
     fallback = None
@@ -129,7 +137,7 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
     if weights == "default":
         if variant is None and name == DEFAULT_MODEL and model_domain(name, DEFAULT_VARIANT) == "yuv420":
             fallback = FALLBACK_VARIANT
-        variant = variant or DEFAULT_VARIANT
+        variant = variant or default_variant(name)
         entry = weights_manifest().get(f"{name}_{variant}")
         if entry is None:
             build_model(name, variant)  # an unknown variant is named, with the model's variants
@@ -172,7 +180,7 @@ def _variant_of(name: str, arch: dict[str, object], state: dict[str, torch.Tenso
         ConfigError: no variant fits; pass ``variant=`` (``--variant``).
     """
     _, variants = _entry(name)
-    for variant in sorted(variants, key=lambda v: v != DEFAULT_VARIANT):
+    for variant in sorted(variants, key=lambda v: v != default_variant(name)):
         try:
             shapes = {k: v.shape for k, v in build_model(name, variant, **arch).state_dict().items()}
         except ConfigError:

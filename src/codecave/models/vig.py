@@ -177,6 +177,10 @@ class VIG(nn.Module):
 
         return asdict(self.config)
 
+    def streamer(self, qp: torch.Tensor | None = None) -> VIGStream:
+        """A :class:`VIGStream` over this model (``qp`` ``(1,)``: the sequence QP)."""
+        return VIGStream(self, qp)
+
     def initial_state(self, frame: torch.Tensor) -> torch.Tensor:
         """The hidden state before the first frame: zeros, ``(B, C0, H, W)``."""
         b, _, h, w = frame.shape

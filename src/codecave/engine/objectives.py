@@ -1,0 +1,185 @@
+"""Objectives: what one training batch costs, for each method (design section 5).
+
+The training loop (:mod:`codecave.engine.trainer`) is the same for every method; an
+objective says which data it takes and computes the loss of a batch, with any stage
+logic of its own. A config names its objective (``objective.name``) and gives its
+``settings``; the loop's own settings (loss function, rounding, precision) stay in
+``train``.
+
+* ``restoration``: the output (and, with ``train.stage_weight``, the intermediate stage
+  a model returns with ``return_stages=True``) against the ground truth; PnP-VCVE.
+* ``recurrent_luma``: a recurrent luma model (VIG) run over a whole window of ``T``
+  frames from the first, conditioned on the sequence QP, every output scored; the
+  fine-tuning stage of VIG.
+* ``truth_guidance``: VIG's truth-guidance distillation (TGD) pre-training: each input
+  frame is mostly ground truth, with a ``compressed_ratio`` share of its ``w x w``
+  patches taken from the compressed frame, and only those patches are scored; ``w``
+  steps through ``patch_sizes`` in equal parts of the schedule (paper section 3.3:
+  90% ground truth, ``w`` 32 -> 16 -> 8 -> 4).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from codecave.engine.config import TrainConfig, TrainSection
+from codecave.errors import ConfigError
+from codecave.grid import luma
+from codecave.losses import elementwise_loss, round_8bit, training_loss
+
+
+class Objective:
+    """The loss of one batch.
+
+    Attributes:
+        data_domain: the batches it takes (``yuv420`` or ``rgb``), or None for the
+            model's own domain.
+    """
+
+    data_domain: str | None = None
+
+    def __init__(self, train: TrainSection) -> None:
+        self.train = train
+
+    def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        """The scalar loss of ``batch`` at optimiser step ``step`` (0-based)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, object]:
+        """Name and settings, for logs."""
+        return {"name": self.name}
+
+    name = "objective"
+
+
+class Restoration(Objective):
+    """Output (after 8-bit rounding with ``train.round_output``) against the ground truth,
+    plus ``train.stage_weight`` times the intermediate stage's loss (PnP-VCVE's CAA output)."""
+
+    name = "restoration"
+
+    def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        t = self.train
+        x_hat, x_stage = net(batch["frames"], batch, return_stages=True)
+        loss = training_loss(t.loss, round_8bit(x_hat.float()) if t.round_output else x_hat, batch["gt"])
+        if t.stage_weight:
+            loss = loss + t.stage_weight * training_loss(t.loss, x_stage, batch["gt"])
+        return loss
+
+
+class RecurrentLuma(Objective):
+    """A recurrent luma model over whole windows: ``net(clip (B, T, 1, H, W), qp (B,))``
+    on the Y planes of packed 4:2:0 windows, every frame's output scored (VIG fine-tuning)."""
+
+    name = "recurrent_luma"
+    data_domain = "yuv420"
+
+    @staticmethod
+    def clips(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(compressed, ground truth)`` luma ``(B, T, 1, H, W)`` and the sequence QP ``(B,)``."""
+        return luma(batch["frames"])[:, :, None], luma(batch["gt"])[:, :, None], batch["crf"].float()
+
+    def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        t = self.train
+        frames, gt, qp = self.clips(batch)
+        out = net(frames, qp)
+        return training_loss(t.loss, round_8bit(out.float()) if t.round_output else out, gt)
+
+
+def truth_guidance_mask(shape: tuple[int, ...], patch: int, ratio: float, generator: torch.Generator,
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """Which pixels of each frame come from the compressed frame in TGD pre-training.
+
+    Args:
+        shape: ``(B, T, H, W)``; ``H`` and ``W`` multiples of ``patch``.
+        patch: the patch side ``w`` in pixels.
+        ratio: share of each frame's patches taken compressed: exactly
+            ``max(1, round(ratio * patches))`` of them, chosen at random.
+        generator: the random source (a CPU generator; seeded by step for exact resume).
+
+    Returns:
+        ``(B, T, 1, H, W)`` float mask, 1 on compressed patches, constant on each ``w x w`` patch.
+
+    Raises:
+        ValueError: a side not a multiple of ``patch``, or a ratio outside (0, 1].
+    """
+    b, t, h, w = shape
+    if h % patch or w % patch:
+        raise ValueError(f"TGD patches of {patch} px do not tile {w}x{h} frames")
+    if not 0 < ratio <= 1:
+        raise ValueError(f"compressed_ratio {ratio} must be in (0, 1]")
+    gh, gw = h // patch, w // patch
+    count = max(1, round(ratio * gh * gw))
+    order = torch.rand(b * t, gh * gw, generator=generator).argsort(dim=1)
+    chosen = torch.zeros(b * t, gh * gw)
+    chosen.scatter_(1, order[:, :count], 1.0)
+    mask = chosen.reshape(b, t, 1, gh, 1, gw, 1).expand(b, t, 1, gh, patch, gw, patch)
+    return mask.reshape(b, t, 1, h, w).to(device)
+
+
+class TruthGuidance(RecurrentLuma):
+    """VIG's truth-guidance distillation pre-training (see the module)."""
+
+    name = "truth_guidance"
+
+    def __init__(self, train: TrainSection, compressed_ratio: float = 0.1,
+                 patch_sizes: tuple[int, ...] | list[int] = (32, 16, 8, 4)) -> None:
+        super().__init__(train)
+        if not 0 < compressed_ratio <= 1:
+            raise ConfigError(f"objective.settings.compressed_ratio {compressed_ratio} must be in (0, 1]")
+        if not patch_sizes or any(int(p) < 1 for p in patch_sizes):
+            raise ConfigError(f"objective.settings.patch_sizes {patch_sizes} must be positive sizes")
+        self.compressed_ratio = float(compressed_ratio)
+        self.patch_sizes = tuple(int(p) for p in patch_sizes)
+
+    def patch_at(self, step: int) -> int:
+        """The patch side at ``step``: ``patch_sizes`` in equal parts of ``train.steps``."""
+        k = min(len(self.patch_sizes) - 1, step * len(self.patch_sizes) // self.train.steps)
+        return self.patch_sizes[k]
+
+    def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        frames, gt, qp = self.clips(batch)
+        generator = torch.Generator().manual_seed(self.train.seed * 1_000_003 + step)
+        b, t, _, h, w = frames.shape
+        mask = truth_guidance_mask((b, t, h, w), self.patch_at(step), self.compressed_ratio, generator,
+                                   frames.device)
+        out = net(torch.lerp(gt, frames, mask), qp)
+        per_pixel = elementwise_loss(self.train.loss, out, gt)
+        return (per_pixel * mask).sum() / mask.sum()
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "compressed_ratio": self.compressed_ratio, "patch_sizes": list(self.patch_sizes)}
+
+
+#: Objectives by the name configs give.
+OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (Restoration, RecurrentLuma, TruthGuidance)}
+
+
+def build_objective(cfg: TrainConfig) -> Objective:
+    """The objective a config names, with its settings.
+
+    Raises:
+        ConfigError: an unknown objective or setting, or a bad value.
+    """
+    name, settings = cfg.objective.name, dict(cfg.objective.settings)
+    if name not in OBJECTIVES:
+        raise ConfigError(f"objective.name {name!r}: choose one of {', '.join(sorted(OBJECTIVES))}")
+    cls = OBJECTIVES[name]
+    known = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "train")]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigError(f"objective {name}: unknown setting(s) {unknown}; known: {known}")
+    objective = cls(cfg.train, **settings)
+    if isinstance(objective, TruthGuidance) and cfg.data.crop % max(objective.patch_sizes):
+        raise ConfigError(f"data.crop {cfg.data.crop} must be a multiple of every TGD patch size "
+                          f"{list(objective.patch_sizes)}")
+    return objective
+
+
+
+
+__all__ = ["OBJECTIVES", "Objective", "RecurrentLuma", "Restoration", "TruthGuidance", "build_objective",
+           "truth_guidance_mask"]
