@@ -90,6 +90,9 @@ class TrainSection:
             the shipped model with it did not recover that (see the README).
         seed: seed for initialisation and sampling.
         checkpoint_every: steps between checkpoints.
+        snapshot_every: also keep the weights at every multiple of this many steps, as
+            ``snapshots/step{N}.safetensors`` in the run folder (learning curves against
+            steps); 0 = none.
         log_every: steps between log lines and TensorBoard scalars.
         max_minutes: stop (with a checkpoint) after this much wall time; resume later.
         threads: torch CPU threads (0 = torch's default).
@@ -114,6 +117,7 @@ class TrainSection:
     round_output: bool = False
     seed: int = 0
     checkpoint_every: int = 200
+    snapshot_every: int = 0
     log_every: int = 20
     max_minutes: float = 0.0
     threads: int = 0
@@ -243,6 +247,7 @@ def _validate(cfg: TrainConfig) -> None:
          "data.compressed must list at least one rate point (or lossless_prob must be 1)"),
         (t.loss in LOSSES, f"train.loss must be one of {', '.join(LOSSES)}, not {t.loss!r}"),
         (t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, not {t.precision!r}"),
+        (t.snapshot_every >= 0, "train.snapshot_every must not be negative"),
         (d.workers >= 0 and t.grad_clip >= 0 and t.max_minutes >= 0,
          "data.workers, train.grad_clip and train.max_minutes must not be negative"),
     ]

@@ -233,6 +233,9 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
             bar.set_postfix(loss=f"{float(recent[-1]) if recent else loss_value:.4f}", lr=f"{lr:.2e}")
         if step % t.checkpoint_every == 0 or step == t.steps:
             save(step)
+        if t.snapshot_every and step % t.snapshot_every == 0 and env.main:
+            (out / "snapshots").mkdir(exist_ok=True)
+            ckpt.save_weights(model, out / "snapshots" / f"step{step}.safetensors", {**metadata, "step": step})
         out_of_time = bool(t.max_minutes) and time.perf_counter() - t0 > 60 * t.max_minutes
         if env.world > 1:
             out_of_time = mean_across(float(out_of_time), env) > 0
