@@ -1,7 +1,7 @@
 """The classical anchor: FFmpeg's ``spp`` post-filter on a prepared YUV dataset's bitstreams.
 
 For every clip and rate point of a ``yuv420`` dataset (``codecave prepare``), the
-stored x264 file is decoded by the ``ffmpeg`` command through
+stored file (x264, or x265 low-delay P) is decoded by the ``ffmpeg`` command through
 ``spp=quality=4:qp=Q`` for Q in 2, 4, 8, 12, 16 (without a forced Q the filter does
 nothing on files that export no QP) and scored on the Y plane against the dataset's
 ground-truth planes, like ``codecave evaluate``. Printed per rate point: the input
@@ -10,7 +10,7 @@ PSNR-Y, the gain of each Q and the best Q (mean over clips), optionally beside a
 
 Needs the ``ffmpeg`` command (Debian: ``apt-get install ffmpeg``).
 
-Usage: python benchmarks/spp_anchor.py data/val_yuv [--crf 15,25,35] [--frames 6]
+Usage: python benchmarks/spp_anchor.py data/val_yuv [--crf 15,25,35 | --variants ldp22,ldp37] [--frames 6]
        [--clips temple,...] [--compare evaluation/scores.json] [--json out.json]
 """
 
@@ -47,6 +47,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", type=Path, help="a yuv420 dataset made by codecave prepare")
     ap.add_argument("--crf", default="15,25,35")
+    ap.add_argument("--variants", default=None,
+                    help="rate points by variant name instead of --crf, e.g. ldp22,ldp37,crf35")
     ap.add_argument("--frames", type=int, default=6, help="first N frames of each clip")
     ap.add_argument("--clips", default=None, help="comma-separated clip names (default all)")
     ap.add_argument("--compare", type=Path, action="append", default=[],
@@ -59,7 +61,7 @@ def main() -> None:
     if manifest.get("domain") != "yuv420":
         sys.exit(f"{args.dataset}: not a yuv420 dataset")
     clips = args.clips.split(",") if args.clips else sorted(manifest["clips"])
-    variants = [f"crf{c}" for c in args.crf.split(",")]
+    variants = args.variants.split(",") if args.variants else [f"crf{c}" for c in args.crf.split(",")]
     print(f"machine: {platform.machine()}, ffmpeg spp quality=4, PSNR on the Y plane, first {args.frames} frames")
     result: dict[str, dict[str, object]] = {}
     for variant in variants:

@@ -64,9 +64,12 @@ def _snapshots(folder: Path) -> list[tuple[int, Path]]:
     """(total step, weights) of an arm's kept snapshots: pre-training ones count from 0,
     fine-tuning ones after the pre-training steps."""
     arm = json.loads((folder / "arm.json").read_text())
-    out = [(int(p.stem[4:]), p) for p in (folder / "pre" / "snapshots").glob("step*.safetensors")]
-    out += [(arm["pre"] + int(p.stem[4:]), p) for p in (folder / "fine" / "snapshots").glob("step*.safetensors")]
-    return sorted(out)
+    out = {int(p.stem[4:]): p for p in (folder / "pre" / "snapshots").glob("step*.safetensors")}
+    out.update({arm["pre"] + int(p.stem[4:]): p for p in (folder / "fine" / "snapshots").glob("step*.safetensors")})
+    if arm["pre"] and (folder / "pre" / "model.safetensors").exists():
+        out.setdefault(arm["pre"], folder / "pre" / "model.safetensors")
+    out.setdefault(arm["steps"], folder / "fine" / "model.safetensors")  # the final weights
+    return sorted(out.items())
 
 
 def score_arms(out: Path, val: str, variants: list[str], frames: int) -> None:
@@ -147,7 +150,7 @@ def main() -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--steps", type=int, default=1500, help="total steps of both stages")
     t.add_argument("--pre", type=int, default=225, help="TGD steps (15%% of 1500, SPECS 2.7)")
-    t.add_argument("--every", type=int, default=150, help="keep weights every this many steps")
+    t.add_argument("--every", type=int, default=300, help="keep weights every this many steps (and the last)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     s = sub.add_parser("score")
     s.add_argument("out", type=Path)

@@ -46,7 +46,8 @@ def main() -> None:
     ap.add_argument("--size", default="640x360", help="WxH (multiples of 4)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     ap.add_argument("--frames", type=int, default=12, help="frames streamed per setting (4 warm up)")
-    ap.add_argument("--widths", nargs="*", default=[], help="extra c0,c1,c2 settings to time")
+    ap.add_argument("--widths", nargs="*", default=[],
+                    help="extra c0,c1,c2 settings to time; c0,c1,c2,full for the full-resolution base (no UD)")
     ap.add_argument("--skip-paper", action="store_true", help="leave out the paper variant (slow)")
     args = ap.parse_args()
     if args.threads:
@@ -57,8 +58,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     settings = [(name, cfg) for name, cfg in VARIANTS.items() if not (args.skip_paper and name == "paper")]
     for text in args.widths:
-        c0, c1, c2 = (int(v) for v in text.split(","))
-        settings.append((text, VIGConfig(c0=c0, c1=c1, c2=c2)))
+        parts = text.split(",")
+        c0, c1, c2 = (int(v) for v in parts[:3])
+        settings.append((text, VIGConfig(c0=c0, c1=c1, c2=c2, resample=parts[3:] != ["full"])))
     for name, config in settings:
         model = VIG(config).eval()
         gflops, fp32 = stream_cost(model, h, w, args.frames, bf16=False)

@@ -42,6 +42,10 @@ def test_prepare_command(pan_clip: Path, tmp_path: Path, capsys: pytest.CaptureF
                  "--preset", "veryfast", "--workers", "1", "--no-progress"]) == 0
     assert (out / "clips" / "pan" / "crf30" / "priors.npz").exists()
     assert "1 clip(s) prepared" in capsys.readouterr().out
+    # low-delay P alone: no CRF variants unless asked for
+    assert main(["prepare", str(pan_clip), "--out", str(tmp_path / "ldp"), "--ldp-qp", "37", "--frames", "4",
+                 "--preset", "veryfast", "--workers", "1", "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "ldp" / "clips" / "pan").iterdir() if p.is_dir()) == ["ldp37"]
 
 
 def test_train_then_evaluate_from_the_command_line(tiny_dataset: Path, tmp_path: Path,

@@ -12,10 +12,13 @@ import torch.nn.functional as F
 from codecave.models.vig import FUTURE, VARIANTS, VIG, VIGStream, count
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+BASE = dataclasses.replace(VARIANTS["small"], c1=20, c2=20, resample=False)  # the UD ablation's base
+
+
+@pytest.mark.parametrize("variant", [*sorted(VARIANTS), "base"])
 def test_shapes_and_gradients_reach_every_parameter(variant: str) -> None:
     torch.manual_seed(0)
-    model = VIG(VARIANTS[variant])
+    model = VIG(BASE if variant == "base" else VARIANTS[variant])
     clip = torch.rand(2, 5, 1, 16, 24, requires_grad=True)
     qp = torch.tensor([27.0, 37.0])
     out = model(clip, qp)
@@ -40,9 +43,11 @@ def test_the_qp_plane_changes_the_output_and_is_required() -> None:
     assert plain(clip).shape == clip.shape
 
 
-def test_paper_is_several_times_small() -> None:
+def test_paper_is_several_times_small_and_the_base_matches_small() -> None:
     assert count("paper") > 20 * count("small")
     assert 1_500_000 < count("paper") < 2_500_000
+    base = sum(p.numel() for p in VIG(BASE).parameters())
+    assert abs(base - count("small")) < 0.01 * count("small")
 
 
 def _reference_step(model: VIG, window: torch.Tensor, state: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:

@@ -60,6 +60,10 @@ class VIGConfig:
         c2: channels at quarter resolution.
         negative_slope: of the leaky ReLUs.
         qp_input: feed the sequence QP to the pre-extraction (our deviation; see the module).
+        resample: pixel-unshuffle down-sampling and pixel-shuffle up-sampling (the paper's
+            "UD"); False is the ablation's full-resolution base: the same layers with
+            1x1x1 reductions and plain 3x3 up-convolutions, everything at ``H x W``
+            (paper Table 4, row i; SPECS 2.6 k).
     """
 
     c0: int = 8
@@ -67,6 +71,7 @@ class VIGConfig:
     c2: int = 16
     negative_slope: float = 0.1
     qp_input: bool = True
+    resample: bool = True
 
 
 #: ``small`` has the widths ``benchmarks/vig_cost.py`` picked for the 15 frames/s target at
@@ -87,19 +92,22 @@ class TemporalSpatialDown(nn.Module):
     (the same weights, without the unshuffled copy).
     """
 
-    def __init__(self, c_in: int, c_out: int, slope: float) -> None:
+    def __init__(self, c_in: int, c_out: int, slope: float, resample: bool = True) -> None:
         super().__init__()
-        self.reduce = nn.Conv3d(4 * c_in, c_out, 1)
+        self.resample = resample
+        self.reduce = nn.Conv3d(4 * c_in if resample else c_in, c_out, 1)
         self.fuse = nn.Conv3d(c_out, c_out, 3, padding=1)
         self.slope = slope
 
     def taps(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, c_in, H, W) -> (N, 3, c_out, H/2, W/2)``: a slot's contributions to the
-        slot before it (tap 0), itself (1) and the slot after it (2), before the bias."""
+        slot before it (tap 0), itself (1) and the slot after it (2), before the bias.
+        (Without ``resample``: ``H x W``.)"""
         c = self.fuse.out_channels
         # pixel_unshuffle puts x[ch, 2y + i, 2x + j] at channel 4 ch + 2 i + j
-        reduce = self.reduce.weight.reshape(c, -1, 2, 2)
-        r = _leaky(F.conv2d(x, reduce, self.reduce.bias, stride=2), self.slope)
+        k = 2 if self.resample else 1
+        reduce = self.reduce.weight.reshape(c, -1, k, k)
+        r = _leaky(F.conv2d(x, reduce, self.reduce.bias, stride=k), self.slope)
         weight = self.fuse.weight.permute(2, 0, 1, 3, 4).reshape(3 * c, c, 3, 3)
         return F.conv2d(r, weight, padding=1).unflatten(1, (3, c))
 
@@ -137,15 +145,18 @@ class TemporalDown(nn.Module):
 
 
 class SpatialUp(nn.Module):
-    """SU: a 3x3 convolution to ``4 c_out`` channels, pixel-shuffle by 2."""
+    """SU: a 3x3 convolution to ``4 c_out`` channels, pixel-shuffle by 2 (without
+    ``resample``: a 3x3 convolution to ``c_out``)."""
 
-    def __init__(self, c_in: int, c_out: int, slope: float) -> None:
+    def __init__(self, c_in: int, c_out: int, slope: float, resample: bool = True) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(c_in, 4 * c_out, 3, padding=1)
+        self.resample = resample
+        self.conv = nn.Conv2d(c_in, 4 * c_out if resample else c_out, 3, padding=1)
         self.slope = slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _leaky(F.pixel_shuffle(self.conv(x), 2), self.slope)
+        y = self.conv(x)
+        return _leaky(F.pixel_shuffle(y, 2) if self.resample else y, self.slope)
 
 
 class VIG(nn.Module):
@@ -162,11 +173,11 @@ class VIG(nn.Module):
         c = config
         self.config = config
         self.pre = nn.Conv2d(2 if c.qp_input else 1, c.c0, 3, padding=1)
-        self.tsd1 = TemporalSpatialDown(c.c0, c.c1, c.negative_slope)
-        self.tsd2 = TemporalSpatialDown(c.c1, c.c2, c.negative_slope)
+        self.tsd1 = TemporalSpatialDown(c.c0, c.c1, c.negative_slope, c.resample)
+        self.tsd2 = TemporalSpatialDown(c.c1, c.c2, c.negative_slope, c.resample)
         self.td = TemporalDown(c.c2, c.negative_slope)
-        self.su1 = SpatialUp(c.c2, c.c1, c.negative_slope)
-        self.su2 = SpatialUp(c.c1, c.c0, c.negative_slope)
+        self.su1 = SpatialUp(c.c2, c.c1, c.negative_slope, c.resample)
+        self.su2 = SpatialUp(c.c1, c.c0, c.negative_slope, c.resample)
         self.fusion = nn.Conv2d(c.c0, 1, 3, padding=1)
         nn.init.zeros_(self.fusion.weight)  # start at the identity: the output is the input
         nn.init.zeros_(self.fusion.bias)
@@ -200,7 +211,7 @@ class VIG(nn.Module):
             ValueError: sizes off the grid, or ``qp`` missing when the model takes it.
         """
         n, _, h, w = frames.shape
-        if h % 4 or w % 4:
+        if self.config.resample and (h % 4 or w % 4):
             raise ValueError(f"VIG takes frames with H, W multiples of 4; got {tuple(frames.shape)}")
         x = frames
         if self.config.qp_input:
