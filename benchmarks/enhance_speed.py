@@ -13,7 +13,7 @@
 
 Needs the ``ffmpeg`` command (Debian: ``apt-get install ffmpeg``) for the FFmpeg rows.
 
-Usage: python benchmarks/enhance_speed.py [--variant fast] [--weights default] [--frames 24]
+Usage: python benchmarks/enhance_speed.py [--model vig] [--variant fast] [--weights default] [--frames 24]
        [--memory-frames 8] [--evaluate data/val_yuv --evaluate-clip temple] [--json out.json]
 """
 
@@ -55,11 +55,14 @@ def ffmpeg_seconds(src: Path, out: Path, filters: list[str]) -> float:
     return time.perf_counter() - start
 
 
+MODEL = "pnp_vcve"  # set by --model
+
+
 def enhance_seconds(src: Path, out: Path, variant: str, weights: str) -> float:
     from codecave.enhance import Enhancer, enhance_video
     from codecave.models import create_model
 
-    enhancer = Enhancer(create_model("pnp_vcve", weights=weights, variant=variant))  # loading is not timed
+    enhancer = Enhancer(create_model(MODEL, weights=weights, variant=variant))  # loading is not timed
     start = time.perf_counter()
     enhance_video(src, out, model=enhancer, overwrite=True)
     return time.perf_counter() - start
@@ -86,15 +89,19 @@ def peak_rss(code: str) -> float:
 
 def enhance_rss(src: Path, out: Path, variant: str, weights: str) -> float:
     return peak_rss("from codecave.enhance import Enhancer, enhance_video; from codecave.models import create_model\n"
-                    f"m = Enhancer(create_model('pnp_vcve', weights={weights!r}, variant={variant!r}))\n"
+                    f"m = Enhancer(create_model({MODEL!r}, weights={weights!r}, variant={variant!r}))\n"
                     f"enhance_video({str(src)!r}, {str(out)!r}, model=m, overwrite=True)")
 
 
 def main() -> None:
-    from codecave.models.registry import DEFAULT_VARIANT
+    from codecave.models.registry import default_variant
 
+    global MODEL
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variant", default=DEFAULT_VARIANT, help=f"PnP-VCVE variant (default {DEFAULT_VARIANT})")
+    ap.add_argument("--model", default="pnp_vcve", help="registered model (default pnp_vcve)")
+    ap.add_argument("--variant", default=None, help="variant (default: the model's default)")
+    ap.add_argument("--sizes", default="640x360,1280x720", help="speed clip sizes")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
     ap.add_argument("--weights", default="default", help="default (shipped), none (untrained: same speed), or a path")
     ap.add_argument("--frames", type=int, default=24, help="frames per speed clip")
     ap.add_argument("--memory-frames", type=int, default=8, help="frames of the short 1280x720 clip (x10 for long)")
@@ -103,17 +110,19 @@ def main() -> None:
     ap.add_argument("--evaluate-frames", type=int, default=6)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    MODEL = args.model
+    args.variant = args.variant or default_variant(args.model)
     has_ffmpeg = shutil.which("ffmpeg") is not None
     machine = (f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-               f"pnp_vcve {args.variant} (weights {args.weights})")
+               f"{args.model} {args.variant} (weights {args.weights})")
     print(f"machine: {machine}")
     if not has_ffmpeg:
         print("ffmpeg not found: FFmpeg rows left out (apt-get install ffmpeg)")
     result: dict[str, object] = {"machine": machine}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        rows = [speed(s, args.frames, folder, args.variant, args.weights, has_ffmpeg)
-                for s in ((640, 360), (1280, 720))]
+        sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+        rows = [speed(s, args.frames, folder, args.variant, args.weights, has_ffmpeg) for s in sizes]
         result["speed"] = rows
         print("| size | frames | FFmpeg decode + x264 (fps) | FFmpeg spp + x264 (fps) | codecave enhance (fps) | "
               "enhance / re-encode time | enhance / spp time |")
@@ -123,20 +132,21 @@ def main() -> None:
             ratios = (f"{r['reencode_fps'] / r['enhance_fps']:.1f}x | {r['spp_fps'] / r['enhance_fps']:.1f}x"
                       if has_ffmpeg else "- | -")
             print(f"| {r['size']} | {r['frames']} | {ffm} | {r['enhance_fps']:.2f} | {ratios} |", flush=True)
-        short, long = folder / "short.mp4", folder / "long.mp4"
-        make_clip(short, 1280, 720, args.memory_frames)
-        make_clip(long, 1280, 720, 10 * args.memory_frames)
-        mem = {"short_frames": args.memory_frames,
-               "short_mib": enhance_rss(short, folder / "o1.mp4", args.variant, args.weights),
-               "long_frames": 10 * args.memory_frames,
-               "long_mib": enhance_rss(long, folder / "o2.mp4", args.variant, args.weights)}
-        result["enhance_memory"] = mem
-        print(f"peak RSS of enhance at 1280x720: {mem['short_frames']} frames {mem['short_mib']:.0f} MiB, "
-              f"{mem['long_frames']} frames {mem['long_mib']:.0f} MiB", flush=True)
+        if not args.no_memory:
+            short, long = folder / "short.mp4", folder / "long.mp4"
+            make_clip(short, 1280, 720, args.memory_frames)
+            make_clip(long, 1280, 720, 10 * args.memory_frames)
+            mem = {"short_frames": args.memory_frames,
+                   "short_mib": enhance_rss(short, folder / "o1.mp4", args.variant, args.weights),
+                   "long_frames": 10 * args.memory_frames,
+                   "long_mib": enhance_rss(long, folder / "o2.mp4", args.variant, args.weights)}
+            result["enhance_memory"] = mem
+            print(f"peak RSS of enhance at 1280x720: {mem['short_frames']} frames {mem['short_mib']:.0f} MiB, "
+                  f"{mem['long_frames']} frames {mem['long_mib']:.0f} MiB", flush=True)
     if args.evaluate:
         code = ("from codecave.enhance import Enhancer; from codecave.evaluate import evaluate\n"
                 "from codecave.models import create_model\n"
-                f"m = Enhancer(create_model('pnp_vcve', weights={args.weights!r}, variant={args.variant!r}))\n"
+                f"m = Enhancer(create_model({MODEL!r}, weights={args.weights!r}, variant={args.variant!r}))\n"
                 f"evaluate(m, {args.evaluate!r}, clips=[{args.evaluate_clip!r}], "
                 f"max_frames={args.evaluate_frames})")
         mib = peak_rss(code)

@@ -11,6 +11,8 @@ through by ``codecave enhance``, where the model was measured not to help). Repo
 Usage:
     python scripts/ship_weights.py runs/pnp_vcve_small data/pnp_val [--crf 15,25,35,18,28,38,40,45]
         [--slice-type-crf 15,25,35 --slice-type-frames 8]
+    python scripts/ship_weights.py runs/vig_small data/vig_val --variants ldp22,ldp27,ldp32,ldp37,crf35 \
+        --slice-type-crf none --no-pass-through       # a model that reads no frame priors
 """
 
 from __future__ import annotations
@@ -104,8 +106,11 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="training run folder (config.yaml, checkpoint.pt, model.safetensors)")
     ap.add_argument("val", type=Path, help="prepared validation dataset")
     ap.add_argument("--crf", default="15,25,35,18,28,38,40,45", help="rate points to validate at (frame QP mode)")
+    ap.add_argument("--variants", default=None,
+                    help="rate points by variant name instead of --crf (e.g. ldp22,ldp37,crf35)")
     ap.add_argument("--frames", type=int, default=None, help="first N frames of each clip (default all)")
-    ap.add_argument("--slice-type-crf", default="15,25,35", help="rate points for the slice-type-only check")
+    ap.add_argument("--slice-type-crf", default="15,25,35",
+                    help="rate points for the slice-type-only check ('none' to skip it)")
     ap.add_argument("--slice-type-frames", type=int, default=8, help="first N frames for the slice-type check")
     ap.add_argument("--no-pass-through", action="store_true",
                     help="do not set a pass-through QP (by default it is chosen from the frame-QP validation)")
@@ -113,8 +118,10 @@ def main() -> None:
     cfg = load_config(args.run / "config.yaml")
     model = create_model(cfg.model.name, weights=args.run / "model.safetensors", variant=cfg.model.variant)
     model.pass_through_qp = None  # validate the model itself; the threshold is chosen from these scores
-    runs = {"frame_qp": ([f"crf{c}" for c in args.crf.split(",")], args.frames, False),
-            "slice_type": ([f"crf{c}" for c in args.slice_type_crf.split(",")], args.slice_type_frames, True)}
+    variants = args.variants.split(",") if args.variants else [f"crf{c}" for c in args.crf.split(",")]
+    runs = {"frame_qp": (variants, args.frames, False)}
+    if args.slice_type_crf != "none":
+        runs["slice_type"] = ([f"crf{c}" for c in args.slice_type_crf.split(",")], args.slice_type_frames, True)
     results: dict[str, object] = {}
     for mode, (variants, frames, slice_type) in runs.items():
         report = evaluate(Enhancer(model, EnhanceOptions(slice_type=slice_type)), args.val, variants,
@@ -124,9 +131,10 @@ def main() -> None:
         results[mode] = {v: {k: round(x, 4) for k, x in m.items()} for v, m in report.by_variant().items()}
         if mode == "frame_qp":
             full = report
-            gate = choose_pass_through(report)
-            print(f"pass-through QP {gate['threshold']:g}: mean ΔPSNR-Y per frame {gate['gain_before']} -> "
-                  f"{gate['gain_after']}; protected groups {gate['protected']}")
+            gate = choose_pass_through(report) if not args.no_pass_through else {"threshold": -1.0}
+            if not args.no_pass_through:
+                print(f"pass-through QP {gate['threshold']:g}: mean ΔPSNR-Y per frame {gate['gain_before']} -> "
+                      f"{gate['gain_after']}; protected groups {gate['protected']}")
         else:
             # The frame-QP scores of the same frames, for a like-for-like comparison.
             results["frame_qp_same_frames"] = _first_frames(full, variants, frames)
@@ -146,10 +154,11 @@ def main() -> None:
         "training": training_entry(args.run),
         "validation": {
             "clips": {n: c.get("source") for n, c in val_manifest["clips"].items()},
-            "frames": {"frame_qp": args.frames or "all", "slice_type": args.slice_type_frames},
-            "metric": f"PSNR/SSIM on the {full.metric}; psnr_in = decoded x264, psnr_out = enhanced",
+            "frames": {"frame_qp": args.frames or "all",
+                       "slice_type": args.slice_type_frames if "slice_type" in runs else None},
+            "metric": f"PSNR/SSIM on the {full.metric}; psnr_in = decoded input, psnr_out = enhanced (8-bit)",
             **results,
-            "pass_through": gate,
+            **({"pass_through": gate} if not args.no_pass_through else {}),
         },
     }
     path = WEIGHTS / "manifest.json"

@@ -444,3 +444,32 @@ def test_hdr10_metadata_is_kept_by_x265_and_warned_about_otherwise(tmp_path: Pat
     with caplog.at_level("WARNING"):
         enhance_video(src, tmp_path / "lost.mp4", model=yuv_identity(), encode=EncodeSettings(codec="x264"))
     assert "HDR10 metadata" in caplog.text and read_info(tmp_path / "lost.mp4").hdr is None
+
+
+def test_recurrent_vig_streams_a_file_once_per_frame_equal_to_the_whole_clip(tmp_path: Path) -> None:
+    """VIG through the Enhancer: the Y plane of every frame equals the model run on the whole
+    clip at once, chroma is the decoder's, and odd sizes are padded and cropped back."""
+    from codecave.models.vig import VIG
+
+    src = tmp_path / "in.mp4"
+    encode_frames(pan_frames(9, 70, 98), src, EncodeSettings(crf=35, preset="veryfast"))
+    torch.manual_seed(0)
+    model = create_model("vig", weights=None)
+    torch.nn.init.normal_(model.fusion.weight, std=0.02)
+    calls = []
+    original = VIG.encode_frames
+    model.encode_frames = lambda frames, qp=None: calls.append(len(frames)) or original(model, frames, qp)
+    with open_video(src) as video:
+        decoded = [f.planes for f in video]
+    with open_video(src) as video:
+        out = list(Enhancer(model).stream(video, crf=35.0, output="yuv420"))
+    assert len(out) == 9 and sum(calls) == 9  # each frame's features computed once
+    y = torch.stack([torch.from_numpy(p.y.astype(np.float32)) for p in decoded]) / 255
+    y = torch.nn.functional.pad(y[None], (0, 2, 0, 2), mode="replicate")[0]  # 70x98 -> 72x100
+    with torch.no_grad():
+        whole = model(y[None, :, None], torch.tensor([35.0]))[0, :, 0, :70, :98]
+    expected = whole.clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
+    for p, d, e in zip(out, decoded, expected):
+        assert np.array_equal(p.u, d.u) and np.array_equal(p.v, d.v)
+        assert np.abs(p.y.astype(int) - e.astype(int)).max() <= 1
+    assert any(not np.array_equal(p.y, d.y) for p, d in zip(out, decoded))
