@@ -435,23 +435,31 @@ class Enhancer:
             out = dataclasses.replace(planes, y=luma.to(torch.int32).cpu().numpy().astype(dtype))
             return planes_to_rgb(out) if output == "rgb" else out
 
-        with torch.inference_mode():
-            for frame in chain(head, it):
-                if not frame.has_planes:
-                    raise UnsupportedVideoError(f"{getattr(self.model, 'variant', 'this model')} takes only "
-                                                f"YUV 4:2:0 input, not {frame.pix_fmt}")
-                planes = frame.planes
-                pending.append(planes)
-                peak = (1 << planes.bit_depth) - 1
-                y = torch.from_numpy(planes.y.astype(np.float32)).to(self.device).div(peak)[None, None]
-                ph, pw = -(-planes.height // 4) * 4, -(-planes.width // 4) * 4
-                if (ph, pw) != (planes.height, planes.width):
-                    y = torch.nn.functional.pad(y, (0, pw - planes.width, 0, ph - planes.height), mode="replicate")
-                ready = stream.push(y)
-                if ready is not None:
-                    yield emit(ready)
-            for ready in stream.flush():
+        for frame in chain(head, it):
+            if not frame.has_planes:
+                raise UnsupportedVideoError(f"{getattr(self.model, 'variant', 'this model')} takes only "
+                                            f"YUV 4:2:0 input, not {frame.pix_fmt}")
+            pending.append(frame.planes)
+            ready = self._push_luma(stream, frame.planes)
+            if ready is not None:
                 yield emit(ready)
+        for ready in self._flush_luma(stream):
+            yield emit(ready)
+
+    @torch.inference_mode()
+    def _push_luma(self, stream: object, planes: YUVPlanes) -> torch.Tensor | None:
+        """One frame's Y plane into a luma stream, padded to multiples of 4 by edge replication
+        (cropped back on the way out); the frame it completes, if any."""
+        peak = (1 << planes.bit_depth) - 1
+        y = torch.from_numpy(planes.y.astype(np.float32)).to(self.device).div(peak)[None, None]
+        ph, pw = -(-planes.height // 4) * 4, -(-planes.width // 4) * 4
+        if (ph, pw) != (planes.height, planes.width):
+            y = torch.nn.functional.pad(y, (0, pw - planes.width, 0, ph - planes.height), mode="replicate")
+        return stream.push(y)
+
+    @torch.inference_mode()
+    def _flush_luma(self, stream: object) -> list[torch.Tensor]:
+        return stream.flush()
 
     # -- RGB models --------------------------------------------------------------------------
 
