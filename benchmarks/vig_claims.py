@@ -7,9 +7,9 @@ pre-training stage (``small_tgd.yaml``) for ``--pre`` steps, then fine-tuning
 (``small.yaml``) for the rest of ``--steps``; without, fine-tuning for all ``--steps``
 (same seed, so the same batches in the same order, and the same schedule shape). Weights
 are kept every ``--every`` steps. ``score`` runs every kept snapshot of every arm over a
-prepared validation set (``codecave evaluate``'s scoring: Y-plane PSNR of the 8-bit
-output against the decoded input, per clip then averaged) and appends to
-``<arm>/curve.jsonl``; ``table`` prints the curves, ``plot`` draws them.
+prepared validation set (Y-plane PSNR gain over the decoded input of the float output
+and of the 8-bit output, as ``codecave enhance`` writes it; per clip, then averaged)
+and appends to ``<arm>/curve.jsonl``; ``table`` prints the curves, ``plot`` draws them.
 
     python benchmarks/vig_claims.py train runs/vig_claims --arm tgd_s0 --tgd --seed 0
     python benchmarks/vig_claims.py train runs/vig_claims --arm plain_s0 --seed 0
@@ -30,12 +30,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from codecave.data.prepare import load_manifest
+from codecave.data.dataset import variant_crf
+from codecave.data.prepare import load_clip, load_manifest
 from codecave.engine.config import load_config
 from codecave.engine.trainer import train
-from codecave.enhance import Enhancer
-from codecave.evaluate import score_clip
+from codecave.grid import luma, peak, to_unit
 from codecave.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,28 +73,53 @@ def _snapshots(folder: Path) -> list[tuple[int, Path]]:
     return sorted(out.items())
 
 
-def score_arms(out: Path, val: str, variants: list[str], frames: int) -> None:
+@torch.inference_mode()
+def score_weights(weights: Path, val: str, variants: list[str], frames: int) -> dict[str, dict[str, object]]:
+    """Mean ΔPSNR-Y per rate point (clips averaged) of the float output and of the 8-bit output,
+    each clip's first ``frames`` frames enhanced as one recurrent clip."""
+    model = create_model("vig", weights=str(weights))
     clips = sorted(load_manifest(val)["clips"])
+    out = {}
+    for variant in variants:
+        gains: dict[str, list[float]] = {"float": [], "8bit": []}
+        per_clip = {}
+        for name in clips:
+            data = load_clip(val, name, variant)
+            n = min(frames, len(data.decoded))
+            top = peak(data.bit_depth)
+            x = luma(to_unit(torch.from_numpy(np.array(data.decoded[:n])), data.bit_depth)).double()
+            g = luma(to_unit(torch.from_numpy(np.array(data.gt[:n])), data.bit_depth)).double()
+            y = model(x.float()[None, :, None], torch.tensor([variant_crf(data.info, variant)]))[0, :, 0]
+            y = y.double().clamp(0, 1)
+
+            def psnr(a: torch.Tensor, g: torch.Tensor = g) -> float:
+                return float((10 * torch.log10(1 / (a - g).pow(2).flatten(1).mean(1).clamp_min(1e-12))).mean())
+
+            base = psnr(x)
+            clip_gain = {"float": psnr(y) - base, "8bit": psnr(torch.round(y * top) / top) - base}
+            per_clip[name] = clip_gain
+            for k, values in gains.items():
+                values.append(clip_gain[k])
+        out[variant] = {"mean": statistics.fmean(gains["8bit"]), "float": statistics.fmean(gains["float"]),
+                        "by_clip": per_clip}
+    return out
+
+
+def score_arms(out: Path, val: str, variants: list[str], frames: int) -> None:
     for folder in sorted(p for p in out.iterdir() if (p / "arm.json").exists()):
         log = folder / "curve.jsonl"
         done = {json.loads(line)["weights"] for line in log.read_text().splitlines()} if log.exists() else set()
         for step, weights in _snapshots(folder):
-            if str(weights) in done:
+            if str(weights) in done or not weights.exists():
                 continue
-            enhancer = Enhancer(create_model("vig", weights=str(weights)))
             start = time.perf_counter()
-            by_variant = {}
-            for variant in variants:
-                gains = []
-                for clip in clips:
-                    s = score_clip(enhancer, val, clip, variant, max_frames=frames)
-                    gains.append(float(np.mean(s.psnr_out) - np.mean(s.psnr_in)))
-                by_variant[variant] = {"mean": statistics.fmean(gains), "by_clip": dict(zip(clips, gains))}
+            by_variant = score_weights(weights, val, variants, frames)
             record = {"arm": folder.name, "step": step, "weights": str(weights), "frames": frames,
                       "seconds": round(time.perf_counter() - start, 1), "by_variant": by_variant}
             with open(log, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            print(folder.name, step, {v: round(s["mean"], 4) for v, s in by_variant.items()}, flush=True)
+            print(folder.name, step, {v: f"{s['float']:+.4f}/{s['mean']:+.4f}" for v, s in by_variant.items()},
+                  "(float/8-bit)", flush=True)
 
 
 def _curves(out: Path) -> dict[str, list[dict[str, object]]]:
@@ -107,12 +133,13 @@ def _curves(out: Path) -> dict[str, list[dict[str, object]]]:
 def table(out: Path) -> str:
     curves = _curves(out)
     variants = next(iter(curves.values()))[0]["by_variant"].keys() if curves else []
-    lines = ["| arm | step | " + " | ".join(f"{v} ΔPSNR-Y (dB)" for v in variants) + " |",
+    lines = ["| arm | step | " + " | ".join(f"{v} ΔPSNR-Y float / 8-bit (dB)" for v in variants) + " |",
              "|---|---|" + "---|" * len(variants)]
     for arm, rows in curves.items():
         for r in rows:
-            lines.append(f"| {arm} | {r['step']} | " + " | ".join(f"{r['by_variant'][v]['mean']:+.4f}" for v in variants)
-                         + " |")
+            lines.append(f"| {arm} | {r['step']} | " + " | ".join(
+                f"{r['by_variant'][v].get('float', float('nan')):+.4f} / {r['by_variant'][v]['mean']:+.4f}"
+                for v in variants) + " |")
     return "\n".join(lines)
 
 

@@ -64,6 +64,8 @@ class VIGConfig:
             "UD"); False is the ablation's full-resolution base: the same layers with
             1x1x1 reductions and plain 3x3 up-convolutions, everything at ``H x W``
             (paper Table 4, row i; SPECS 2.6 k).
+        zero_fusion: start the fusion layer at zero, so an untrained model is the identity
+            (SPECS 2.6); False keeps PyTorch's default initialisation.
     """
 
     c0: int = 8
@@ -72,6 +74,7 @@ class VIGConfig:
     negative_slope: float = 0.1
     qp_input: bool = True
     resample: bool = True
+    zero_fusion: bool = True
 
 
 #: ``small`` has the widths ``benchmarks/vig_cost.py`` picked for the 15 frames/s target at
@@ -179,8 +182,9 @@ class VIG(nn.Module):
         self.su1 = SpatialUp(c.c2, c.c1, c.negative_slope, c.resample)
         self.su2 = SpatialUp(c.c1, c.c0, c.negative_slope, c.resample)
         self.fusion = nn.Conv2d(c.c0, 1, 3, padding=1)
-        nn.init.zeros_(self.fusion.weight)  # start at the identity: the output is the input
-        nn.init.zeros_(self.fusion.bias)
+        if c.zero_fusion:
+            nn.init.zeros_(self.fusion.weight)  # start at the identity: the output is the input
+            nn.init.zeros_(self.fusion.bias)
 
     def describe(self) -> dict[str, object]:
         """Architecture settings, for checkpoints and reports."""
