@@ -97,6 +97,7 @@ def measure_rate(cfg: TrainConfig, device: str, steps: int = 30, warmup: int = 1
 
     from codecave.data.packed import PackedWindows
     from codecave.engine.distributed import pick_device
+    from codecave.engine.objectives import build_objective
     from codecave.engine.trainer import train_step
     from codecave.models.registry import build_model
 
@@ -105,12 +106,13 @@ def measure_rate(cfg: TrainConfig, device: str, steps: int = 30, warmup: int = 1
     net = torch.compile(model, dynamic=False) if cfg.train.compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, betas=cfg.train.betas)
     windows = PackedWindows(cfg.data.packed, cfg.data.window_spec(), dev, seed=cfg.train.seed)
+    objective = build_objective(cfg)
     for i in range(warmup + steps):
         if i == warmup:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        train_step(net, optimizer, windows.batch(i, cfg.train.batch_size), cfg.train)
+        train_step(net, optimizer, windows.batch(i, cfg.train.batch_size), cfg.train, objective=objective, step=i)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return steps / (time.perf_counter() - start)

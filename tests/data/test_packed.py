@@ -84,3 +84,27 @@ def test_gpu_train_dry_run_needs_no_pyav(tiny_yuv_dataset: Path, tmp_path: Path)
     assert result["step"] == 3 and result["finished"]
     assert (tmp_path / "out" / "run" / "model.safetensors").is_file()
     assert np.isfinite(result["loss"])
+
+
+def test_gpu_train_runs_vig_both_stages_from_one_pack(tiny_yuv_dataset: Path, tmp_path: Path) -> None:
+    """configs/vig/small_gpu.yaml as its header says: pack once, TGD stage, then fine-tuning
+    from it, the second with the schedule sized by measured steps per second."""
+    script = str(ROOT / "scripts" / "gpu_train.py")
+    subprocess.run([sys.executable, script, "pack", str(ROOT / "configs/vig/small_gpu.yaml"), "--out",
+                    str(tmp_path / "pack"), "--budget-mib", "1", "--tile", "48", "--frames", "5", "--check-steps", "0",
+                    "--set", f"data.root={tiny_yuv_dataset}", "--set", "data.compressed=[crf35]",
+                    "--set", "data.crop=32", "--set", "data.frames=5"], capture_output=True, text=True, check=True)
+    small = ["--set", "train.batch_size=2", "--set", "train.threads=1", "--device", "cpu"]
+    pre = subprocess.run([sys.executable, script, "train", str(tmp_path / "pack"), "--out", str(tmp_path / "pre"),
+                          "--steps", "2", "--minutes", "0", "--set", "objective.name=truth_guidance",
+                          "--set", "objective.settings.patch_sizes=[32,16]", *small],
+                         capture_output=True, text=True, check=False)
+    assert pre.returncode == 0, pre.stderr[-2000:]
+    fine = subprocess.run([sys.executable, script, "train", str(tmp_path / "pack"), "--out", str(tmp_path / "fine"),
+                           "--steps", "auto", "--minutes", "0.2", "--set", f"train.init={tmp_path / 'pre' / 'run'}",
+                           *small], capture_output=True, text=True, check=False)
+    assert fine.returncode == 0, fine.stderr[-2000:]
+    assert "steps/s measured" in fine.stdout
+    result = json.loads(fine.stdout[fine.stdout.index("{"):])
+    assert result["finished"] and result["measured_steps_per_second"] > 0
+    assert (tmp_path / "fine" / "run" / "model.safetensors").is_file()
