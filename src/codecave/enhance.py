@@ -71,6 +71,10 @@ class EnhanceOptions:
             unchanged (the sequence CRF stands in where the QP is unknown or hidden);
             None takes the model's own threshold (``model.pass_through_qp``, measured on
             validation and listed with its shipped weights), a negative value turns it off.
+        precision: ``fp32``, ``bf16`` (the model under bfloat16 autocast; inputs, outputs
+            and the residual addition stay float32), or None for the model's own choice
+            (``model.inference_precision``, else fp32): VIG runs in bf16, which
+            ``benchmarks/vig_precision.py`` measured against fp32 on validation.
     """
 
     chunk: int = 4
@@ -79,8 +83,11 @@ class EnhanceOptions:
     device: str = "auto"
     slice_type: bool = False
     pass_through_qp: float | None = None
+    precision: str | None = None
 
     def __post_init__(self) -> None:
+        if self.precision not in (None, "fp32", "bf16"):
+            raise ConfigError(f"precision {self.precision!r}: use fp32 or bf16")
         if self.chunk < 1:
             raise ConfigError(f"chunk {self.chunk} must be at least 1")
         if self.tile % MB or self.tile_overlap % MB or self.tile < 0 or self.tile_overlap < 0:
@@ -135,6 +142,8 @@ class Enhancer:
         #: Frames at or below this QP are passed through unchanged (None: none are).
         self.pass_through_qp = None if threshold is None or threshold < 0 else float(threshold)
         self._fallback: Enhancer | None = None
+        #: ``fp32`` or ``bf16``: how the model runs.
+        self.precision = options.precision or str(getattr(model, "inference_precision", "fp32"))
         if self.domain == "y" and not hasattr(model, "streamer"):
             raise ConfigError(f"{type(model).__name__} works on luma but has no streamer()")
 
@@ -381,13 +390,17 @@ class Enhancer:
         priors["crf"] = torch.tensor([float(crf)], device=self.device)
         x = to_unit(torch.from_numpy(np.array(codes)).to(self.device), bit_depth)
         kwargs: dict[str, object] = {"sequence": sequence} if sequence is not None else {}
-        if self._targets:
-            y = self.model(x.unsqueeze(0), priors, targets=targets, **kwargs)[0]
-        else:
-            y = self.model(x.unsqueeze(0), priors, **kwargs)[0, targets[0] : targets[1]]
-        return to_codes(y, bit_depth).cpu().numpy().astype(codes.dtype)
+        with self._autocast():
+            if self._targets:
+                y = self.model(x.unsqueeze(0), priors, targets=targets, **kwargs)[0]
+            else:
+                y = self.model(x.unsqueeze(0), priors, **kwargs)[0, targets[0] : targets[1]]
+        return to_codes(y.float(), bit_depth).cpu().numpy().astype(codes.dtype)
 
     # -- recurrent luma models (VIG) ---------------------------------------------------------
+
+    def _autocast(self) -> object:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def _luma_stream(self, crf: float) -> object:
         return self.model.streamer(torch.tensor([float(crf)], device=self.device))
@@ -400,11 +413,12 @@ class Enhancer:
         x = to_unit(torch.from_numpy(np.array(codes)).to(self.device), bit_depth)
         y, u, v = unpack(x)
         stream, out = self._luma_stream(crf), []
-        for t in range(len(codes)):
-            ready = stream.push(y[t][None, None])
-            if ready is not None:
-                out.append(ready[0, 0])
-        out += [r[0, 0] for r in stream.flush()]
+        with self._autocast():
+            for t in range(len(codes)):
+                ready = stream.push(y[t][None, None])
+                if ready is not None:
+                    out.append(ready[0, 0].float())
+            out += [r[0, 0].float() for r in stream.flush()]
         return to_codes(pack(torch.stack(out), u, v), bit_depth).cpu().numpy().astype(codes.dtype)
 
     def _stream_luma(self, it: Iterator[CodedFrame], crf: float | None, encoder: object | None,
@@ -455,11 +469,14 @@ class Enhancer:
         ph, pw = -(-planes.height // 4) * 4, -(-planes.width // 4) * 4
         if (ph, pw) != (planes.height, planes.width):
             y = torch.nn.functional.pad(y, (0, pw - planes.width, 0, ph - planes.height), mode="replicate")
-        return stream.push(y)
+        with self._autocast():
+            out = stream.push(y)
+        return None if out is None else out.float()
 
     @torch.inference_mode()
     def _flush_luma(self, stream: object) -> list[torch.Tensor]:
-        return stream.flush()
+        with self._autocast():
+            return [y.float() for y in stream.flush()]
 
     # -- RGB models --------------------------------------------------------------------------
 
@@ -487,7 +504,8 @@ class Enhancer:
         priors["crf"] = torch.tensor([float(crf)], device=self.device)
         x = torch.from_numpy(np.array(frames)).to(self.device).permute(0, 3, 1, 2).float().div(255)
         kwargs = {"sequence": sequence} if sequence is not None else {}
-        y = self.model(x.unsqueeze(0), priors, **kwargs)[0]
+        with self._autocast():
+            y = self.model(x.unsqueeze(0), priors, **kwargs)[0].float()
         return y.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 

@@ -46,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "on validation and listed with its weights; a negative value turns it off)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the model (default: all cores)")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="run the model in fp32 or under bf16 autocast (default: the model's choice: "
+                        "bf16 for VIG, fp32 otherwise)")
     p.add_argument("--on-damage", default="stop", choices=("stop", "keep", "skip"),
                    help="when IN is damaged (frames missing, undecodable or concealed, found by decoding it "
                         "all first): stop (default) writes nothing and names the lost frames; keep enhances every "
@@ -95,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         fields["preset"] = None
     frames = parse_range(args.frames)
     options = EnhanceOptions(chunk=args.chunk, tile=args.tile, tile_overlap=args.tile_overlap, device=args.device,
+                             precision=args.precision,
                              pass_through_qp=args.pass_through_qp)
     enhancer = Enhancer(create_model(args.model, weights=args.weights, variant=args.variant), options)
     result = enhance_video(args.input, args.output, model=enhancer, encode=EncodeSettings(**fields), frames=frames,
