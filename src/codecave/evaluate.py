@@ -24,7 +24,7 @@ import torch
 
 from codecave.codec.convert import planes_to_rgb, rgb_to_yuv420_like_encoder
 from codecave.data.dataset import variant_crf
-from codecave.data.prepare import PreparedClip, dataset_domain, load_clip, load_manifest
+from codecave.data.prepare import PreparedClip, dataset_domain, dataset_variants, load_clip, load_manifest
 from codecave.enhance import Enhancer
 from codecave.errors import DatasetError
 from codecave.grid import luma, pack_planes, peak, unpack_planes
@@ -320,8 +320,7 @@ def evaluate(enhancer: Enhancer, root: str | os.PathLike[str], variants: Sequenc
         DatasetError: missing clips or rate points.
     """
     manifest = load_manifest(root)
-    settings = manifest["settings"]
-    available = [f"crf{c:g}" for c in settings.get("crfs") or ()] + [f"qp{q:g}" for q in settings.get("qps") or ()]
+    available = dataset_variants(manifest)
     variants = list(variants or available)
     missing = [v for v in variants if v not in available]
     if missing:

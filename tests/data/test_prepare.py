@@ -188,6 +188,9 @@ def test_x265_low_delay_p_mode_yields_i_then_p_at_the_asked_qps(tmp_path: Path,
     from codecave.data.dataset import variant_crf
 
     assert variant_crf(clip.info, "ldp37") == 37 and variant_crf(clip.info, "crf35") == 35
+    from codecave.data.prepare import dataset_variants, load_manifest
+
+    assert dataset_variants(load_manifest(tmp_path / "ds")) == ["crf35", "ldp27", "ldp37"]
 
 
 def test_per_frame_qps_are_refused_where_they_cannot_be_honoured(tmp_path: Path) -> None:

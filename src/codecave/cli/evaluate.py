@@ -18,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default="default",
                    help="'default' (shipped), a .safetensors file or a training run folder")
     p.add_argument("--crf", default=None, help="rate points to score, e.g. 15,25,35 (default: all in the dataset)")
+    p.add_argument("--variants", default=None,
+                   help="rate points by variant name instead, e.g. ldp22,ldp37,crf35 (prepare --ldp-qp)")
     p.add_argument("--clips", default=None, help="comma-separated clip names (default: all)")
     p.add_argument("--frames", type=int, default=None, help="score only the first N frames of each clip")
     p.add_argument("--slice-type", action="store_true", help="hide frame QPs: condition on slice types only")
@@ -38,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     enhancer = Enhancer(model, EnhanceOptions(chunk=args.chunk, device=args.device, slice_type=args.slice_type,
                                                 pass_through_qp=args.pass_through_qp))
     variants = [f"crf{v.strip()}" for v in args.crf.split(",")] if args.crf else None
+    if args.variants:
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     clips = args.clips.split(",") if args.clips else None
     report = evaluate(enhancer, args.dataset, variants, clips, args.frames,
                       model_info={"name": args.model, "variant": getattr(model, "variant", args.variant),

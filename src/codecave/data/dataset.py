@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from codecave.codec.priors import GRID, MB
 from codecave.codec.rasterize import crop_compact, dense_priors, grid_priors
 from codecave.data.augment import dihedral
-from codecave.data.prepare import PreparedClip, dataset_domain, load_clip, load_manifest
+from codecave.data.prepare import PreparedClip, dataset_domain, dataset_variants, load_clip, load_manifest
 from codecave.errors import DatasetError
 from codecave.grid import peak
 
@@ -133,8 +133,7 @@ class PreparedWindows(Dataset):
         self.clips = sorted(clips if clips is not None else manifest["clips"])
         if not self.clips:
             raise DatasetError(f"{root}: no clips")
-        settings = manifest["settings"]
-        variants = {f"crf{c:g}" for c in settings.get("crfs") or ()} | {f"qp{q:g}" for q in settings.get("qps") or ()}
+        variants = set(dataset_variants(manifest))
         wanted = set(spec.compressed) | ({spec.lossless} if spec.lossless else set())
         if not wanted <= variants:
             raise DatasetError(f"{root}: has rate points {sorted(variants)}, needs {sorted(wanted)}")

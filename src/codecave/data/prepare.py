@@ -520,6 +520,13 @@ class PreparedClip:
         return int(self.info.get("bit_depth", 8))
 
 
+def dataset_variants(manifest: dict[str, object]) -> list[str]:
+    """The rate points a dataset holds, by variant name (``crf25``, ``qp30``, ``ldp37``)."""
+    settings = manifest["settings"]
+    return ([f"crf{c:g}" for c in settings.get("crfs") or ()] + [f"qp{q:g}" for q in settings.get("qps") or ()]
+            + [f"ldp{q}" for q in settings.get("ldp_qps") or ()])
+
+
 def dataset_domain(manifest: dict[str, object]) -> str:
     """``"yuv420"`` or ``"rgb"``; manifests from before domains existed are RGB."""
     return str(manifest.get("domain", "rgb"))
