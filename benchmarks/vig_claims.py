@@ -11,11 +11,12 @@ prepared validation set (Y-plane PSNR gain over the decoded input of the float o
 and of the 8-bit output, as ``codecave enhance`` writes it; per clip, then averaged)
 and appends to ``<arm>/curve.jsonl``; ``table`` prints the curves, ``plot`` draws them.
 
-    python benchmarks/vig_claims.py train runs/vig_claims --arm tgd_s0 --tgd --seed 0
-    python benchmarks/vig_claims.py train runs/vig_claims --arm plain_s0 --seed 0
-    python benchmarks/vig_claims.py score runs/vig_claims --val data/vig_val
-    python benchmarks/vig_claims.py table runs/vig_claims
-    python benchmarks/vig_claims.py plot runs/vig_claims docs/vig_tgd_curve.png
+    taskset -c 0 python benchmarks/vig_claims.py train runs/vig_claims3k --arm tgd_s0 --tgd --seed 0 &
+    taskset -c 1 python benchmarks/vig_claims.py train runs/vig_claims3k --arm plain_s0 --seed 0
+    python benchmarks/vig_claims.py score runs/vig_claims3k --val data/vig_val --frames 8 \
+        --variants ldp22,ldp37,crf35
+    python benchmarks/vig_claims.py table runs/vig_claims3k
+    python benchmarks/vig_claims.py plot runs/vig_claims3k docs/vig_tgd_curve.png
 
 Pin arms that run side by side to one core each (``taskset -c 0`` / ``-c 1``); they
 use one thread (the recipes say so).
@@ -175,9 +176,9 @@ def main() -> None:
     t.add_argument("--arm", required=True)
     t.add_argument("--tgd", action="store_true", help="TGD pre-training for --pre steps first")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--steps", type=int, default=1500, help="total steps of both stages")
-    t.add_argument("--pre", type=int, default=225, help="TGD steps (15%% of 1500, SPECS 2.7)")
-    t.add_argument("--every", type=int, default=300, help="keep weights every this many steps (and the last)")
+    t.add_argument("--steps", type=int, default=3000, help="total steps of both stages")
+    t.add_argument("--pre", type=int, default=450, help="TGD steps (15%% of 3000, SPECS 2.7)")
+    t.add_argument("--every", type=int, default=500, help="keep weights every this many steps (and the last)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     s = sub.add_parser("score")
     s.add_argument("out", type=Path)
