@@ -55,25 +55,22 @@ def ffmpeg_seconds(src: Path, out: Path, filters: list[str]) -> float:
     return time.perf_counter() - start
 
 
-MODEL = "pnp_vcve"  # set by --model
-
-
-def enhance_seconds(src: Path, out: Path, variant: str, weights: str) -> float:
+def enhance_seconds(src: Path, out: Path, model: str, variant: str, weights: str) -> float:
     from codecave.enhance import Enhancer, enhance_video
     from codecave.models import create_model
 
-    enhancer = Enhancer(create_model(MODEL, weights=weights, variant=variant))  # loading is not timed
+    enhancer = Enhancer(create_model(model, weights=weights, variant=variant))  # loading is not timed
     start = time.perf_counter()
     enhance_video(src, out, model=enhancer, overwrite=True)
     return time.perf_counter() - start
 
 
-def speed(size: tuple[int, int], frames: int, folder: Path, variant: str, weights: str,
+def speed(size: tuple[int, int], frames: int, folder: Path, model: str, variant: str, weights: str,
           has_ffmpeg: bool) -> dict[str, object]:
     src = folder / f"clip_{size[0]}x{size[1]}.mp4"
     make_clip(src, *size, frames)
     row: dict[str, object] = {"size": f"{size[0]}x{size[1]}", "frames": frames}
-    row["enhance_fps"] = frames / enhance_seconds(src, folder / "enhanced.mp4", variant, weights)
+    row["enhance_fps"] = frames / enhance_seconds(src, folder / "enhanced.mp4", model, variant, weights)
     if has_ffmpeg:
         row["reencode_fps"] = frames / ffmpeg_seconds(src, folder / "plain.mp4", [])
         row["spp_fps"] = frames / ffmpeg_seconds(src, folder / "spp.mp4", ["-vf", "spp=quality=4:qp=8"])
@@ -87,16 +84,15 @@ def peak_rss(code: str) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def enhance_rss(src: Path, out: Path, variant: str, weights: str) -> float:
+def enhance_rss(src: Path, out: Path, model: str, variant: str, weights: str) -> float:
     return peak_rss("from codecave.enhance import Enhancer, enhance_video; from codecave.models import create_model\n"
-                    f"m = Enhancer(create_model({MODEL!r}, weights={weights!r}, variant={variant!r}))\n"
+                    f"m = Enhancer(create_model({model!r}, weights={weights!r}, variant={variant!r}))\n"
                     f"enhance_video({str(src)!r}, {str(out)!r}, model=m, overwrite=True)")
 
 
 def main() -> None:
     from codecave.models.registry import default_variant
 
-    global MODEL
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="pnp_vcve", help="registered model (default pnp_vcve)")
     ap.add_argument("--variant", default=None, help="variant (default: the model's default)")
@@ -110,7 +106,6 @@ def main() -> None:
     ap.add_argument("--evaluate-frames", type=int, default=6)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    MODEL = args.model
     args.variant = args.variant or default_variant(args.model)
     has_ffmpeg = shutil.which("ffmpeg") is not None
     machine = (f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
@@ -122,7 +117,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-        rows = [speed(s, args.frames, folder, args.variant, args.weights, has_ffmpeg) for s in sizes]
+        rows = [speed(s, args.frames, folder, args.model, args.variant, args.weights, has_ffmpeg) for s in sizes]
         result["speed"] = rows
         print("| size | frames | FFmpeg decode + x264 (fps) | FFmpeg spp + x264 (fps) | codecave enhance (fps) | "
               "enhance / re-encode time | enhance / spp time |")
@@ -137,16 +132,16 @@ def main() -> None:
             make_clip(short, 1280, 720, args.memory_frames)
             make_clip(long, 1280, 720, 10 * args.memory_frames)
             mem = {"short_frames": args.memory_frames,
-                   "short_mib": enhance_rss(short, folder / "o1.mp4", args.variant, args.weights),
+                   "short_mib": enhance_rss(short, folder / "o1.mp4", args.model, args.variant, args.weights),
                    "long_frames": 10 * args.memory_frames,
-                   "long_mib": enhance_rss(long, folder / "o2.mp4", args.variant, args.weights)}
+                   "long_mib": enhance_rss(long, folder / "o2.mp4", args.model, args.variant, args.weights)}
             result["enhance_memory"] = mem
             print(f"peak RSS of enhance at 1280x720: {mem['short_frames']} frames {mem['short_mib']:.0f} MiB, "
                   f"{mem['long_frames']} frames {mem['long_mib']:.0f} MiB", flush=True)
     if args.evaluate:
         code = ("from codecave.enhance import Enhancer; from codecave.evaluate import evaluate\n"
                 "from codecave.models import create_model\n"
-                f"m = Enhancer(create_model({MODEL!r}, weights={args.weights!r}, variant={args.variant!r}))\n"
+                f"m = Enhancer(create_model({args.model!r}, weights={args.weights!r}, variant={args.variant!r}))\n"
                 f"evaluate(m, {args.evaluate!r}, clips=[{args.evaluate_clip!r}], "
                 f"max_frames={args.evaluate_frames})")
         mib = peak_rss(code)

@@ -6,8 +6,8 @@ import torch
 
 
 def charbonnier(x: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """Charbonnier loss ``mean(sqrt((x - target)^2 + eps^2))``, a smooth L1."""
-    return torch.sqrt((x - target).pow(2) + eps * eps).mean()
+    """Charbonnier loss ``mean(sqrt((x - target)^2 + eps^2))``, a smooth L1 (in float32)."""
+    return elementwise_loss("charbonnier", x, target, eps).mean()
 
 
 def round_8bit(x: torch.Tensor) -> torch.Tensor:
@@ -44,6 +44,4 @@ def training_loss(name: str, x: torch.Tensor, target: torch.Tensor) -> torch.Ten
     Raises:
         ValueError: an unknown name.
     """
-    if name == "charbonnier":
-        return charbonnier(x.float(), target.float())
     return elementwise_loss(name, x, target).mean()

@@ -185,6 +185,8 @@ def test_x265_low_delay_p_mode_yields_i_then_p_at_the_asked_qps(tmp_path: Path,
     assert clip.info["variants"]["ldp27"]["bytes"] > v["bytes"]
     with open_video(tmp_path / "ds" / "clips" / "pan" / "ldp37" / v["file"]) as reader:
         assert reader.info.codec == "hevc" and reader.info.encoder.bframes == 0
+        # the zones' stream reads back as constant QP at its base (what enhance conditions on)
+        assert reader.info.encoder.qp == 37 and reader.info.encoder.crf is None
     from codecave.data.dataset import variant_crf
 
     assert variant_crf(clip.info, "ldp37") == 37 and variant_crf(clip.info, "crf35") == 35

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     """Parse settings, prepare, summarise."""
     crfs = args.crf if args.crf is not None else () if args.qp or args.ldp_qp else (15.0, 25.0, 35.0)
     settings = PrepareSettings(
-        codec=args.codec, crfs=crfs, qps=args.qp, ldp_qps=tuple(int(q) for q in args.ldp_qp), preset=args.preset, bframes=args.bframes,
+        codec=args.codec, crfs=crfs, qps=args.qp, ldp_qps=tuple(int(q) for q in args.ldp_qp),
+        preset=args.preset, bframes=args.bframes,
         keyint=args.keyint, ref=args.ref, tune=args.tune, max_frames=args.frames, scale=args.scale,
         still_frames=args.still_frames, still_size=(args.still_size[1], args.still_size[0]),
         yuv_size=args.yuv_size, yuv_format=args.yuv_format,

@@ -368,16 +368,8 @@ def sequence_crf(encoder: EncoderSettings | None, qp: Sequence[float], frame_typ
 
     Returns:
         ``(crf, source)`` with source ``"encoder crf"`` (or ``"encoder crf (x265 CRF 28)"``),
-        ``"encoder qp"``, ``"estimated from frame QP"`` or ``"default (no QP in the file)"``;
-        for x265 files whose QPs zones force (``codecave prepare --ldp-qp``), the base QP
-        (``qpmin``), ``"encoder qp (x265 zones, low-delay P base)"``.
+        ``"encoder qp"``, ``"estimated from frame QP"`` or ``"default (no QP in the file)"``.
     """
-    zones = encoder.options.get("zone-count", "0") if encoder is not None else "0"
-    if encoder is not None and encoder.encoder == "x265" and zones.isdigit() and int(zones) > 0 \
-            and encoder.options.get("qpmin", "").isdigit():
-        # codecave's low-delay P files (prepare --ldp-qp): every frame's QP forced by zones,
-        # the intra frame at the base QP held by qpmin; the CRF in the SEI is not in charge
-        return float(encoder.options["qpmin"]), "encoder qp (x265 zones, low-delay P base)"
     if encoder is not None and encoder.crf is not None:
         crf = x264_equivalent_crf(encoder.encoder, encoder.crf)
         if encoder.encoder != "x264":

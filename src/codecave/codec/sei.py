@@ -151,6 +151,14 @@ def _parse_options(text: str) -> dict[str, str]:
 def _settings(encoder: str, version: str, options: dict[str, str]) -> EncoderSettings:
     """Build typed settings from the option strings of one encoder."""
     rate_control = options.get("rc")
+    crf = _float(options.get("crf")) if rate_control == "crf" else None
+    qp = _float(options.get("qp")) if rate_control == "cqp" else None
+    zones = _int(options.get("zone-count"))
+    if encoder == "x265" and crf == 0 and zones and _int(options.get("qpmin")) is not None:
+        # codecave's low-delay P streams (codec.encode, frame_qps): every P frame's QP forced
+        # by a zone, the intra frame held at the base QP by crf=0 and qpmin; the CRF is not in
+        # charge, the base QP is the stream's constant quantiser
+        crf, qp = None, _float(options.get("qpmin"))
     if encoder == "x264":
         b_pyramid, keyint_min = _int(options.get("b_pyramid")), _int(options.get("keyint_min"))
     else:
@@ -159,8 +167,8 @@ def _settings(encoder: str, version: str, options: dict[str, str]) -> EncoderSet
         encoder=encoder,
         version=version or None,
         rate_control=rate_control,
-        crf=_float(options.get("crf")) if rate_control == "crf" else None,
-        qp=_float(options.get("qp")) if rate_control == "cqp" else None,
+        crf=crf,
+        qp=qp,
         bframes=_int(options.get("bframes")),
         b_pyramid=b_pyramid,
         keyint=_int(options.get("keyint")),

@@ -284,15 +284,7 @@ def _encode_variant(gt_input: np.ndarray | list[YUVPlanes], folder: Path, settin
     np.savez(folder / "priors.npz", **stacked)
     qps = stacked["qp"][np.isfinite(stacked["qp"])]
     pixels = len(gt_input) * result.width * result.height
-    if settings.frame_qps:  # low-delay P: the QPs are x265's log (the HEVC decoder exports none)
-        return {
-            "file": video.name, "bytes": result.bytes, "bits_per_pixel": 8 * result.bytes / pixels,
-            "frame_types": "".join(k[0] for k in kinds), "structure": "low-delay P (HM cascade)",
-            "mean_qp": float(np.mean([q for _, _, q in result.frame_log])),
-            "encoder_frame_qps": [q for _, _, q in result.frame_log], "prior_source": source,
-            "encoder_crf": None, "encoder_qp": float(settings.frame_qps[0]), "codec": "x265", "x264_crf": None,
-        }
-    return {
+    summary = {
         "file": video.name,
         "bytes": result.bytes,
         "bits_per_pixel": 8 * result.bytes / pixels,
@@ -307,6 +299,11 @@ def _encode_variant(gt_input: np.ndarray | list[YUVPlanes], folder: Path, settin
         else x264_equivalent_crf(settings.codec, encoder.crf if encoder is not None and encoder.crf is not None
                                  else settings.crf),
     }
+    if settings.frame_qps:  # low-delay P: the QPs are x265's log (the HEVC decoder exports none)
+        logged = [q for _, _, q in result.frame_log]
+        summary.update(structure="low-delay P (HM cascade)", mean_qp=float(np.mean(logged)), encoder_frame_qps=logged,
+                       encoder_qp=float(settings.frame_qps[0]))  # asked, and checked in the log
+    return summary
 
 
 def prepare_clip(source: Source, root: Path, s: PrepareSettings, index: int = 0) -> dict[str, object]:

@@ -39,6 +39,7 @@ class Objective:
             model's own domain.
     """
 
+    name = "objective"
     data_domain: str | None = None
 
     def __init__(self, train: TrainSection) -> None:
@@ -51,8 +52,6 @@ class Objective:
     def describe(self) -> dict[str, object]:
         """Name and settings, for logs."""
         return {"name": self.name}
-
-    name = "objective"
 
 
 class Restoration(Objective):
@@ -177,8 +176,6 @@ def build_objective(cfg: TrainConfig) -> Objective:
         raise ConfigError(f"data.crop {cfg.data.crop} must be a multiple of every TGD patch size "
                           f"{list(objective.patch_sizes)}")
     return objective
-
-
 
 
 __all__ = ["OBJECTIVES", "Objective", "RecurrentLuma", "Restoration", "TruthGuidance", "build_objective",

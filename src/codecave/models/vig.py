@@ -36,7 +36,7 @@ Colour: the Y plane only, as the paper trains and scores it (``(B, T, 1, H, W)``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -83,10 +83,6 @@ class VIGConfig:
 VARIANTS = {"small": VIGConfig(), "paper": VIGConfig(c0=64, c1=128, c2=128)}
 
 
-def _leaky(x: torch.Tensor, slope: float) -> torch.Tensor:
-    return F.leaky_relu(x, slope)
-
-
 class TemporalSpatialDown(nn.Module):
     """TSD: pixel-unshuffle by 2 per slot, a 1x1x1 reduction, then the TF layer (3x3x3 over
     the slots), computed per slot as :meth:`taps` and summed by :meth:`combine`.
@@ -110,7 +106,7 @@ class TemporalSpatialDown(nn.Module):
         # pixel_unshuffle puts x[ch, 2y + i, 2x + j] at channel 4 ch + 2 i + j
         k = 2 if self.resample else 1
         reduce = self.reduce.weight.reshape(c, -1, k, k)
-        r = _leaky(F.conv2d(x, reduce, self.reduce.bias, stride=k), self.slope)
+        r = F.leaky_relu(F.conv2d(x, reduce, self.reduce.bias, stride=k), self.slope)
         weight = self.fuse.weight.permute(2, 0, 1, 3, 4).reshape(3 * c, c, 3, 3)
         return F.conv2d(r, weight, padding=1).unflatten(1, (3, c))
 
@@ -126,7 +122,7 @@ class TemporalSpatialDown(nn.Module):
                 total = total + taps[j - 1][:, 0]
             if j + 1 < len(taps):
                 total = total + taps[j + 1][:, 2]
-            out.append(_leaky(total, self.slope))
+            out.append(F.leaky_relu(total, self.slope))
         return out
 
 
@@ -143,8 +139,8 @@ class TemporalDown(nn.Module):
         """``SLOTS`` tensors ``(B, C, h, w) -> (B, C, h, w)``."""
         c = self.collapse.out_channels
         weight = self.collapse.weight.permute(0, 2, 1, 3, 4).reshape(c, SLOTS * c, 1, 1)
-        x = _leaky(F.conv2d(torch.cat(slots, dim=1), weight, self.collapse.bias), self.slope)
-        return _leaky(self.conv(x), self.slope)
+        x = F.leaky_relu(F.conv2d(torch.cat(slots, dim=1), weight, self.collapse.bias), self.slope)
+        return F.leaky_relu(self.conv(x), self.slope)
 
 
 class SpatialUp(nn.Module):
@@ -159,7 +155,7 @@ class SpatialUp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
-        return _leaky(F.pixel_shuffle(y, 2) if self.resample else y, self.slope)
+        return F.leaky_relu(F.pixel_shuffle(y, 2) if self.resample else y, self.slope)
 
 
 class VIG(nn.Module):
@@ -192,8 +188,6 @@ class VIG(nn.Module):
 
     def describe(self) -> dict[str, object]:
         """Architecture settings, for checkpoints and reports."""
-        from dataclasses import asdict
-
         return asdict(self.config)
 
     def streamer(self, qp: torch.Tensor | None = None) -> VIGStream:
@@ -268,7 +262,7 @@ class VIG(nn.Module):
         Raises:
             ValueError: ``H`` or ``W`` not a multiple of 4, not four frames, or no ``qp``.
         """
-        b, t, _, h, w = window.shape
+        b, t = window.shape[:2]
         if t != FUTURE + 1:
             raise ValueError(f"VIG takes (B, {FUTURE + 1}, 1, H, W) windows; got {tuple(window.shape)}")
         qps = None if qp is None else qp.repeat_interleave(t)
