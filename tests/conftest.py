@@ -81,3 +81,24 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_yuv_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same pans prepared as YUV 4:2:0 (the default domain), for YUV models."""
     return _tiny(tmp_path_factory, "yuv420")
+
+
+@pytest.fixture(scope="session")
+def tiny_sr_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4x super-resolution set: two 8-frame 128x192 pans, blurred and decimated to 32x48,
+    at x264 CRF 0, 15 and 35 (two B-frames)."""
+    from PIL import Image
+
+    from codecave.data.prepare import PrepareSettings, prepare_dataset
+
+    base = tmp_path_factory.mktemp("tiny_sr")
+    for k in range(2):
+        folder = base / "src" / f"pan{k}"
+        folder.mkdir(parents=True)
+        for i, f in enumerate(pan_frames(8, 128, 192, step=(8, 4), seed=k)):
+            Image.fromarray(f).save(folder / f"{i:03d}.png")
+    root = base / "ds"
+    prepare_dataset([base / "src" / "pan0", base / "src" / "pan1"], root,
+                    PrepareSettings(crfs=(0.0, 15.0, 35.0), max_frames=8, preset="veryfast", bframes=2, scale=4,
+                                    domain="rgb"))
+    return root

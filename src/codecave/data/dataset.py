@@ -25,7 +25,14 @@ from torch.utils.data import Dataset
 from codecave.codec.priors import GRID, MB
 from codecave.codec.rasterize import crop_compact, dense_priors, grid_priors
 from codecave.data.augment import dihedral
-from codecave.data.prepare import PreparedClip, dataset_domain, dataset_variants, load_clip, load_manifest
+from codecave.data.prepare import (
+    PreparedClip,
+    dataset_domain,
+    dataset_scale,
+    dataset_variants,
+    load_clip,
+    load_manifest,
+)
 from codecave.errors import DatasetError
 from codecave.grid import peak
 
@@ -59,6 +66,22 @@ class WindowSpec:
             raise DatasetError(f"frames {self.frames} must be at least 1")
 
 
+def check_scale(root: str | os.PathLike[str], manifest: dict[str, object], scale: int) -> None:
+    """Refuse to mix super-resolution and enhancement data: the dataset must have been
+    prepared for ``scale`` (``codecave prepare --scale``).
+
+    Raises:
+        DatasetError: naming both scales and what to do.
+    """
+    have = dataset_scale(manifest)
+    if have != scale:
+        def kind(k: int) -> str:
+            return f"{k}x super-resolution" if k > 1 else "enhancement (scale 1)"
+
+        raise DatasetError(f"{root} is a {kind(have)} set (prepared with --scale {have}) but the model does "
+                           f"{kind(scale)}; use a set prepared with --scale {scale}")
+
+
 def variant_crf(info: dict[str, object], variant: str) -> float:
     """The sequence CRF of a prepared variant, on x264's scale (x265 and SVT-AV1 CRFs
     mapped by :func:`~codecave.codec.priors.x264_equivalent_crf`), else its fixed qp."""
@@ -82,7 +105,9 @@ def crop_sample(clip: PreparedClip, start: int, frames: int, y: int, x: int, siz
         ``crf`` scalar, and for an RGB dataset ``frames`` / ``gt`` ``(T, 3, S, S)`` float
         in [0, 1] with the dense priors of :func:`~codecave.codec.rasterize.dense_priors`;
         for a ``yuv420`` dataset ``frames`` / ``gt`` packed ``(T, 24, S/4, S/4)`` in [0, 1]
-        with the grid priors of :func:`~codecave.codec.rasterize.grid_priors`.
+        with the grid priors of :func:`~codecave.codec.rasterize.grid_priors`. In a
+        super-resolution set (RGB, ``scale`` > 1) ``y``, ``x`` and ``size`` are on the
+        low-resolution input and ``gt`` is the matching ``(T, 3, scale S, scale S)`` crop.
     """
     t = slice(start, start + frames)
     window = {k: v[t] for k, v in clip.priors.items() if k in ("mv", "mv_valid", "partition", "qp_map",
@@ -106,8 +131,10 @@ def crop_sample(clip: PreparedClip, start: int, frames: int, y: int, x: int, siz
         crop = np.ascontiguousarray(a[t, y : y + size, x : x + size])
         return torch.from_numpy(crop).permute(0, 3, 1, 2).float() / 255
 
+    s = clip.scale
     sample["frames"] = pixels(clip.decoded)
-    sample["gt"] = pixels(clip.gt)
+    sample["gt"] = torch.from_numpy(np.ascontiguousarray(
+        clip.gt[t, s * y : s * (y + size), s * x : s * (x + size)])).permute(0, 3, 1, 2).float() / 255
     sample["crf"] = torch.tensor(variant_crf(clip.info, clip.variant))
     return sample
 
@@ -121,11 +148,18 @@ class PreparedWindows(Dataset):
         length: number of samples (an epoch).
         seed: sampling seed.
         clips: clip names to use (default: all).
+        scale: what the model makes of its input: 1 for enhancement, 4 for 4x
+            super-resolution; the dataset must have been prepared for it (``--scale``).
+
+    Raises:
+        DatasetError: no clips, missing rate points, or a dataset prepared for another scale.
     """
 
     def __init__(self, root: str | os.PathLike[str], spec: WindowSpec, length: int, seed: int = 0,
-                 clips: list[str] | None = None) -> None:
+                 clips: list[str] | None = None, scale: int = 1) -> None:
         manifest = load_manifest(root)
+        check_scale(root, manifest, scale)
+        self.scale = scale
         self.root = root
         self.spec = spec
         self.length = length
@@ -148,10 +182,9 @@ class PreparedWindows(Dataset):
         key = (name, variant)
         if key not in self._cache:
             clip = load_clip(self.root, name, variant)
-            if clip.gt.shape != clip.decoded.shape:
-                raise DatasetError(f"{self.root}/{name}: ground truth {clip.gt.shape} and decoded "
-                                   f"{clip.decoded.shape} differ (a super-resolution set); these windows are "
-                                   "for same-size enhancement")
+            if clip.scale != self.scale:
+                raise DatasetError(f"{self.root}/{name}: ground truth {clip.gt.shape} is {clip.scale}x the decoded "
+                                   f"{clip.decoded.shape}; these windows are for scale {self.scale}")
             clip.flow = None  # not used for training; do not keep it in memory
             self._cache[key] = clip
         return self._cache[key]

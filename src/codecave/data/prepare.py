@@ -512,6 +512,13 @@ class PreparedClip:
     domain: str = "rgb"
 
     @property
+    def scale(self) -> int:
+        """How much larger the ground truth is than the decoded frames (1 unless super-resolution)."""
+        if self.domain == "yuv420":
+            return 1
+        return self.gt.shape[1] // self.decoded.shape[1]
+
+    @property
     def bit_depth(self) -> int:
         """Bits per sample of the stored codes."""
         return int(self.info.get("bit_depth", 8))
@@ -522,6 +529,11 @@ def dataset_variants(manifest: dict[str, object]) -> list[str]:
     settings = manifest["settings"]
     return ([f"crf{c:g}" for c in settings.get("crfs") or ()] + [f"qp{q:g}" for q in settings.get("qps") or ()]
             + [f"ldp{q}" for q in settings.get("ldp_qps") or ()])
+
+
+def dataset_scale(manifest: dict[str, object]) -> int:
+    """How much larger the ground truth is than the encoded input (``--scale``; 1: enhancement)."""
+    return int(manifest.get("settings", {}).get("scale", 1))
 
 
 def dataset_domain(manifest: dict[str, object]) -> str:

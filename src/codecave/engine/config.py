@@ -132,8 +132,9 @@ class ObjectiveSection:
     """What a training batch costs (:mod:`codecave.engine.objectives`).
 
     Attributes:
-        name: ``restoration`` (PnP-VCVE, the default), ``recurrent_luma`` (VIG fine-tuning)
-            or ``truth_guidance`` (VIG's TGD pre-training).
+        name: ``restoration`` (PnP-VCVE, the default), ``recurrent_luma`` (VIG fine-tuning),
+            ``truth_guidance`` (VIG's TGD pre-training), ``compression_ranking`` (CAVSR's
+            ranker) or ``super_resolution`` (CAVSR's network, encoder frozen).
         settings: the objective's own settings, e.g. ``{compressed_ratio: 0.1,
             patch_sizes: [32, 16, 8, 4]}`` for ``truth_guidance``.
     """

@@ -16,6 +16,15 @@ logic of its own. A config names its objective (``objective.name``) and gives it
   patches taken from the compressed frame, and only those patches are scored; ``w``
   steps through ``patch_sizes`` in equal parts of the schedule (paper section 3.3:
   90% ground truth, ``w`` 32 -> 16 -> 8 -> 4).
+* ``compression_ranking``: CAVSR's first stage: its compression encoder and ranker head
+  alone, trained with the pairwise margin ranking loss (paper eq. 1) on pairs of decoded
+  frames that differ in CRF or in frame type (:class:`codecave.data.ranking.RankingPairs`).
+* ``super_resolution``: CAVSR's second stage: the compression encoder frozen (weights
+  and batch-normalisation statistics), the rest trained on ``--scale 4`` windows, every
+  output frame scored against the high-resolution ground truth.
+
+An objective also says what a training example is (:meth:`Objective.dataset`) and
+what is frozen (:meth:`Objective.setup`).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import inspect
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from codecave.engine.config import TrainConfig, TrainSection
 from codecave.errors import ConfigError
@@ -48,6 +58,21 @@ class Objective:
     def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         """The scalar loss of ``batch`` at optimiser step ``step`` (0-based)."""
         raise NotImplementedError
+
+    def setup(self, model: nn.Module) -> None:
+        """Stage logic on the model before training starts (freezing parts); none by default."""
+
+    def dataset(self, cfg: TrainConfig, length: int, model: nn.Module) -> Dataset:
+        """The training examples: random windows of the prepared dataset ``cfg.data.root``
+        (:class:`~codecave.data.dataset.PreparedWindows`), at the model's scale.
+
+        Raises:
+            DatasetError: the dataset does not fit (domain, rate points, scale).
+        """
+        from codecave.data.dataset import PreparedWindows
+
+        return PreparedWindows(cfg.data.root, cfg.data.window_spec(), length=length, seed=cfg.train.seed,
+                               scale=int(getattr(model, "scale", 1)))
 
     def describe(self) -> dict[str, object]:
         """Name and settings, for logs."""
@@ -153,8 +178,74 @@ class TruthGuidance(RecurrentLuma):
         return {"name": self.name, "compressed_ratio": self.compressed_ratio, "patch_sizes": list(self.patch_sizes)}
 
 
+class CompressionRanking(Objective):
+    """CAVSR stage 1: the compression encoder and ranker on ranking pairs, eq. 1 (see the module).
+
+    Args:
+        train: the config's train section.
+        margin: ``xi`` of eq. 1 (0.5 in the paper).
+        type_share: share of frame-type (I/P/B) pairs; the rest are CRF pairs. 0 trains on
+            CRF pairs only (paper Table 3, row 8).
+        reach: frames apart the two frames of a frame-type pair may be.
+    """
+
+    name = "compression_ranking"
+    data_domain = "rgb"
+
+    def __init__(self, train: TrainSection, margin: float = 0.5, type_share: float = 0.5, reach: int = 3) -> None:
+        super().__init__(train)
+        if margin < 0 or not 0 <= type_share <= 1 or reach < 1:
+            raise ConfigError(f"compression_ranking: margin {margin} must be >= 0, type_share {type_share} "
+                              f"in [0, 1], reach {reach} >= 1")
+        self.margin, self.type_share, self.reach = float(margin), float(type_share), int(reach)
+
+    def dataset(self, cfg: TrainConfig, length: int, model: nn.Module) -> Dataset:
+        from codecave.data.ranking import RankingPairs
+
+        variants = tuple(dict.fromkeys((*cfg.data.compressed, cfg.data.lossless) if cfg.data.lossless
+                                       else cfg.data.compressed))
+        return RankingPairs(cfg.data.root, cfg.data.crop, length, seed=cfg.train.seed, variants=variants,
+                            type_share=self.type_share, reach=self.reach, augment=cfg.data.augment)
+
+    def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        encoder = _unwrap(net).compression_encoder
+        scores = encoder.score(batch["frames"].flatten(0, 1), batch["frame_type"].flatten()).float()
+        scores = scores.view(-1, 2)
+        from codecave.models.cavsr import ranking_loss
+
+        return ranking_loss(scores[:, 0], scores[:, 1], batch["order"], self.margin)
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "margin": self.margin, "type_share": self.type_share, "reach": self.reach}
+
+
+class SuperResolution(Objective):
+    """CAVSR stage 2: every output frame ``(B, T, 3, 4h, 4w)`` against the high-resolution
+    ground truth (``train.loss``, Charbonnier in the paper), the compression encoder frozen."""
+
+    name = "super_resolution"
+    data_domain = "rgb"
+
+    def setup(self, model: nn.Module) -> None:
+        freeze = getattr(model, "freeze_compression_encoder", None)
+        if freeze is not None:
+            freeze()
+
+    def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        out = net(batch["frames"], batch)
+        t = self.train
+        return training_loss(t.loss, round_8bit(out.float()) if t.round_output else out, batch["gt"])
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    """The model inside a compiled or distributed wrapper."""
+    net = getattr(net, "_orig_mod", net)
+    return getattr(net, "module", net)
+
+
 #: Objectives by the name configs give.
-OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (Restoration, RecurrentLuma, TruthGuidance)}
+OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (Restoration, RecurrentLuma, TruthGuidance,
+                                                             CompressionRanking, SuperResolution)}
 
 
 def build_objective(cfg: TrainConfig) -> Objective:
@@ -178,5 +269,5 @@ def build_objective(cfg: TrainConfig) -> Objective:
     return objective
 
 
-__all__ = ["OBJECTIVES", "Objective", "RecurrentLuma", "Restoration", "TruthGuidance", "build_objective",
-           "truth_guidance_mask"]
+__all__ = ["OBJECTIVES", "CompressionRanking", "Objective", "RecurrentLuma", "Restoration", "SuperResolution",
+           "TruthGuidance", "build_objective", "truth_guidance_mask"]

@@ -89,7 +89,8 @@ def _progress(total: int, initial: int, enabled: bool) -> object | None:
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
-def _batches(cfg: TrainConfig, env: Dist, start: int, domain: str) -> Iterator[dict[str, torch.Tensor]]:
+def _batches(cfg: TrainConfig, env: Dist, start: int, domain: str, objective: Objective, model: nn.Module
+             ) -> Iterator[dict[str, torch.Tensor]]:
     """Batches for steps ``start..steps`` on the training device: drawn from a pack on the
     device itself when ``data.packed`` names one, else from the prepared dataset by a loader."""
     t = cfg.train
@@ -103,11 +104,8 @@ def _batches(cfg: TrainConfig, env: Dist, start: int, domain: str) -> Iterator[d
         for step in range(start, t.steps):
             yield source.batch(step * env.world + env.rank, t.batch_size)
         return
-    from codecave.data.dataset import PreparedWindows
-
-    dataset = PreparedWindows(cfg.data.root, cfg.data.window_spec(), length=(t.steps * env.world + env.world) * t.batch_size,
-                              seed=t.seed)
-    if dataset.domain != domain:
+    dataset = objective.dataset(cfg, (t.steps * env.world + env.world) * t.batch_size, model)
+    if getattr(dataset, "domain", domain) != domain:
         raise ConfigError(f"{cfg.data.root} holds {dataset.domain} data but {cfg.model.name} ({cfg.model.variant}) "
                           f"takes {domain}; prepare it with --domain {domain}")
     loader = DataLoader(dataset, batch_size=t.batch_size, sampler=StepSampler(start, t.steps, t.batch_size, env),
@@ -204,7 +202,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
             ckpt.save_checkpoint(out, model, optimizer, step, {"seconds": elapsed + time.perf_counter() - t0},
                                  metadata)
 
-    batches = _batches(cfg, env, start, objective.data_domain or getattr(model, "domain", "rgb"))
+    objective.setup(model)
+    batches = _batches(cfg, env, start, objective.data_domain or getattr(model, "domain", "rgb"), objective, model)
     writer = _tensorboard(out) if env.main else None
     bar = _progress(t.steps, start, progress and env.main)
     t0 = time.perf_counter()
