@@ -473,3 +473,46 @@ def test_recurrent_vig_streams_a_file_once_per_frame_equal_to_the_whole_clip(tmp
         assert np.array_equal(p.u, d.u) and np.array_equal(p.v, d.v)
         assert np.abs(p.y.astype(int) - e.astype(int)).max() <= 1
     assert any(not np.array_equal(p.y, d.y) for p, d in zip(out, decoded))
+
+
+def test_super_resolution_writes_a_4x_video_with_the_frames_timestamps_and_audio(tmp_path: Path) -> None:
+    """CAVSR (untrained: bicubic up-sampling) over a file: 4x the size, the same frames,
+    timestamps and audio; overlapping windows give what the model gives on the whole clip
+    when the window reaches the whole clip."""
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    pts = make_clip(src, n=7, size=(32, 48), vfr=True)
+    model = create_model("cavsr", weights=None)
+    result = enhance_video(src, out, model=Enhancer(model, EnhanceOptions(device="cpu", chunk=3)))
+    assert result.frames == 7
+    info = read_info(out)
+    assert (info.width, info.height) == (4 * 48, 4 * 32)
+    assert video_pts(out) == pts
+    assert audio_packets(out) == audio_packets(src)
+    with open_video(src) as v:
+        frames = list(v)
+    torch.manual_seed(0)
+    for p in model.parameters():  # a trained-like model: the recurrence matters
+        torch.nn.init.normal_(p, std=0.02)
+    long_reach = Enhancer(model, EnhanceOptions(device="cpu", chunk=2))
+    long_reach.radius = 7  # every window holds the whole clip
+    streamed = np.stack(list(long_reach.stream(frames)))
+    assert streamed.shape == (7, 128, 192, 3)
+    whole = np.stack(list(Enhancer(model, EnhanceOptions(device="cpu", chunk=7)).stream(frames)))
+    assert np.abs(streamed.astype(int) - whole).max() <= 1
+
+
+def test_evaluate_scores_super_resolution_against_bicubic_and_refuses_mixed_sets(
+        tiny_sr_dataset: Path, tiny_dataset: Path) -> None:
+    from codecave.errors import DatasetError
+    from codecave.evaluate import evaluate
+
+    sr = Enhancer(create_model("cavsr", weights=None), EnhanceOptions(device="cpu", chunk=4))
+    report = evaluate(sr, tiny_sr_dataset, ["crf15"], ["pan0"], max_frames=4)
+    score = report.scores[0]
+    assert report.scale == 4 and "bicubic" in report.to_markdown()
+    # an untrained small CAVSR is bicubic up-sampling: the same PSNR as the baseline, to rounding
+    assert np.allclose(score.psnr_in, score.psnr_out, atol=0.05)
+    with pytest.raises(DatasetError, match="super-resolution"):
+        evaluate(identity(), tiny_sr_dataset, ["crf15"], ["pan0"], max_frames=2)
+    with pytest.raises(DatasetError, match="--scale 4"):
+        evaluate(sr, tiny_dataset, ["crf35"], ["pan0"], max_frames=2)

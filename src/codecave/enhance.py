@@ -136,9 +136,15 @@ class Enhancer:
         #: ``"yuv420"`` or ``"rgb"``: what the model takes.
         self.domain = str(getattr(model, "domain", "rgb"))
         self._targets = "targets" in inspect.signature(model.forward).parameters
+        #: How many times larger the output is than the input (4 for CAVSR).
+        self.scale = int(getattr(model, "scale", 1))
+        if self.scale > 1 and self.domain != "rgb":
+            raise ConfigError(f"{type(model).__name__}: super-resolution models take RGB frames")
         threshold = options.pass_through_qp
         if threshold is None:
             threshold = getattr(model, "pass_through_qp", None)
+        if self.scale > 1:
+            threshold = None  # a super-resolved frame cannot be the input passed through
         #: Frames at or below this QP are passed through unchanged (None: none are).
         self.pass_through_qp = None if threshold is None or threshold < 0 else float(threshold)
         self._fallback: Enhancer | None = None
@@ -221,13 +227,15 @@ class Enhancer:
         if self.domain == "y":
             return self._luma_clip(frames, crf, bit_depth)
         n = len(frames)
-        out = np.empty_like(frames)
+        s = self.scale
+        out = np.empty((n, s * frames.shape[1], s * frames.shape[2], 3), frames.dtype) if s > 1 else np.empty_like(frames)
         sequence = self._adapt(crf)
         for a in range(0, n, self.options.chunk):
             b = min(a + self.options.chunk, n)
             lo, hi = max(0, a - self.radius), min(n, b + self.radius)
             passed = self.passed_through(priors["qp"][a:b], crf)
-            out[a:b] = frames[a:b]
+            if s == 1:
+                out[a:b] = frames[a:b]
             if passed.all():
                 continue
             window = {k: v[lo:hi] for k, v in priors.items()}
@@ -235,7 +243,7 @@ class Enhancer:
             if self.domain == "yuv420":
                 enhanced = self._run_packed(clip, window, crf, sequence, (a - lo, b - lo), bit_depth)
             else:
-                enhanced = self._run(clip, window, crf, sequence)[a - lo : a - lo + b - a]
+                enhanced = self._run(clip, window, crf, sequence, (a - lo, b - lo))
             out[a:b][~passed] = enhanced[~passed]
         return out
 
@@ -347,7 +355,7 @@ class Enhancer:
         enhanced = list(rgb[lo:hi])
         if not passed.all():
             enhanced = [e if keep else r for e, r, keep in
-                        zip(enhanced, self._run(rgb, stacked, crf, sequence)[lo:hi], passed)]
+                        zip(enhanced, self._run(rgb, stacked, crf, sequence, targets), passed)]
         if output == "yuv420":
             space = frames[0].planes.color_space if frames[0].has_planes else None
             return [f.planes if keep and f.has_planes else rgb_to_yuv420_like_encoder(e, space)
@@ -480,32 +488,39 @@ class Enhancer:
 
     # -- RGB models --------------------------------------------------------------------------
 
-    def _run(self, frames: np.ndarray, stacked: dict[str, np.ndarray], crf: float, sequence: object) -> np.ndarray:
-        """One model call per tile on ``(n, H, W, 3)`` frames; returns uint8 frames."""
+    def _run(self, frames: np.ndarray, stacked: dict[str, np.ndarray], crf: float, sequence: object,
+             targets: tuple[int, int]) -> np.ndarray:
+        """One model call per tile on ``(n, H, W, 3)`` frames, the others context; returns the
+        uint8 frames ``targets[0]:targets[1]`` (``scale`` times larger for super-resolution)."""
         n, h, w = frames.shape[:3]
-        out = np.empty_like(frames)
+        s = self.scale
+        out = np.empty((targets[1] - targets[0], s * h, s * w, 3), frames.dtype)
         ov = self.options.tile_overlap
         for y0, y1 in _tiles(h, self.options.tile):
             for x0, x1 in _tiles(w, self.options.tile):
                 ya, xa = (max(0, y0 - ov), max(0, x0 - ov)) if self.options.tile else (0, 0)
                 yb, xb = (min(h, y1 + ov), min(w, x1 + ov)) if self.options.tile else (h, w)
                 tile = self._model_call(frames[:, ya:yb, xa:xb], crop_compact(stacked, ya, xa, yb - ya, xb - xa),
-                                        crf, sequence)
-                out[:, y0:y1, x0:x1] = tile[:, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+                                        crf, sequence, targets)
+                out[:, s * y0 : s * y1, s * x0 : s * x1] = tile[:, s * (y0 - ya) : s * (y1 - ya),
+                                                                s * (x0 - xa) : s * (x1 - xa)]
         return out
 
     @torch.inference_mode()
     def _model_call(self, frames: np.ndarray, stacked: dict[str, np.ndarray], crf: float,
-                    sequence: object) -> np.ndarray:
+                    sequence: object, targets: tuple[int, int]) -> np.ndarray:
         h, w = frames.shape[1:3]
         priors = {k: v.unsqueeze(0).to(self.device) for k, v in dense_priors(stacked, h, w).items()}
         if self.options.slice_type:
             priors["qp"] = torch.full_like(priors["qp"], float("nan"))
         priors["crf"] = torch.tensor([float(crf)], device=self.device)
         x = torch.from_numpy(np.array(frames)).to(self.device).permute(0, 3, 1, 2).float().div(255)
-        kwargs = {"sequence": sequence} if sequence is not None else {}
+        kwargs: dict[str, object] = {"sequence": sequence} if sequence is not None else {}
         with self._autocast():
-            y = self.model(x.unsqueeze(0), priors, **kwargs)[0].float()
+            if self._targets:
+                y = self.model(x.unsqueeze(0), priors, targets=targets, **kwargs)[0].float()
+            else:
+                y = self.model(x.unsqueeze(0), priors, **kwargs)[0, targets[0] : targets[1]].float()
         return y.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
@@ -681,13 +696,13 @@ def enhance_video(
         choose_codec(output, encode.codec)
         settings = encode
     _remove_stale_partials(output)
-    trial_write(output, source, settings)
+    enhancer = model if isinstance(model, Enhancer) else Enhancer(model, options)
+    trial_write(output, source, settings, enhancer.scale)
     first, last = frames if frames else (0, None)
     damage = scan_video(source).within(first, last)
     if not damage.ok and on_damage == "stop":
         raise CorruptVideoError(damage_message(source, damage))
     skipped = 0
-    enhancer = model if isinstance(model, Enhancer) else Enhancer(model, options)
     start_time = time.perf_counter()
     tmp = _temporary_path(output)
     writer: object | None = None
@@ -729,7 +744,7 @@ def enhance_video(
                         if writer is None:
                             writer = VideoWriter(tmp, source, settings, rotation=info.rotation, name=output,
                                                  start=(t or 0.0) if frames else None, planes=planes, hdr=info.hdr,
-                                                 first_time=t)
+                                                 first_time=t, scale=enhancer.scale)
                         writer.write(out, pts, t)
                         if bar is not None:
                             bar.update(1)

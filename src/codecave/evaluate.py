@@ -90,6 +90,7 @@ class EvalReport:
     mode: str
     scores: list[ClipScore] = field(default_factory=list)
     metric: str = METRIC_RGB
+    scale: int = 1
 
     def by_variant(self) -> dict[str, dict[str, float]]:
         """Mean of the per-clip summaries for each rate point, in input order."""
@@ -101,15 +102,24 @@ class EvalReport:
 
     def to_json(self) -> dict[str, object]:
         """Everything, per frame included."""
-        return {"model": self.model, "mode": self.mode, "metric": self.metric, "mean": self.by_variant(),
+        return {"model": self.model, "mode": self.mode, "metric": self.metric, "scale": self.scale,
+                "input": self.input_name, "mean": self.by_variant(),
                 "clips": [{**asdict(s), **s.summary()} for s in self.scores]}
+
+    @property
+    def input_name(self) -> str:
+        """What the "in" scores are: the decoded frames, or their bicubic up-sampling (SR)."""
+        return f"bicubic {self.scale}x of the decoded frames" if self.scale > 1 else "the decoded frames"
 
     def to_markdown(self) -> str:
         """A table per clip and rate point, then the means."""
         yuv = self.metric == METRIC_YUV
+        name = "bicubic" if self.scale > 1 else "in"
         lines = [f"Model: {self.model.get('name')} ({self.model.get('weights')}); frame-wise input: {self.mode}",
-                 f"Scored on: {self.metric}", "",
-                 "| clip | rate point | CRF | frames | PSNR-Y in | PSNR-Y out | ΔPSNR | SSIM-Y in | SSIM-Y out | ΔSSIM |"
+                 f"Scored on: {self.metric}; \"{name}\" is {self.input_name}"
+                 + (f", against the {self.scale}x ground truth" if self.scale > 1 else ""), "",
+                 f"| clip | rate point | CRF | frames | PSNR-Y {name} | PSNR-Y out | ΔPSNR | SSIM-Y {name} | "
+                 "SSIM-Y out | ΔSSIM |"
                  + (" ΔPSNR-YUV |" if yuv else ""),
                  "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if yuv else "")]
 
@@ -139,8 +149,10 @@ class EvalReport:
         markers = {"I": ("s", "tab:red"), "P": ("o", "tab:blue"), "B": ("^", "tab:green")}
         for ax, s in zip(axes[:, 0], self.scores):
             x = np.arange(len(s.psnr_in))
-            ax.plot(x, s.psnr_in, color="0.6", lw=1, label="input (decoded)")
-            ax.plot(x, s.psnr_out, color="black", lw=1.2, label="output (enhanced)")
+            ax.plot(x, s.psnr_in, color="0.6", lw=1,
+                    label=f"bicubic {self.scale}x" if self.scale > 1 else "input (decoded)")
+            ax.plot(x, s.psnr_out, color="black", lw=1.2,
+                    label="output (super-resolved)" if self.scale > 1 else "output (enhanced)")
             for kind, (marker, color) in markers.items():
                 idx = [i for i, t in enumerate(s.frame_types) if t == kind]
                 if idx:
@@ -229,6 +241,21 @@ def _to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2).float().div(255)
 
 
+def bicubic_upsample(frames: torch.Tensor, scale: int) -> torch.Tensor:
+    """The classical baseline of super-resolution: bicubic up-sampling (Keys, a = -0.75, as
+    PyTorch and OpenCV; pixel centres aligned), rounded to 8 bits.
+
+    Args:
+        frames: ``(N, 3, h, w)`` RGB in [0, 1].
+        scale: up-sampling factor.
+
+    Returns:
+        ``(N, 3, scale h, scale w)`` in [0, 1] on the 8-bit grid.
+    """
+    up = torch.nn.functional.interpolate(frames, scale_factor=scale, mode="bicubic", align_corners=False)
+    return up.clamp(0, 1).mul(255).round().div(255)
+
+
 def score_clip(enhancer: Enhancer, root: str | os.PathLike[str], clip: str, variant: str,
                max_frames: int | None = None) -> ClipScore:
     """Enhance one prepared clip variant and score input and output.
@@ -236,22 +263,30 @@ def score_clip(enhancer: Enhancer, root: str | os.PathLike[str], clip: str, vari
     On a ``yuv420`` dataset the Y plane is scored (and PSNR-YUV 6:1:1); a YUV model
     runs on the planes directly, an RGB model on RGB made from them, its output
     converted back as ``codecave enhance`` would write it. On an RGB dataset, Y is
-    computed from RGB.
+    computed from RGB. On a super-resolution set (``--scale 4``) the output is scored
+    against the high-resolution ground truth and the "input" is bicubic up-sampling of
+    the decoded frames (:func:`bicubic_upsample`).
 
     Raises:
-        DatasetError: sizes differ (a super-resolution set), or a YUV model chosen explicitly
+        DatasetError: the set's scale is not the model's (an SR set and an enhancement
+            model, or the reverse), or a YUV model chosen explicitly
             meets an RGB dataset (the default variant falls back to :meth:`Enhancer.fallback`).
     """
     data = load_clip(root, clip, variant)
     if data.domain == "yuv420":
+        if enhancer.scale > 1:
+            raise DatasetError(f"{root}: a YUV enhancement set; the {enhancer.scale}x super-resolution model needs "
+                               "one prepared with --scale 4")
         return _score_yuv(enhancer, data, max_frames)
     enhancer = enhancer.for_input(False)  # the default variant left to itself: its RGB fallback
     if enhancer.domain in ("yuv420", "y"):
         raise DatasetError(f"{root}: an RGB dataset; {enhancer.domain} models need one prepared with --domain yuv420")
     n = len(data.decoded) if max_frames is None else min(max_frames, len(data.decoded))
-    if data.decoded.shape != data.gt.shape:
-        raise DatasetError(f"{clip}/{variant}: decoded {data.decoded.shape} and ground truth {data.gt.shape} differ "
-                           "(super-resolution sets need a VSR model)")
+    if data.scale != enhancer.scale:
+        raise DatasetError(f"{root}: {clip}/{variant} is a {data.scale}x set (ground truth {data.gt.shape[1:3]}, "
+                           f"decoded {data.decoded.shape[1:3]}) but the model's output is {enhancer.scale}x its "
+                           "input; score super-resolution models on sets prepared with --scale 4 and "
+                           "enhancement models on sets without")
     decoded = np.asarray(data.decoded[:n])
     priors = {k: v[:n] for k, v in data.priors.items()}
     crf = variant_crf(data.info, variant)
@@ -259,6 +294,8 @@ def score_clip(enhancer: Enhancer, root: str | os.PathLike[str], clip: str, vari
     enhanced = enhancer.enhance_clip(decoded, priors, crf)
     seconds = time.perf_counter() - start
     gt, x, y = _to_tensor(data.gt[:n]), _to_tensor(decoded), _to_tensor(enhanced)
+    if data.scale > 1:  # the baseline beside a super-resolved output: bicubic up-sampling, 8-bit
+        x = bicubic_upsample(x, data.scale)
     return ClipScore(
         clip=clip, variant=variant, crf=crf,
         frame_types="".join(_TYPE_NAMES[int(t)] for t in priors["frame_type"]),
@@ -336,7 +373,8 @@ def evaluate(enhancer: Enhancer, root: str | os.PathLike[str], variants: Sequenc
         model_info["variant"] = chosen.model.variant
         enhancer = chosen
     report = EvalReport(model=model_info, mode="slice type" if enhancer.options.slice_type else "frame QP",
-                        metric=METRIC_YUV if dataset_domain(manifest) == "yuv420" else METRIC_RGB)
+                        metric=METRIC_YUV if dataset_domain(manifest) == "yuv420" else METRIC_RGB,
+                        scale=enhancer.scale)
     for variant in variants:
         for clip in clips:
             if progress is not None:

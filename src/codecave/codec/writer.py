@@ -65,6 +65,8 @@ class VideoWriter:
             which writes it into the stream; other encoders cannot carry it, and a
             warning says so.
         name: what messages call the file (the final name when ``path`` is a temporary one).
+        scale: the pictures are this many times wider and taller than the source's
+            (4 for 4x super-resolution); timing, metadata and copied streams are the same.
 
     Every failure to write (a full disk, a folder that became read-only) raises
     :class:`EncoderError` naming ``name``. :meth:`abort` discards a half-written file.
@@ -73,7 +75,7 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike[str], source: str | os.PathLike[str], settings: EncodeSettings,
                  *, rotation: int = 0, start: float | None = None, planes: bool = False,
                  hdr: dict[str, str] | None = None, first_time: float | None = None,
-                 name: str | os.PathLike[str] | None = None) -> None:
+                 name: str | os.PathLike[str] | None = None, scale: int = 1) -> None:
         self.path = Path(path)
         self.name = Path(name) if name is not None else self.path
         self._planes = planes
@@ -109,7 +111,7 @@ class VideoWriter:
         self._last_time: float | None = None
         self._copies = {}
         try:
-            self._stream = self._open_video(src.codec_context.width, src.codec_context.height)
+            self._stream = self._open_video(scale * src.codec_context.width, scale * src.codec_context.height)
             for s in self._source.streams:
                 if s.type in COPIED_KINDS:
                     try:
@@ -404,7 +406,8 @@ def choose_codec(path: str | os.PathLike[str], chosen: str | None, hdr: dict[str
                        "use .mkv or .mp4")
 
 
-def trial_write(output: str | os.PathLike[str], source: str | os.PathLike[str], settings: EncodeSettings) -> None:
+def trial_write(output: str | os.PathLike[str], source: str | os.PathLike[str], settings: EncodeSettings,
+                scale: int = 1) -> None:
     """Open ``output`` as it will be written (container, encoder, picture size and pixel
     format, copied streams) and write its header to a throwaway file beside it, so that
     what would fail at the first frame (a muxer that takes no such codec, as ``.y4m`` or
@@ -425,7 +428,7 @@ def trial_write(output: str | os.PathLike[str], source: str | os.PathLike[str], 
     level = log.level
     log.setLevel(logging.ERROR)
     try:
-        writer = VideoWriter(probe, source, settings, name=output)
+        writer = VideoWriter(probe, source, settings, name=output, scale=scale)
         try:
             writer._container.start_encoding()
         except (av.FFmpegError, ValueError, OSError) as exc:

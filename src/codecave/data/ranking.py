@@ -135,4 +135,34 @@ class RankingPairs(Dataset):
         return (clip, t, float(types[t])), (clip, u, float(types[u]))
 
 
-__all__ = ["CRF_PAIR", "RankingPairs", "TYPE_PAIR"]
+class CompressionViews(RankingPairs):
+    """Two crops at different places of one decoded frame at one CRF: the positive pair of a
+    contrastive loss over compression representations (DASR's degradation-aware
+    contrastive learning, moved to CAVSR's encoder: paper Table 3's "CL" rows).
+
+    Samples hold ``frames (2, 3, S, S)``, ``frame_type (2,)`` (the same type twice) and
+    ``level``: the index of the CRF in ``variants``. Arguments as :class:`RankingPairs`.
+    """
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index])
+        name = self.clips[rng.integers(len(self.clips))]
+        level = int(rng.integers(len(self.variants)))
+        clip = self._clip(name, self.variants[level])
+        n, h, w = clip.decoded.shape[:3]
+        t = int(rng.integers(n))
+        views = []
+        for _ in range(2):
+            y = MB * int(rng.integers((h - self.crop) // MB + 1))
+            x = MB * int(rng.integers((w - self.crop) // MB + 1))
+            a = np.ascontiguousarray(clip.decoded[t, y : y + self.crop, x : x + self.crop])
+            view = {"frames": torch.from_numpy(a).permute(2, 0, 1).float()[None] / 255}
+            if self.augment:
+                view = dihedral(view, int(rng.integers(8)))
+            views.append(view["frames"][0])
+        kind = int(clip.priors["frame_type"][t])
+        return {"frames": torch.stack(views), "frame_type": torch.tensor([kind, kind]),
+                "level": torch.tensor(level)}
+
+
+__all__ = ["CRF_PAIR", "CompressionViews", "RankingPairs", "TYPE_PAIR"]

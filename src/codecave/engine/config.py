@@ -134,7 +134,8 @@ class ObjectiveSection:
     Attributes:
         name: ``restoration`` (PnP-VCVE, the default), ``recurrent_luma`` (VIG fine-tuning),
             ``truth_guidance`` (VIG's TGD pre-training), ``compression_ranking`` (CAVSR's
-            ranker) or ``super_resolution`` (CAVSR's network, encoder frozen).
+            ranker), ``compression_contrast`` (its contrastive alternative) or
+            ``super_resolution`` (CAVSR's network, encoder frozen).
         settings: the objective's own settings, e.g. ``{compressed_ratio: 0.1,
             patch_sizes: [32, 16, 8, 4]}`` for ``truth_guidance``.
     """

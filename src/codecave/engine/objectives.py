@@ -219,6 +219,48 @@ class CompressionRanking(Objective):
         return {"name": self.name, "margin": self.margin, "type_share": self.type_share, "reach": self.reach}
 
 
+class CompressionContrast(CompressionRanking):
+    """The contrastive alternative to the ranking loss (paper Table 3, "CL"; DASR's
+    degradation-aware contrastive learning): two crops of one frame at one CRF are a
+    positive pair, every other crop of the batch a negative (InfoNCE with in-batch
+    negatives instead of DASR's queue), on the encoder's pooled representation projected
+    by the ranker head's hidden layers and normalised.
+
+    Args:
+        train: the config's train section.
+        temperature: of the InfoNCE softmax (DASR: 0.07).
+    """
+
+    name = "compression_contrast"
+
+    def __init__(self, train: TrainSection, temperature: float = 0.07) -> None:
+        Objective.__init__(self, train)
+        if temperature <= 0:
+            raise ConfigError(f"compression_contrast: temperature {temperature} must be positive")
+        self.temperature = float(temperature)
+
+    def dataset(self, cfg: TrainConfig, length: int, model: nn.Module) -> Dataset:
+        from codecave.data.ranking import CompressionViews
+
+        variants = tuple(dict.fromkeys((*cfg.data.compressed, cfg.data.lossless) if cfg.data.lossless
+                                       else cfg.data.compressed))
+        return CompressionViews(cfg.data.root, cfg.data.crop, length, seed=cfg.train.seed, variants=variants,
+                                augment=cfg.data.augment)
+
+    def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        encoder = _unwrap(net).compression_encoder
+        pooled = encoder.features(batch["frames"].flatten(0, 1), batch["frame_type"].flatten()).mean(dim=(-2, -1))
+        z = torch.nn.functional.normalize(encoder.ranker[:-1](pooled).float(), dim=1)
+        n = z.shape[0] // 2
+        logits = z @ z.t() / self.temperature
+        logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+        partner = torch.arange(2 * n, device=z.device) ^ 1  # views 2k and 2k+1 are a pair
+        return torch.nn.functional.cross_entropy(logits, partner)
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "temperature": self.temperature}
+
+
 class SuperResolution(Objective):
     """CAVSR stage 2: every output frame ``(B, T, 3, 4h, 4w)`` against the high-resolution
     ground truth (``train.loss``, Charbonnier in the paper), the compression encoder frozen."""
@@ -245,7 +287,8 @@ def _unwrap(net: nn.Module) -> nn.Module:
 
 #: Objectives by the name configs give.
 OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (Restoration, RecurrentLuma, TruthGuidance,
-                                                             CompressionRanking, SuperResolution)}
+                                                             CompressionRanking, CompressionContrast,
+                                                             SuperResolution)}
 
 
 def build_objective(cfg: TrainConfig) -> Objective:
@@ -269,5 +312,5 @@ def build_objective(cfg: TrainConfig) -> Objective:
     return objective
 
 
-__all__ = ["OBJECTIVES", "CompressionRanking", "Objective", "RecurrentLuma", "Restoration", "SuperResolution",
+__all__ = ["OBJECTIVES", "CompressionContrast", "CompressionRanking", "Objective", "RecurrentLuma", "Restoration", "SuperResolution",
            "TruthGuidance", "build_objective", "truth_guidance_mask"]

@@ -1,0 +1,81 @@
+"""CAVSR's speed: 4x super-resolution of a 320x180 file to 1280x720 on these cores.
+
+Makes a 320x180 x264 clip (CRF 25, B-frames; a panned texture, no data needed), then
+times, in one run: the model alone over the decoded clip in overlapping windows
+(:meth:`codecave.enhance.Enhancer.enhance_clip`, ms per output frame) in float32 and
+under bfloat16 autocast, and the whole file through ``enhance_video`` (decode, priors,
+super-resolution, x264 encode of the 1280x720 output) in frames per second. The issue's
+target is at least 2 frames per second on two cores.
+
+    python benchmarks/cavsr_cost.py --threads 2 --weights runs/cavsr_small
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codecave.codec.encode import EncodeSettings, encode_frames
+from codecave.codec.rasterize import compact_priors, stack_compact
+from codecave.codec.reader import open_video
+from codecave.enhance import EnhanceOptions, Enhancer, enhance_video
+from codecave.models import create_model
+from codecave.models.cavsr import count
+
+
+def pan(n: int, h: int, w: int) -> list[np.ndarray]:
+    """A camera panning over a smooth random texture (as the tests' clips)."""
+    g = torch.Generator().manual_seed(0)
+    big = torch.nn.functional.interpolate(torch.rand(1, 3, (h + 4 * n) // 8, (w + 8 * n) // 8, generator=g),
+                                          size=(h + 4 * n, w + 8 * n), mode="bicubic", align_corners=False)
+    big = (big.clamp(0, 1) * 255).round().byte()[0].permute(1, 2, 0).numpy()
+    return [np.ascontiguousarray(big[2 * t : 2 * t + h, 4 * t : 4 * t + w]) for t in range(n)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="320x180", help="input WxH")
+    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chunk", type=int, default=8, help="output frames per window")
+    ap.add_argument("--variant", default="small")
+    ap.add_argument("--weights", default="none", help="a run folder or .safetensors (speed does not depend on it)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    w, h = (int(v) for v in args.size.split("x"))
+    model = create_model("cavsr", weights=args.weights, variant=args.variant)
+    print(f"CAVSR {model.variant} ({count(model.variant) / 1e6:.2f} M parameters), {w}x{h} -> {4 * w}x{4 * h}, "
+          f"{torch.get_num_threads()} threads, chunk {args.chunk}, context {model.temporal_radius} frames "
+          f"each side, torch {torch.__version__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in.mp4"
+        encode_frames(pan(args.frames, h, w), src, EncodeSettings(codec="x264", crf=25, bframes=3, threads=1))
+        with open_video(src) as video:
+            coded = list(video)
+        rgb = np.stack([f.rgb for f in coded])
+        stacked = stack_compact([compact_priors(f.priors, f.height, f.width) for f in coded])
+        print("| run | ms/frame | frames/s |")
+        print("|---|---|---|")
+        for precision in ("fp32", "bf16"):
+            enhancer = Enhancer(model, EnhanceOptions(device="cpu", chunk=args.chunk, precision=precision))
+            enhancer.enhance_clip(rgb[: 2 * args.chunk], {k: v[: 2 * args.chunk] for k, v in stacked.items()}, 25.0)
+            start = time.perf_counter()
+            enhancer.enhance_clip(rgb, stacked, 25.0)
+            ms = 1000 * (time.perf_counter() - start) / len(rgb)
+            print(f"| model only, {precision} | {ms:.0f} | {1000 / ms:.2f} |")
+        for precision in ("fp32", "bf16"):
+            enhancer = Enhancer(model, EnhanceOptions(device="cpu", chunk=args.chunk, precision=precision))
+            start = time.perf_counter()
+            result = enhance_video(src, Path(tmp) / f"out_{precision}.mp4", model=enhancer, overwrite=True)
+            seconds = time.perf_counter() - start
+            print(f"| `enhance_video` file to file, {precision} | {1000 * seconds / result.frames:.0f} | "
+                  f"{result.frames / seconds:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
