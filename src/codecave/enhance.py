@@ -492,7 +492,7 @@ class Enhancer:
              targets: tuple[int, int]) -> np.ndarray:
         """One model call per tile on ``(n, H, W, 3)`` frames, the others context; returns the
         uint8 frames ``targets[0]:targets[1]`` (``scale`` times larger for super-resolution)."""
-        n, h, w = frames.shape[:3]
+        h, w = frames.shape[1:3]
         s = self.scale
         out = np.empty((targets[1] - targets[0], s * h, s * w, 3), frames.dtype)
         ov = self.options.tile_overlap

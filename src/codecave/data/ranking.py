@@ -165,4 +165,4 @@ class CompressionViews(RankingPairs):
                 "level": torch.tensor(level)}
 
 
-__all__ = ["CRF_PAIR", "CompressionViews", "RankingPairs", "TYPE_PAIR"]
+__all__ = ["CRF_PAIR", "TYPE_PAIR", "CompressionViews", "RankingPairs"]

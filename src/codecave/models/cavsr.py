@@ -458,5 +458,14 @@ def count(variant: str) -> int:
     return sum(p.numel() for p in CAVSR(VARIANTS[variant]).parameters())
 
 
-__all__ = ["ALIGNMENTS", "CAM", "CAVSR", "CAVSRConfig", "CompressionEncoder", "VARIANTS", "count",
-           "motion_residual", "ranking_loss"]
+__all__ = [
+    "ALIGNMENTS",
+    "CAM",
+    "CAVSR",
+    "VARIANTS",
+    "CAVSRConfig",
+    "CompressionEncoder",
+    "count",
+    "motion_residual",
+    "ranking_loss",
+]
