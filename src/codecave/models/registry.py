@@ -142,7 +142,8 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
         entry = weights_manifest().get(f"{name}_{variant}")
         if entry is None:
             build_model(name, variant)  # an unknown variant is named, with the model's variants
-            raise ConfigError(f"no shipped weights for {name} ({variant}); train them (configs/), or pass weights=PATH (--weights PATH) or weights=None (--weights none)")
+            raise ConfigError(f"no shipped weights for {name} ({variant}); train them (configs/), or pass "
+                              "weights=PATH (--weights PATH) or weights=None (--weights none)")
         path = resources.files("codecave") / "weights" / str(entry["file"])
         arch = {**dict(entry.get("config", {})), **overrides}
         threshold = entry.get("pass_through_qp")
