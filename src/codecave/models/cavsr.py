@@ -74,6 +74,9 @@ class CAVSRConfig:
         bicubic_skip: add bicubic up-sampling of the input to the output (our deviation
             for fast convergence on CPU; absent in the paper and its code).
         scale: up-sampling factor (4; a power of two).
+        hr_channels: channels of the up-sampler's full-resolution layers (the paper: the
+            same as ``channels``); ``small`` halves them, which halves its cost per frame
+            (``benchmarks/cavsr_cost.py``).
         negative_slope: of the leaky ReLUs.
     """
 
@@ -88,6 +91,7 @@ class CAVSRConfig:
     gate: str = "sigmoid"
     bicubic_skip: bool = True
     scale: int = 4
+    hr_channels: int = 16
     negative_slope: float = 0.1
 
     def __post_init__(self) -> None:
@@ -106,7 +110,7 @@ class CAVSRConfig:
 VARIANTS = {
     "small": CAVSRConfig(),
     "paper": CAVSRConfig(channels=64, encoder_width=32, cam_blocks=5, shared_cam=False, blocks=25,
-                         bicubic_skip=False),
+                         bicubic_skip=False, hr_channels=64),
 }
 
 
@@ -285,16 +289,18 @@ class MetaAlignment(nn.Module):
 class Upsampler(nn.Module):
     """Reconstruction and pixel-shuffle up-sampling (SPECS 4.2.3):
     ``conv(LReLU(conv(cat(h_b, h_f)))) + F_shallow``, then ``[conv C->4C, shuffle 2, LReLU]``
-    per factor of two, ``conv C->C, LReLU, conv C->3``."""
+    per factor of two, ``conv C->C, LReLU, conv C->3``; the last shuffle may give fewer
+    channels (``out_channels``) to the full-resolution layers, where most of the cost is."""
 
-    def __init__(self, channels: int, scale: int, slope: float) -> None:
+    def __init__(self, channels: int, scale: int, slope: float, out_channels: int | None = None) -> None:
         super().__init__()
-        c = channels
+        c, steps = channels, scale.bit_length() - 1
+        hr = out_channels or c
         self.fuse1 = _conv(2 * c, c)
         self.fuse2 = _conv(c, c)
-        self.ups = nn.ModuleList(_conv(c, 4 * c) for _ in range(scale.bit_length() - 1))
-        self.hr = _conv(c, c)
-        self.out = _conv(c, 3)
+        self.ups = nn.ModuleList(_conv(c, 4 * (hr if i == steps - 1 else c)) for i in range(steps))
+        self.hr = _conv(hr, hr)
+        self.out = _conv(hr, 3)
         self.slope = slope
 
     def forward(self, backward: torch.Tensor, forward: torch.Tensor, shallow: torch.Tensor) -> torch.Tensor:
@@ -342,7 +348,7 @@ class CAVSR(nn.Module):
         if c.alignment == "refined":
             self.backward_align = MetaAlignment(c.channels, c.gate, c.negative_slope)
             self.forward_align = MetaAlignment(c.channels, c.gate, c.negative_slope)
-        self.upsampler = Upsampler(c.channels, c.scale, c.negative_slope)
+        self.upsampler = Upsampler(c.channels, c.scale, c.negative_slope, c.hr_channels)
         if c.bicubic_skip:  # start from bicubic up-sampling: the residual branch's output is zero
             nn.init.zeros_(self.upsampler.out.weight)
             nn.init.zeros_(self.upsampler.out.bias)
