@@ -100,6 +100,10 @@ class TrainSection:
             or a second stage with other settings): a ``.safetensors`` file, a run
             folder, or ``default`` for the shipped weights; empty = random. A run that
             resumes from its own checkpoint ignores it.
+        init_strict: the ``init`` weights must fit the model exactly; False loads the
+            tensors whose names and shapes match and leaves the rest as initialised (an
+            ablation without some layers starting from the full model's first stage);
+            what was left is logged.
         loss: ``charbonnier`` (smooth L1, eps 1e-3), ``l1`` or ``mse`` (the error PSNR
             measures), on the final output; ``stage_weight`` uses the same loss.
         precision: ``fp32``, or ``bf16`` (forward pass under bfloat16 autocast; weights,
@@ -122,6 +126,7 @@ class TrainSection:
     max_minutes: float = 0.0
     threads: int = 0
     init: str = ""
+    init_strict: bool = True
     loss: str = "charbonnier"
     precision: str = "fp32"
     compile: bool = False

@@ -114,6 +114,33 @@ def _batches(cfg: TrainConfig, env: Dist, start: int, domain: str, objective: Ob
         yield {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
 
 
+def _load_init(model: nn.Module, cfg: TrainConfig) -> None:
+    """Load ``train.init`` into ``model``: exactly (the default), or with ``train.init_strict``
+    off, the tensors whose names and shapes match.
+
+    Raises:
+        ConfigError: the weights do not fit (strict), or nothing fits.
+    """
+    t = cfg.train
+    if t.init_strict:
+        start_from = create_model(cfg.model.name, weights=t.init, variant=cfg.model.variant, **cfg.model.overrides)
+        model.load_state_dict(start_from.state_dict())
+        return
+    from safetensors.torch import load_file
+
+    path = Path(t.init) / "model.safetensors" if Path(t.init).is_dir() else Path(t.init)
+    if not path.is_file():
+        raise ConfigError(f"train.init {t.init}: no such weights file")
+    own = model.state_dict()
+    state = load_file(str(path))
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fits:
+        raise ConfigError(f"train.init {t.init}: no tensor fits {cfg.model.name} ({cfg.model.variant})")
+    model.load_state_dict(fits, strict=False)
+    log.warning("train.init %s: loaded %d of the model's %d tensors; %d of the file's left out", t.init, len(fits),
+                len(own), len(state) - len(fits))
+
+
 def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
                t: TrainSection, mark: Callable[[str], None] | None = None, objective: Objective | None = None,
                step: int = 0) -> torch.Tensor:
@@ -176,8 +203,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=t.betas)
     state = ckpt.load_checkpoint(out) if resume else None
     if t.init and state is None:
-        start_from = create_model(cfg.model.name, weights=t.init, variant=cfg.model.variant, **cfg.model.overrides)
-        model.load_state_dict(start_from.state_dict())
+        _load_init(model, cfg)
         log.info("starting %s from the weights in %s", out, t.init)
     start, elapsed = 0, 0.0
     if state is not None:
