@@ -100,3 +100,26 @@ def test_cavsr_ranker_then_super_resolution_with_the_encoder_frozen(tiny_sr_data
     encoder_before, encoder_after = ranked.compression_encoder.state_dict(), model.compression_encoder.state_dict()
     assert all(torch.equal(v, encoder_after[k]) for k, v in encoder_before.items())  # weights and BN statistics
     assert not torch.equal(model.shallow.weight, ranked.shallow.weight)
+
+
+def test_an_ablation_without_some_layers_starts_from_the_tensors_that_fit(tiny_sr_dataset: Path,
+                                                                          tmp_path: Path) -> None:
+    from codecave.errors import ConfigError
+    from codecave.models import create_model
+
+    data = json.loads(json.dumps(CAVSR_TINY))
+    data["data"]["root"], data["out"] = str(tiny_sr_dataset), str(tmp_path / "ranker")
+    data["train"]["steps"] = 1
+    data["objective"] = {"name": "compression_ranking"}
+    train(parse_config(data), progress=False)
+    data["objective"], data["out"] = {"name": "super_resolution"}, str(tmp_path / "plain")
+    data["model"]["overrides"] = {"cam": False, "alignment": "none", "momentum": 1.0}
+    data["train"]["init"] = str(tmp_path / "ranker")
+    with pytest.raises(ConfigError, match="do not fit"):
+        train(parse_config(data), progress=False)
+    data["train"]["init_strict"] = False
+    assert train(parse_config(data), progress=False).finished
+    ranked = create_model("cavsr", weights=str(tmp_path / "ranker"))
+    plain = create_model("cavsr", weights=str(tmp_path / "plain"))
+    assert torch.equal(plain.compression_encoder.body[0].weight, ranked.compression_encoder.body[0].weight)
+    assert not hasattr(plain, "forward_align") and plain.config.alignment == "none"
