@@ -80,7 +80,7 @@ def score(out: Path, val: str, frames: int, variants: list[str]) -> None:
     rows = {}
     for folder in sorted(p for p in out.iterdir() if (p / "arm.json").exists()):
         model = create_model("cavsr", weights=str(folder / "run"))
-        report = evaluate(Enhancer(model, EnhanceOptions(device="cpu", chunk=8)), val, variants, max_frames=frames,
+        report = evaluate(Enhancer(model, EnhanceOptions(device="cpu")), val, variants, max_frames=frames,
                           model_info={"name": "cavsr", "arm": folder.name, "weights": str(folder / "run")})
         write_report(report, folder / "validation")
         mean = {v: m["delta_psnr"] for v, m in report.by_variant().items()}

@@ -40,9 +40,9 @@ def pan(n: int, h: int, w: int) -> list[np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="320x180", help="input WxH")
-    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--chunk", type=int, default=8, help="output frames per window")
+    ap.add_argument("--chunk", type=int, default=None, help="output frames per window (default: the model's)")
     ap.add_argument("--variant", default="small")
     ap.add_argument("--weights", default="none", help="a run folder or .safetensors (speed does not depend on it)")
     args = ap.parse_args()
@@ -50,8 +50,8 @@ def main() -> None:
     w, h = (int(v) for v in args.size.split("x"))
     model = create_model("cavsr", weights=args.weights, variant=args.variant)
     print(f"CAVSR {model.variant} ({count(model.variant) / 1e6:.2f} M parameters), {w}x{h} -> {4 * w}x{4 * h}, "
-          f"{torch.get_num_threads()} threads, chunk {args.chunk}, context {model.temporal_radius} frames "
-          f"each side, torch {torch.__version__}")
+          f"{torch.get_num_threads()} threads, chunk {args.chunk or model.stream_chunk}, context "
+          f"{model.temporal_radius} frames each side, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in.mp4"
         encode_frames(pan(args.frames, h, w), src, EncodeSettings(codec="x264", crf=25, bframes=3, threads=1))
@@ -63,7 +63,8 @@ def main() -> None:
         print("|---|---|---|")
         for precision in ("fp32", "bf16"):
             enhancer = Enhancer(model, EnhanceOptions(device="cpu", chunk=args.chunk, precision=precision))
-            enhancer.enhance_clip(rgb[: 2 * args.chunk], {k: v[: 2 * args.chunk] for k, v in stacked.items()}, 25.0)
+            warm = 2 * enhancer.chunk
+            enhancer.enhance_clip(rgb[:warm], {k: v[:warm] for k, v in stacked.items()}, 25.0)
             start = time.perf_counter()
             enhancer.enhance_clip(rgb, stacked, 25.0)
             ms = 1000 * (time.perf_counter() - start) / len(rgb)

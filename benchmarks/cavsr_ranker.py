@@ -13,8 +13,11 @@ frame at one CRF are positives). ``score`` measures, on validation data no recip
   (0/15/25/35) from the encoder's pooled representation, the centroids taken from
   training crops (chance: 25%), the quantitative stand-in for the paper's t-SNE plot.
 
-    python benchmarks/cavsr_ranker.py train runs/cavsr_ranker_claims --arm rl
-    python benchmarks/cavsr_ranker.py score runs/cavsr_ranker_claims --val data/sr_val
+    codecave train configs/cavsr/ranker.yaml                       # rl: the recipe itself
+    python benchmarks/cavsr_ranker.py train runs/cavsr_ranker_claims --arm rl_crf
+    python benchmarks/cavsr_ranker.py train runs/cavsr_ranker_claims --arm cl
+    python benchmarks/cavsr_ranker.py score rl=runs/cavsr_ranker rl_crf=runs/cavsr_ranker_claims/rl_crf \
+        cl=runs/cavsr_ranker_claims/cl --val data/sr_val --out runs/cavsr_ranker_claims/scores.json
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ def train_arm(out: Path, arm: str, steps: int | None, seed: int) -> None:
         overrides["train.steps"] = steps
     cfg = load_config(RECIPE, overrides)
     result = train(cfg, progress=False)
-    (out / arm / "arm.json").write_text(json.dumps({"arm": arm, "seed": seed, "steps": result.step,
-                                                    "seconds": round(result.seconds, 1)}, indent=1))
+    log = {"arm": arm, "seed": seed, "steps": result.step, "seconds": round(result.seconds, 1)}
+    print(json.dumps(log))
 
 
 @torch.inference_mode()
@@ -87,25 +90,28 @@ def crf_separability(encoder: torch.nn.Module, train_root: str, val: str, count:
     return float((guess == y_val).mean())
 
 
-def score(out: Path, val: str, train_root: str, pairs: int, count: int, crop: int) -> None:
+def score(arms: dict[str, Path], val: str, train_root: str, pairs: int, count: int, crop: int, out: Path) -> None:
     rows = []
-    for folder in sorted(p for p in out.iterdir() if (p / "arm.json").exists()):
-        arm = json.loads((folder / "arm.json").read_text())
+    for name, folder in arms.items():
+        last = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
         encoder = create_model("cavsr", weights=str(folder)).compression_encoder.eval()
+        objective = load_config(folder / "config.yaml").objective.name
         start = time.perf_counter()
-        row = {**arm, "crf_separability": crf_separability(encoder, train_root, val, count, crop)}
-        if not arm["arm"].startswith("cl"):
+        row = {"arm": name, "folder": str(folder), "objective": objective, "steps": last["step"],
+               "seconds": last["seconds"], "crf_separability": crf_separability(encoder, train_root, val, count, crop)}
+        if objective == "compression_ranking":
             row.update(ranking_accuracy(encoder, val, pairs, crop))
         row["score_seconds"] = round(time.perf_counter() - start, 1)
         rows.append(row)
         print(json.dumps(row))
-    (out / "scores.json").write_text(json.dumps(rows, indent=1))
-    print("| arm | steps | minutes | CRF pairs ordered | I/P/B pairs ordered | CRF nearest-centroid accuracy |")
-    print("|---|---|---|---|---|---|")
+    out.write_text(json.dumps(rows, indent=1))
+    print("| arm | loss | steps | minutes | CRF pairs ordered | I/P/B pairs ordered | CRF nearest-centroid accuracy |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         acc = (f"{100 * r['crf_pairs']:.1f}% ({r['crf_pair_count']}) | {100 * r['type_pairs']:.1f}% "
                f"({r['type_pair_count']})") if "crf_pairs" in r else "n/a | n/a"
-        print(f"| {r['arm']} | {r['steps']} | {r['seconds'] / 60:.1f} | {acc} | {100 * r['crf_separability']:.1f}% |")
+        print(f"| {r['arm']} | {r['objective']} | {r['steps']} | {r['seconds'] / 60:.1f} | {acc} | "
+              f"{100 * r['crf_separability']:.1f}% |")
 
 
 def main() -> None:
@@ -117,7 +123,8 @@ def main() -> None:
     t.add_argument("--steps", type=int, default=None, help="default: the recipe's")
     t.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("score")
-    s.add_argument("out", type=Path)
+    s.add_argument("arms", nargs="+", help="NAME=RUN_FOLDER, e.g. rl=runs/cavsr_ranker")
+    s.add_argument("--out", type=Path, default=Path("ranker_scores.json"))
     s.add_argument("--val", default="data/sr_val")
     s.add_argument("--train-data", default="data/sr_train", help="where the CRF centroids come from")
     s.add_argument("--pairs", type=int, default=2000)
@@ -128,7 +135,9 @@ def main() -> None:
     if args.cmd == "train":
         train_arm(args.out, args.arm, args.steps, args.seed)
     else:
-        score(args.out, args.val, args.train_data, args.pairs, args.crops, args.crop)
+        arms = dict(a.split("=", 1) for a in args.arms)
+        score({k: Path(v) for k, v in arms.items()}, args.val, args.train_data, args.pairs, args.crops, args.crop,
+              args.out)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: Frames of context the default model needs on each side.
 DEFAULT_RADIUS = 1
+#: Frames enhanced per model call unless the options or the model say otherwise.
+DEFAULT_CHUNK = 4
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,9 @@ class EnhanceOptions:
     """How an :class:`Enhancer` runs.
 
     Attributes:
-        chunk: frames enhanced per model call (memory grows with it).
+        chunk: frames enhanced per model call (memory grows with it); None takes the
+            model's own (``model.stream_chunk``, else 4): CAVSR's windows carry 4 frames
+            of context on each side, so it streams 16 at a time.
         tile: tile side in pixels (a multiple of 16), 0 for whole frames.
         tile_overlap: context in pixels added around each tile (a multiple of 16).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -77,7 +81,7 @@ class EnhanceOptions:
             ``benchmarks/vig_precision.py`` measured against fp32 on validation.
     """
 
-    chunk: int = 4
+    chunk: int | None = None
     tile: int = 0
     tile_overlap: int = 64
     device: str = "auto"
@@ -88,7 +92,7 @@ class EnhanceOptions:
     def __post_init__(self) -> None:
         if self.precision not in (None, "fp32", "bf16"):
             raise ConfigError(f"precision {self.precision!r}: use fp32 or bf16")
-        if self.chunk < 1:
+        if self.chunk is not None and self.chunk < 1:
             raise ConfigError(f"chunk {self.chunk} must be at least 1")
         if self.tile % MB or self.tile_overlap % MB or self.tile < 0 or self.tile_overlap < 0:
             raise ConfigError(f"tile {self.tile} and tile overlap {self.tile_overlap} must be multiples of {MB}")
@@ -133,6 +137,8 @@ class Enhancer:
         self.device = pick_device(options.device)
         self.model = model.to(self.device).eval()
         self.radius = int(getattr(model, "temporal_radius", DEFAULT_RADIUS))
+        #: Frames enhanced per model call.
+        self.chunk = int(options.chunk or getattr(model, "stream_chunk", DEFAULT_CHUNK))
         #: ``"yuv420"`` or ``"rgb"``: what the model takes.
         self.domain = str(getattr(model, "domain", "rgb"))
         self._targets = "targets" in inspect.signature(model.forward).parameters
@@ -230,8 +236,8 @@ class Enhancer:
         s = self.scale
         out = np.empty((n, s * frames.shape[1], s * frames.shape[2], 3), frames.dtype) if s > 1 else np.empty_like(frames)
         sequence = self._adapt(crf)
-        for a in range(0, n, self.options.chunk):
-            b = min(a + self.options.chunk, n)
+        for a in range(0, n, self.chunk):
+            b = min(a + self.chunk, n)
             lo, hi = max(0, a - self.radius), min(n, b + self.radius)
             passed = self.passed_through(priors["qp"][a:b], crf)
             if s == 1:
@@ -302,7 +308,7 @@ class Enhancer:
         adapted = False
         exhausted = False
         while not exhausted or done < first + len(buffer):
-            while not exhausted and len(buffer) < done - first + self.options.chunk + self.radius:
+            while not exhausted and len(buffer) < done - first + self.chunk + self.radius:
                 try:
                     frame = next(it)
                 except StopIteration:
@@ -318,7 +324,7 @@ class Enhancer:
                 if report is not None:
                     report.update(crf=crf, source=source)
                 sequence = self._adapt(crf)
-            end = min(done + self.options.chunk, first + len(buffer))
+            end = min(done + self.chunk, first + len(buffer))
             if end <= done:
                 break
             items = list(buffer)
@@ -437,7 +443,7 @@ class Enhancer:
         head: list[CodedFrame] = []
         for frame in it:
             head.append(frame)
-            if len(head) == self.options.chunk:
+            if len(head) == self.chunk:
                 break
         source = "given"
         if crf is None:

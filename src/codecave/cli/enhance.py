@@ -40,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="sequence CRF of IN (default: read from IN's encoder settings or estimated from its QPs)")
     p.add_argument("--tile", type=int, default=0, help="process frames in tiles of this many pixels (multiple of 16)")
     p.add_argument("--tile-overlap", type=int, default=64, help="context around each tile in pixels (default 64)")
-    p.add_argument("--chunk", type=int, default=4, help="frames per model call (default 4)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="frames per model call (default: the model's, 4; CAVSR 16)")
     p.add_argument("--pass-through-qp", type=float, default=None, metavar="QP",
                    help="pass frames at or below this QP through unchanged (default: the model's own, measured "
                         "on validation and listed with its weights; a negative value turns it off)")

@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slice-type", action="store_true", help="hide frame QPs: condition on slice types only")
     p.add_argument("--out", default="evaluation", help="output folder (default ./evaluation)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--chunk", type=int, default=4, help="frames per model call (default 4)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="frames per model call (default: the model's, 4; CAVSR 16)")
     p.add_argument("--pass-through-qp", type=float, default=None, metavar="QP",
                    help="pass frames at or below this QP through (default: the model's own; negative: off)")
     p.set_defaults(run=run)

@@ -329,6 +329,9 @@ class CAVSR(nn.Module):
     #: overlapping windows (the recurrence is bidirectional and unbounded; ``benchmarks/cavsr_windows.py``
     #: measures what a window costs against a whole-clip run).
     temporal_radius = 4
+    #: Output frames per window when streamed (``benchmarks/cavsr_cost.py``: the context
+    #: frames cost the trunks' time again, so longer windows are cheaper per frame).
+    stream_chunk = 16
     #: Priors the model reads (design section 3).
     needs_priors = ("frame_type", "mv_past", "mv_future", "mv_valid")
 
