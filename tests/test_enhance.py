@@ -516,3 +516,13 @@ def test_evaluate_scores_super_resolution_against_bicubic_and_refuses_mixed_sets
         evaluate(identity(), tiny_sr_dataset, ["crf15"], ["pan0"], max_frames=2)
     with pytest.raises(DatasetError, match="--scale 4"):
         evaluate(sr, tiny_dataset, ["crf35"], ["pan0"], max_frames=2)
+
+
+def test_the_chunk_comes_from_the_model_unless_given() -> None:
+    sr = create_model("cavsr", weights=None)
+    assert Enhancer(sr, EnhanceOptions(device="cpu")).chunk == sr.stream_chunk == 16
+    assert Enhancer(sr, EnhanceOptions(device="cpu", chunk=5)).chunk == 5
+    assert identity().chunk == 3  # FAST's
+    assert Enhancer(create_model("pnp_vcve", weights=None, variant="small"), EnhanceOptions(device="cpu")).chunk == 4
+    with pytest.raises(ConfigError, match="chunk"):
+        EnhanceOptions(chunk=0)
