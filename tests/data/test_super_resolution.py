@@ -33,12 +33,12 @@ def test_sr_windows_pair_a_low_resolution_crop_with_its_4x_ground_truth(tiny_sr_
     assert item["gt"].shape[-1] == 4 * item["frames"].shape[-1]
 
 
-def test_sr_and_enhancement_sets_cannot_be_mixed(tiny_sr_dataset: Path, tiny_dataset: Path) -> None:
+def test_sr_and_enhancement_sets_cannot_be_mixed(tiny_sr_dataset: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"4x super-resolution set.*--scale 1"):
         PreparedWindows(tiny_sr_dataset, SPEC, length=1)  # an enhancement model's windows
     with pytest.raises(DatasetError, match=r"enhancement \(scale 1\) set.*--scale 4"):
         PreparedWindows(tiny_dataset, SPEC, length=1, scale=4)
-    config = parse_config({"model": {"name": "pnp_vcve", "variant": "small"}, "out": "unused",
+    config = parse_config({"model": {"name": "pnp_vcve", "variant": "small"}, "out": str(tmp_path / "run"),
                            "data": {"root": str(tiny_sr_dataset), "crop": 16, "compressed": ["crf35"]},
                            "train": {"steps": 1, "batch_size": 1}})
     with pytest.raises(DatasetError, match="super-resolution set"):
