@@ -43,6 +43,7 @@ def test_sr_and_enhancement_sets_cannot_be_mixed(tiny_sr_dataset: Path, tiny_dat
                            "train": {"steps": 1, "batch_size": 1}})
     with pytest.raises(DatasetError, match="super-resolution set"):
         train(config, progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
 
 def test_ranking_pairs_are_ordered_by_crf_or_frame_type(tiny_sr_dataset: Path) -> None:

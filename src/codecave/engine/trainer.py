@@ -92,7 +92,12 @@ def _progress(total: int, initial: int, enabled: bool) -> object | None:
 def _batches(cfg: TrainConfig, env: Dist, start: int, domain: str, objective: Objective, model: nn.Module
              ) -> Iterator[dict[str, torch.Tensor]]:
     """Batches for steps ``start..steps`` on the training device: drawn from a pack on the
-    device itself when ``data.packed`` names one, else from the prepared dataset by a loader."""
+    device itself when ``data.packed`` names one, else from the prepared dataset by a loader.
+    The data is opened and checked here, before the first batch is asked for.
+
+    Raises:
+        ConfigError, DatasetError: the data does not fit the model or the objective.
+    """
     t = cfg.train
     if cfg.data.packed:
         from codecave.data.packed import PackedWindows
@@ -101,17 +106,14 @@ def _batches(cfg: TrainConfig, env: Dist, start: int, domain: str, objective: Ob
             raise ConfigError(f"{cfg.data.packed}: packs hold yuv420 windows but {cfg.model.name} "
                               f"({cfg.model.variant}) takes {domain}")
         source = PackedWindows(cfg.data.packed, cfg.data.window_spec(), env.device, seed=t.seed)
-        for step in range(start, t.steps):
-            yield source.batch(step * env.world + env.rank, t.batch_size)
-        return
+        return (source.batch(step * env.world + env.rank, t.batch_size) for step in range(start, t.steps))
     dataset = objective.dataset(cfg, (t.steps * env.world + env.world) * t.batch_size, model)
     if getattr(dataset, "domain", domain) != domain:
         raise ConfigError(f"{cfg.data.root} holds {dataset.domain} data but {cfg.model.name} ({cfg.model.variant}) "
                           f"takes {domain}; prepare it with --domain {domain}")
     loader = DataLoader(dataset, batch_size=t.batch_size, sampler=StepSampler(start, t.steps, t.batch_size, env),
                         num_workers=cfg.data.workers, persistent_workers=False)
-    for batch in loader:
-        yield {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
+    return ({k: v.to(env.device, non_blocking=True) for k, v in batch.items()} for batch in loader)
 
 
 def _load_init(model: nn.Module, cfg: TrainConfig) -> None:
@@ -212,11 +214,14 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
         ckpt.set_rng_state(state["rng"])
         start, elapsed = int(state["step"]), float(state["extra"].get("seconds", 0.0))
         log.info("resuming %s at step %d", out, start)
+    objective.setup(model)  # stage logic (frozen parts) before any wrapper sees the parameters
     net: nn.Module = model
     if t.compile:
         net = torch.compile(model, dynamic=False)
     if env.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None)
+    # The data is checked before the run folder is made: a refused dataset leaves nothing behind.
+    batches = _batches(cfg, env, start, objective.data_domain or getattr(model, "domain", "rgb"), objective, model)
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -228,8 +233,6 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
             ckpt.save_checkpoint(out, model, optimizer, step, {"seconds": elapsed + time.perf_counter() - t0},
                                  metadata)
 
-    objective.setup(model)
-    batches = _batches(cfg, env, start, objective.data_domain or getattr(model, "domain", "rgb"), objective, model)
     writer = _tensorboard(out) if env.main else None
     bar = _progress(t.steps, start, progress and env.main)
     t0 = time.perf_counter()
