@@ -13,6 +13,8 @@ Usage:
         [--slice-type-crf 15,25,35 --slice-type-frames 8]
     python scripts/ship_weights.py runs/vig_small data/vig_val --variants ldp22,ldp27,ldp32,ldp37,crf35 \
         --slice-type-crf none --no-pass-through       # a model that reads no frame priors
+    python scripts/ship_weights.py runs/cavsr_small data/sr_val --crf 0,15,25,35 --frames 8 \
+        --slice-type-crf none --no-pass-through       # 4x super-resolution: scored against bicubic
 """
 
 from __future__ import annotations
@@ -156,7 +158,8 @@ def main() -> None:
             "clips": {n: c.get("source") for n, c in val_manifest["clips"].items()},
             "frames": {"frame_qp": args.frames or "all",
                        "slice_type": args.slice_type_frames if "slice_type" in runs else None},
-            "metric": f"PSNR/SSIM on the {full.metric}; psnr_in = decoded input, psnr_out = enhanced (8-bit)",
+            "metric": f"PSNR/SSIM on the {full.metric}; psnr_in = {full.input_name}, psnr_out = the model's "
+                      "8-bit output" + (f", against the {full.scale}x ground truth" if full.scale > 1 else ""),
             **results,
             **({"pass_through": gate} if not args.no_pass_through else {}),
         },
