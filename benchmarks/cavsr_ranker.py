@@ -8,7 +8,9 @@ frame at one CRF are positives). ``score`` measures, on validation data no recip
 
 * pairwise ranking accuracy: the share of validation pairs whose more compressed frame
   scores higher, for CRF pairs and for I/P/B pairs (ranking arms; a contrastive encoder has
-  no score);
+  no score). The frame type is an input of the encoder (a learned token), so I/P/B pairs
+  are also scored with the token hidden (both frames given as P): what the pictures alone
+  tell;
 * CRF separability, for every arm: nearest-centroid classification of a crop's CRF
   (0/15/25/35) from the encoder's pooled representation, the centroids taken from
   training crops (chance: 25%), the quantitative stand-in for the paper's t-SNE plot.
@@ -59,11 +61,16 @@ def ranking_accuracy(encoder: torch.nn.Module, val: str, pairs: int, crop: int) 
     """Share of validation pairs ordered correctly, by kind."""
     data = RankingPairs(val, crop, pairs, seed=12345, augment=False)
     right = {CRF_PAIR: [], TYPE_PAIR: []}
+    blind = []  # I/P/B pairs with the frame-type token hidden (both given as P): the pictures alone
     for i in range(pairs):
         s = data[i]
         score = encoder.score(s["frames"], s["frame_type"])
         right[int(s["kind"])].append(bool((score[0] - score[1]).sign() == s["order"]))
+        if s["kind"] == TYPE_PAIR:
+            score = encoder.score(s["frames"], torch.ones(2, dtype=torch.int64))
+            blind.append(bool((score[0] - score[1]).sign() == s["order"]))
     return {"crf_pairs": float(np.mean(right[CRF_PAIR])), "type_pairs": float(np.mean(right[TYPE_PAIR])),
+            "type_pairs_token_hidden": float(np.mean(blind)),
             "crf_pair_count": len(right[CRF_PAIR]), "type_pair_count": len(right[TYPE_PAIR])}
 
 
@@ -105,11 +112,13 @@ def score(arms: dict[str, Path], val: str, train_root: str, pairs: int, count: i
         rows.append(row)
         print(json.dumps(row))
     out.write_text(json.dumps(rows, indent=1))
-    print("| arm | loss | steps | minutes | CRF pairs ordered | I/P/B pairs ordered | CRF nearest-centroid accuracy |")
-    print("|---|---|---|---|---|---|---|")
+    print("| arm | loss | steps | minutes | CRF pairs ordered | I/P/B pairs ordered | the same, type token hidden "
+          "| CRF nearest-centroid accuracy |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         acc = (f"{100 * r['crf_pairs']:.1f}% ({r['crf_pair_count']}) | {100 * r['type_pairs']:.1f}% "
-               f"({r['type_pair_count']})") if "crf_pairs" in r else "n/a | n/a"
+               f"({r['type_pair_count']}) | {100 * r['type_pairs_token_hidden']:.1f}%") if "crf_pairs" in r \
+            else "n/a | n/a | n/a"
         print(f"| {r['arm']} | {r['objective']} | {r['steps']} | {r['seconds'] / 60:.1f} | {acc} | "
               f"{100 * r['crf_separability']:.1f}% |")
 
