@@ -15,7 +15,7 @@ frame at one CRF are positives). ``score`` measures, on validation data no recip
   (0/15/25/35) from the encoder's pooled representation, the centroids taken from
   training crops (chance: 25%), the quantitative stand-in for the paper's t-SNE plot.
 
-    codecave train configs/cavsr/ranker.yaml                       # rl: the recipe itself
+    codecave train configs/cavsr/ranker.yaml --set train.threads=1  # rl: the recipe itself
     python benchmarks/cavsr_ranker.py train runs/cavsr_ranker_claims --arm rl_crf
     python benchmarks/cavsr_ranker.py train runs/cavsr_ranker_claims --arm cl
     python benchmarks/cavsr_ranker.py score rl=runs/cavsr_ranker rl_crf=runs/cavsr_ranker_claims/rl_crf \
@@ -46,8 +46,8 @@ ARMS = {
 }
 
 
-def train_arm(out: Path, arm: str, steps: int | None, seed: int) -> None:
-    overrides: dict[str, object] = {**ARMS[arm], "out": str(out / arm), "train.seed": seed}
+def train_arm(out: Path, arm: str, steps: int | None, seed: int, threads: int) -> None:
+    overrides: dict[str, object] = {**ARMS[arm], "out": str(out / arm), "train.seed": seed, "train.threads": threads}
     if steps:
         overrides["train.steps"] = steps
     cfg = load_config(RECIPE, overrides)
@@ -131,6 +131,7 @@ def main() -> None:
     t.add_argument("--arm", choices=sorted(ARMS), required=True)
     t.add_argument("--steps", type=int, default=None, help="default: the recipe's")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=1, help="torch threads (the recipe's rl run used 1)")
     s = sub.add_parser("score")
     s.add_argument("arms", nargs="+", help="NAME=RUN_FOLDER, e.g. rl=runs/cavsr_ranker")
     s.add_argument("--out", type=Path, default=Path("ranker_scores.json"))
@@ -142,7 +143,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.cmd == "train":
-        train_arm(args.out, args.arm, args.steps, args.seed)
+        train_arm(args.out, args.arm, args.steps, args.seed, args.threads)
     else:
         arms = dict(a.split("=", 1) for a in args.arms)
         score({k: Path(v) for k, v in arms.items()}, args.val, args.train_data, args.pairs, args.crops, args.crop,
