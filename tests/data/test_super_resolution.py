@@ -124,3 +124,17 @@ def test_an_ablation_without_some_layers_starts_from_the_tensors_that_fit(tiny_s
     plain = create_model("cavsr", weights=str(tmp_path / "plain"))
     assert torch.equal(plain.compression_encoder.body[0].weight, ranked.compression_encoder.body[0].weight)
     assert not hasattr(plain, "forward_align") and plain.config.alignment == "none"
+
+
+def test_the_contrastive_alternative_trains_on_two_views_of_one_frame(tiny_sr_dataset: Path, tmp_path: Path) -> None:
+    from codecave.data.ranking import CompressionViews
+
+    views = CompressionViews(tiny_sr_dataset, crop=16, length=4, seed=0, augment=False)
+    s = views[0]
+    assert s["frames"].shape == (2, 3, 16, 16) and s["frame_type"][0] == s["frame_type"][1]
+    data = json.loads(json.dumps(CAVSR_TINY))
+    data["data"]["root"], data["out"] = str(tiny_sr_dataset), str(tmp_path / "cl")
+    data["train"]["batch_size"] = 4
+    data["objective"] = {"name": "compression_contrast", "settings": {"temperature": 0.07}}
+    result = train(parse_config(data), progress=False)
+    assert result.finished and 0 < result.loss < 10  # InfoNCE over 8 views: about log(7) at the start
