@@ -138,3 +138,20 @@ def test_the_contrastive_alternative_trains_on_two_views_of_one_frame(tiny_sr_da
     data["objective"] = {"name": "compression_contrast", "settings": {"temperature": 0.07}}
     result = train(parse_config(data), progress=False)
     assert result.finished and 0 < result.loss < 10  # InfoNCE over 8 views: about log(7) at the start
+
+
+def test_the_degradation_samples_where_bicubic_up_sampling_expects_them() -> None:
+    """Low-resolution pixel i is the blurred picture at 4i + 1.5: bicubic up-sampling of a
+    decimated ramp gives the ramp back (to rounding), not a ramp 1.5 pixels off."""
+    import torch.nn.functional as F
+
+    from codecave.data.prepare import blur_downsample
+
+    yy, xx = np.meshgrid(np.arange(64), np.arange(96), indexing="ij")
+    ramp = np.stack([2.0 * xx + 20, 3.0 * yy + 10, xx + yy + 5], -1).astype(np.uint8)[None]
+    low = blur_downsample(ramp, 4, 1.5)
+    assert low.shape == (1, 16, 24, 3)
+    up = F.interpolate(torch.from_numpy(low).permute(0, 3, 1, 2).float(), scale_factor=4, mode="bicubic",
+                       align_corners=False)
+    error = (up - torch.from_numpy(ramp).permute(0, 3, 1, 2).float())[..., 12:-12, 12:-12].abs()
+    assert error.max() <= 1.5  # 1.5 px off would be 4.5 levels on the 3-levels-per-pixel ramp

@@ -90,6 +90,9 @@ class PrepareSettings:
         scale: 4 blurs (Gaussian, ``blur_sigma``) and downsamples the ground truth 4x
             before encoding, for compressed super-resolution sets; 1 encodes as is.
         blur_sigma: Gaussian sigma of the blur before downsampling.
+        decimation: where the low-resolution samples sit: ``centred`` (where bicubic
+            up-sampling expects them; :func:`blur_downsample`). Recorded for ``scale`` > 1,
+            so that a set made before it (pixels 0, 4, 8...) is not resumed as if it were one.
         still_frames: clip length made from each still photo.
         still_size: ``(height, width)`` of clips made from stills.
         yuv_size: ``(width, height)`` of raw ``.yuv`` sources.
@@ -111,6 +114,7 @@ class PrepareSettings:
     crop_multiple: int = 16
     scale: int = 1
     blur_sigma: float = 1.5
+    decimation: str = "centred"
     still_frames: int = 7
     still_size: tuple[int, int] = (256, 448)
     yuv_size: tuple[int, int] | None = None
@@ -128,6 +132,8 @@ class PrepareSettings:
             raise DatasetError("give at least one CRF, QP or low-delay P rate point")
         if not all(0 <= q <= 48 for q in self.ldp_qps):
             raise DatasetError(f"low-delay P base QPs {list(self.ldp_qps)}: use 0..48 (the cascade adds up to 3)")
+        if self.decimation != "centred":
+            raise DatasetError(f"decimation {self.decimation!r}: only 'centred' is made")
         if self.scale not in (1, 2, 4):
             raise DatasetError(f"scale {self.scale}: use 1 (no downscale), 2 or 4")
         if self.max_frames < 1 or self.still_frames < 2:
@@ -155,6 +161,8 @@ class PrepareSettings:
         """Settings as stored in the manifest."""
         d = asdict(self)
         d["crfs"], d["qps"], d["ldp_qps"] = list(self.crfs), list(self.qps), list(self.ldp_qps)
+        if self.scale == 1:
+            d.pop("decimation")  # enhancement sets: nothing is decimated
         d["still_size"] = list(self.still_size)
         d["yuv_size"] = None if self.yuv_size is None else list(self.yuv_size)
         return d
@@ -190,6 +198,13 @@ def _crop(frames: np.ndarray, multiple: int) -> np.ndarray:
 def blur_downsample(frames: np.ndarray, scale: int, sigma: float) -> np.ndarray:
     """Gaussian blur then keep every ``scale``-th pixel (the BD degradation of VSR papers).
 
+    The samples are centred as every up-sampler with aligned pixel centres (bicubic in
+    PyTorch, OpenCV, MATLAB) expects them: low-resolution pixel ``i`` is the blurred
+    picture at high-resolution position ``scale * i + (scale - 1) / 2`` (a Gaussian
+    centred between two pixels for even scales). Keeping pixels ``0, scale, 2 scale...``
+    instead puts every sample ``(scale - 1) / 2`` pixels off the up-sampler's grid (1.5
+    pixels at 4x), which costs bicubic 2.4 dB on Temple.
+
     Args:
         frames: ``(T, H, W, 3)`` uint8 with ``H`` and ``W`` multiples of ``scale``.
         scale: downsampling factor.
@@ -202,15 +217,17 @@ def blur_downsample(frames: np.ndarray, scale: int, sigma: float) -> np.ndarray:
     import torch.nn.functional as F
 
     radius = max(1, int(np.ceil(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    centre = (scale - 1) / 2  # where sample 0 sits, in high-resolution pixels
+    first = int(np.floor(centre))  # the pixel the kernel is anchored at
+    x = torch.arange(-radius, radius + 2, dtype=torch.float32) - (centre - first)
     k1 = torch.exp(-(x**2) / (2 * sigma**2))
     k1 = k1 / k1.sum()
     t = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     c = t.shape[1]
-    t = F.pad(t, (radius, radius, radius, radius), mode="reflect")
+    t = F.pad(t, (radius, radius + 1, radius, radius + 1), mode="reflect")
     t = F.conv2d(t, k1.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
     t = F.conv2d(t, k1.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-    t = t[:, :, ::scale, ::scale]
+    t = t[:, :, first::scale, first::scale]
     return t.round().clamp(0, 255).byte().permute(0, 2, 3, 1).contiguous().numpy()
 
 
