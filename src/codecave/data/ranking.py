@@ -111,7 +111,7 @@ class RankingPairs(Dataset):
 
     def _crf_pair(self, rng: np.random.Generator, name: str
                   ) -> tuple[tuple[PreparedClip, int, float], tuple[PreparedClip, int, float]]:
-        """The same frame at two CRFs, of the same type in both (else any frame: up to 8 tries)."""
+        """The same frame at two CRFs, of the same type in both encodes (any frame if no frame is)."""
         a, b = rng.choice(len(self.variants), size=2, replace=False)
         clip_a, clip_b = self._clip(name, self.variants[a]), self._clip(name, self.variants[b])
         n = clip_a.decoded.shape[0]

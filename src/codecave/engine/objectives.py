@@ -202,8 +202,7 @@ class CompressionRanking(Objective):
     def dataset(self, cfg: TrainConfig, length: int, model: nn.Module) -> Dataset:
         from codecave.data.ranking import RankingPairs
 
-        variants = tuple(dict.fromkeys((*cfg.data.compressed, cfg.data.lossless) if cfg.data.lossless
-                                       else cfg.data.compressed))
+        variants = _rate_points(cfg)
         return RankingPairs(cfg.data.root, cfg.data.crop, length, seed=cfg.train.seed, variants=variants,
                             type_share=self.type_share, reach=self.reach, augment=cfg.data.augment)
 
@@ -219,7 +218,7 @@ class CompressionRanking(Objective):
         return {"name": self.name, "margin": self.margin, "type_share": self.type_share, "reach": self.reach}
 
 
-class CompressionContrast(CompressionRanking):
+class CompressionContrast(Objective):
     """The contrastive alternative to the ranking loss (paper Table 3, "CL"; DASR's
     degradation-aware contrastive learning): two crops of one frame at one CRF are a
     positive pair, every other crop of the batch a negative (InfoNCE with in-batch
@@ -233,8 +232,10 @@ class CompressionContrast(CompressionRanking):
 
     name = "compression_contrast"
 
+    data_domain = "rgb"
+
     def __init__(self, train: TrainSection, temperature: float = 0.07) -> None:
-        Objective.__init__(self, train)
+        super().__init__(train)
         if temperature <= 0:
             raise ConfigError(f"compression_contrast: temperature {temperature} must be positive")
         self.temperature = float(temperature)
@@ -242,8 +243,7 @@ class CompressionContrast(CompressionRanking):
     def dataset(self, cfg: TrainConfig, length: int, model: nn.Module) -> Dataset:
         from codecave.data.ranking import CompressionViews
 
-        variants = tuple(dict.fromkeys((*cfg.data.compressed, cfg.data.lossless) if cfg.data.lossless
-                                       else cfg.data.compressed))
+        variants = _rate_points(cfg)
         return CompressionViews(cfg.data.root, cfg.data.crop, length, seed=cfg.train.seed, variants=variants,
                                 augment=cfg.data.augment)
 
@@ -277,6 +277,12 @@ class SuperResolution(Objective):
         out = net(batch["frames"], batch)
         t = self.train
         return training_loss(t.loss, round_8bit(out.float()) if t.round_output else out, batch["gt"])
+
+
+def _rate_points(cfg: TrainConfig) -> tuple[str, ...]:
+    """The rate points a recipe draws from: its compressed ones, then the lossless one if any."""
+    lossless = (cfg.data.lossless,) if cfg.data.lossless else ()
+    return tuple(dict.fromkeys((*cfg.data.compressed, *lossless)))
 
 
 def _unwrap(net: nn.Module) -> nn.Module:
