@@ -18,6 +18,9 @@ set and prints mean ΔPSNR-Y over bicubic per rate point, and Temple's alone.
     taskset -c 0 python benchmarks/cavsr_claims.py train runs/cavsr_claims --arm full --minutes 60 &
     taskset -c 1 python benchmarks/cavsr_claims.py train runs/cavsr_claims --arm plain --minutes 60
     python benchmarks/cavsr_claims.py score runs/cavsr_claims --val data/sr_val --frames 8
+
+(``score --arms full,plain --threads 1`` on one core and the rest on the other, then a
+plain ``score`` tabulates the reports already written.)
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from codecave.engine.config import load_config
@@ -76,18 +78,28 @@ def train_arm(out: Path, arm: str, minutes: float, threads: int, init: str) -> N
     (folder / "arm.json").write_text(json.dumps(record, indent=1))
 
 
-def score(out: Path, val: str, frames: int, variants: list[str]) -> None:
+def score(out: Path, val: str, frames: int, variants: list[str], arms: list[str] | None, again: bool) -> None:
+    """Evaluate the arms (or those named) and print the table of every arm scored so far.
+
+    An arm's report (``ARM/validation/scores.json``) is reused unless ``again``, so the arms
+    can be scored on several cores at once and tabulated together.
+    """
     rows = {}
     for folder in sorted(p for p in out.iterdir() if (p / "arm.json").exists()):
-        model = create_model("cavsr", weights=str(folder / "run"))
-        report = evaluate(Enhancer(model, EnhanceOptions(device="cpu")), val, variants, max_frames=frames,
-                          model_info={"name": "cavsr", "arm": folder.name, "weights": str(folder / "run")})
-        write_report(report, folder / "validation")
-        mean = {v: m["delta_psnr"] for v, m in report.by_variant().items()}
-        temple = {s.variant: s.summary()["delta_psnr"] for s in report.scores if s.clip == "temple"}
-        rows[folder.name] = {"arm": json.loads((folder / "arm.json").read_text()), "mean": mean, "temple": temple,
-                             "bicubic_temple": {s.variant: float(np.mean(s.psnr_in)) for s in report.scores
-                                                if s.clip == "temple"}}
+        report_json = folder / "validation" / "scores.json"
+        if (arms is None or folder.name in arms) and (again or not report_json.exists()):
+            model = create_model("cavsr", weights=str(folder / "run"))
+            report = evaluate(Enhancer(model, EnhanceOptions(device="cpu")), val, variants, max_frames=frames,
+                              model_info={"name": "cavsr", "arm": folder.name, "weights": str(folder / "run")})
+            write_report(report, folder / "validation")
+        if not report_json.exists():
+            continue
+        scored = json.loads(report_json.read_text())
+        temple = [c for c in scored["clips"] if c["clip"] == "temple"]
+        rows[folder.name] = {"arm": json.loads((folder / "arm.json").read_text()),
+                             "mean": {v: m["delta_psnr"] for v, m in scored["mean"].items()},
+                             "temple": {c["variant"]: c["delta_psnr"] for c in temple},
+                             "bicubic_temple": {c["variant"]: c["psnr_in"] for c in temple}}
         print(folder.name, json.dumps(rows[folder.name]["mean"]))
     (out / "scores.json").write_text(json.dumps(rows, indent=1))
     head = " | ".join(variants)
@@ -113,12 +125,15 @@ def main() -> None:
     s.add_argument("--val", default="data/sr_val")
     s.add_argument("--frames", type=int, default=8)
     s.add_argument("--variants", default="crf0,crf15,crf25,crf35")
+    s.add_argument("--arms", default=None, help="comma-separated arms to evaluate (default: all); the table lists all")
+    s.add_argument("--again", action="store_true", help="evaluate arms that already have a report")
+    s.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if args.cmd == "train":
         train_arm(args.out, args.arm, args.minutes, args.threads, args.init)
     else:
-        torch.set_num_threads(2)
-        score(args.out, args.val, args.frames, args.variants.split(","))
+        torch.set_num_threads(args.threads)
+        score(args.out, args.val, args.frames, args.variants.split(","), args.arms and args.arms.split(","), args.again)
 
 
 if __name__ == "__main__":
