@@ -65,6 +65,11 @@ def test_train_then_evaluate_from_the_command_line(tiny_dataset: Path, tmp_path:
     printed = capsys.readouterr().out
     assert "| pan0 | crf35 |" in printed
     assert {p.name for p in out.iterdir()} == {"scores.json", "scores.md", "psnr_per_frame.png"}
+    assert json.loads((out / "scores.json").read_text())["model"]["precision"] == "fp32"
+    assert main(["evaluate", str(tiny_dataset), "--weights", str(tmp_path / "run"), "--crf", "35",
+                 "--precision", "bf16", "--out", str(tmp_path / "eval_bf16")]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "eval_bf16" / "scores.json").read_text())["model"]["precision"] == "bf16"
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert main(["evaluate", str(tiny_dataset), "--weights", str(tmp_path / "run"), "--crf", "99"]) == 2
     assert "crf99" in capsys.readouterr().err

@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="frames per model call (default: the model's, 4; CAVSR 16)")
     p.add_argument("--pass-through-qp", type=float, default=None, metavar="QP",
                    help="pass frames at or below this QP through (default: the model's own; negative: off)")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="run the model in fp32 or under bf16 autocast, as `enhance --precision` (default: the "
+                        "model's choice)")
     p.set_defaults(run=run)
 
 
@@ -39,14 +42,15 @@ def run(args: argparse.Namespace) -> int:
 
     model = create_model(args.model, weights=args.weights, variant=args.variant)
     enhancer = Enhancer(model, EnhanceOptions(chunk=args.chunk, device=args.device, slice_type=args.slice_type,
-                                                pass_through_qp=args.pass_through_qp))
+                                                pass_through_qp=args.pass_through_qp,
+                                                precision=args.precision))
     variants = [f"crf{v.strip()}" for v in args.crf.split(",")] if args.crf else None
     if args.variants:
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     clips = args.clips.split(",") if args.clips else None
     report = evaluate(enhancer, args.dataset, variants, clips, args.frames,
                       model_info={"name": args.model, "variant": getattr(model, "variant", args.variant),
-                                  "weights": str(args.weights)},
+                                  "weights": str(args.weights), "precision": enhancer.precision},
                       progress=lambda m: print(f"evaluating {m}", file=sys.stderr))
     paths = write_report(report, args.out)
     print(report.to_markdown())
