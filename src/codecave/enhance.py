@@ -77,8 +77,8 @@ class EnhanceOptions:
             validation and listed with its shipped weights), a negative value turns it off.
         precision: ``fp32``, ``bf16`` (the model under bfloat16 autocast; inputs, outputs
             and the residual addition stay float32), or None for the model's own choice
-            (``model.inference_precision``, else fp32): VIG runs in bf16, which
-            ``benchmarks/vig_precision.py`` measured against fp32 on validation.
+            (``model.inference_precision``, else fp32): VIG and CAVSR run in bf16, measured
+            against fp32 on validation (``benchmarks/vig_precision.py``; README, CAVSR).
     """
 
     chunk: int | None = None
