@@ -337,7 +337,7 @@ class CAVSR(nn.Module):
     #: Priors the model reads (design section 3).
     needs_priors = ("frame_type", "mv_past", "mv_future", "mv_valid")
     #: How :class:`codecave.enhance.Enhancer` runs it unless told otherwise: bfloat16
-    #: autocast, 2.1x faster on CPU (``benchmarks/cavsr_cost.py``); on validation the shipped
+    #: autocast, 1.7x faster on CPU (``benchmarks/cavsr_cost.py``); on validation the stage-1
     #: weights' mean gain over bicubic moved by 0.0011 dB at most (README, CAVSR).
     inference_precision = "bf16"
 
