@@ -81,18 +81,27 @@ def train_arm(out: Path, arm: str, minutes: float, threads: int, init: str) -> N
 def score(out: Path, val: str, frames: int, variants: list[str], arms: list[str] | None, again: bool) -> None:
     """Evaluate the arms (or those named) and print the table of every arm scored so far.
 
-    An arm's report (``ARM/validation/scores.json``) is reused unless ``again``, so the arms
-    can be scored on several cores at once and tabulated together.
+    An arm's report (``ARM/validation/scores.json``) is reused unless ``again`` or it was made
+    with other settings, so the arms can be scored on several cores at once and tabulated
+    together; a report with other settings that is not evaluated again is left out.
     """
     rows = {}
     for folder in sorted(p for p in out.iterdir() if (p / "arm.json").exists()):
         report_json = folder / "validation" / "scores.json"
-        if (arms is None or folder.name in arms) and (again or not report_json.exists()):
+        settings = {"val": str(val), "frames": frames, "variants": variants}
+        stale = report_json.exists() and any(
+            json.loads(report_json.read_text())["model"].get(k) != v for k, v in settings.items())
+        if (arms is None or folder.name in arms) and (again or stale or not report_json.exists()):
             model = create_model("cavsr", weights=str(folder / "run"))
-            report = evaluate(Enhancer(model, EnhanceOptions(device="cpu")), val, variants, max_frames=frames,
-                              model_info={"name": "cavsr", "arm": folder.name, "weights": str(folder / "run")})
+            enhancer = Enhancer(model, EnhanceOptions(device="cpu", precision="fp32"))
+            report = evaluate(enhancer, val, variants, max_frames=frames,
+                              model_info={"name": "cavsr", "arm": folder.name, "weights": str(folder / "run"),
+                                          "precision": "fp32", **settings})
             write_report(report, folder / "validation")
-        if not report_json.exists():
+            stale = False
+        if not report_json.exists() or stale:
+            if stale:
+                print(f"{folder.name}: its report was made with other --val/--frames/--variants; left out")
             continue
         scored = json.loads(report_json.read_text())
         temple = [c for c in scored["clips"] if c["clip"] == "temple"]
@@ -129,6 +138,8 @@ def main() -> None:
     s.add_argument("--again", action="store_true", help="evaluate arms that already have a report")
     s.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.cmd == "score" and args.arms and set(args.arms.split(",")) - set(ARMS):
+        ap.error(f"unknown arms {sorted(set(args.arms.split(',')) - set(ARMS))}; choose from {sorted(ARMS)}")
     if args.cmd == "train":
         train_arm(args.out, args.arm, args.minutes, args.threads, args.init)
     else:

@@ -51,7 +51,7 @@ def main() -> None:
     gt = _t(clip.gt[:n])
 
     def run(radius: int, chunk: int) -> tuple[np.ndarray, float]:
-        enhancer = Enhancer(model, EnhanceOptions(device="cpu", chunk=chunk))
+        enhancer = Enhancer(model, EnhanceOptions(device="cpu", chunk=chunk, precision="fp32"))
         enhancer.radius = radius
         start = time.perf_counter()
         out = enhancer.enhance_clip(frames, priors, crf)

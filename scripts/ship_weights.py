@@ -114,6 +114,8 @@ def main() -> None:
     ap.add_argument("--slice-type-crf", default="15,25,35",
                     help="rate points for the slice-type-only check ('none' to skip it)")
     ap.add_argument("--slice-type-frames", type=int, default=8, help="first N frames for the slice-type check")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="how the model runs while validated (default fp32, whatever the model's own choice)")
     ap.add_argument("--no-pass-through", action="store_true",
                     help="do not set a pass-through QP (by default it is chosen from the frame-QP validation)")
     args = ap.parse_args()
@@ -126,8 +128,9 @@ def main() -> None:
         runs["slice_type"] = ([f"crf{c}" for c in args.slice_type_crf.split(",")], args.slice_type_frames, True)
     results: dict[str, object] = {}
     for mode, (variants, frames, slice_type) in runs.items():
-        report = evaluate(Enhancer(model, EnhanceOptions(slice_type=slice_type)), args.val, variants,
-                          max_frames=frames, model_info={"name": cfg.model.name, "weights": str(args.run)},
+        report = evaluate(Enhancer(model, EnhanceOptions(slice_type=slice_type, precision=args.precision)), args.val,
+                          variants, max_frames=frames,
+                          model_info={"name": cfg.model.name, "weights": str(args.run), "precision": args.precision},
                           progress=lambda m, mode=mode: print(f"[{mode}] {m}", flush=True))
         write_report(report, args.run / "validation" / mode)
         results[mode] = {v: {k: round(x, 4) for k, x in m.items()} for v, m in report.by_variant().items()}
@@ -156,6 +159,7 @@ def main() -> None:
         "training": training_entry(args.run),
         "validation": {
             "clips": {n: c.get("source") for n, c in val_manifest["clips"].items()},
+            "precision": args.precision,
             "frames": {"frame_qp": args.frames or "all",
                        "slice_type": args.slice_type_frames if "slice_type" in runs else None},
             "metric": f"PSNR/SSIM on the {full.metric}; psnr_in = {full.input_name}, psnr_out = the model's "

@@ -327,7 +327,7 @@ class CAVSR(nn.Module):
     domain = "rgb"
     #: Frames of context on each side of the frames it outputs when a file is streamed in
     #: overlapping windows (the recurrence is bidirectional and unbounded).
-    #: ``benchmarks/cavsr_windows.py`` with the shipped weights (Temple, CRF 25): 2 frames
+    #: ``benchmarks/cavsr_windows.py`` with first-stage weights (Temple, CRF 25): 2 frames
     #: leave the 8-bit output 0.024 code values from a whole-clip run on average (9 at
     #: most; PSNR-Y against the ground truth -0.0003 dB), 4 frames 0.004 at 1.2x the time.
     temporal_radius = 2
