@@ -475,6 +475,54 @@ def test_recurrent_vig_streams_a_file_once_per_frame_equal_to_the_whole_clip(tmp
     assert any(not np.array_equal(p.y, d.y) for p, d in zip(out, decoded))
 
 
+def test_crds_streams_a_file_in_chunks_with_context_and_flat_memory(tmp_path: Path) -> None:
+    """CRDS through the Enhancer: every frame comes out once, chroma is the decoder's, odd
+    sizes are padded and cropped back, and with a chunk as long as the clip the Y plane equals
+    the model run on the whole clip (DIS motion included)."""
+    from codecave.models.crds import CRDSStream
+
+    src = tmp_path / "in.mp4"
+    encode_frames(pan_frames(9, 70, 98), src, EncodeSettings(crf=35, preset="veryfast"))
+    torch.manual_seed(0)
+    model = create_model("crds", weights=None)
+    with open_video(src) as video:
+        decoded = [f.planes for f in video]
+    held = []
+    model.streamer = lambda qp=None: _Watched(model, held)  # type: ignore[method-assign]
+    with open_video(src) as video:
+        out = list(Enhancer(model, EnhanceOptions(device="cpu", precision="fp32")).stream(video, crf=35.0,
+                                                                                         output="yuv420"))
+    assert len(out) == 9 and max(held) <= model.config.chunk + 2 * model.config.context
+    for p, d in zip(out, decoded):
+        assert np.array_equal(p.u, d.u) and np.array_equal(p.v, d.v) and p.y.shape == d.y.shape
+    assert any(not np.array_equal(p.y, d.y) for p, d in zip(out, decoded))
+    y = torch.stack([torch.from_numpy(p.y.astype(np.float32)) for p in decoded]) / 255
+    y = torch.nn.functional.pad(y[None], (0, 2, 0, 2), mode="replicate")[0]
+    with torch.no_grad():
+        whole = model(y[None, :, None])[0, :, 0, :70, :98]
+        stream = CRDSStream(model, chunk=9)
+        first = [stream.push(y[i][None, None]) for i in range(9)]
+        streamed = [f for f in first if f is not None] + stream.flush()
+    torch.testing.assert_close(torch.stack(streamed)[:, 0, 0, :70, :98], whole)
+
+
+class _Watched:
+    """A CRDS stream that records how many frames it holds after each push."""
+
+    def __init__(self, model: torch.nn.Module, held: list[int]) -> None:
+        from codecave.models.crds import CRDSStream
+
+        self.inner, self.held = CRDSStream(model), held
+
+    def push(self, frame: torch.Tensor) -> torch.Tensor | None:
+        y = self.inner.push(frame)
+        self.held.append(len(self.inner.frames))
+        return y
+
+    def flush(self) -> list[torch.Tensor]:
+        return self.inner.flush()
+
+
 def test_super_resolution_writes_a_4x_video_with_the_frames_timestamps_and_audio(tmp_path: Path) -> None:
     """CAVSR (untrained: bicubic up-sampling) over a file: 4x the size, the same frames,
     timestamps and audio; overlapping windows give what the model gives on the whole clip

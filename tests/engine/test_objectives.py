@@ -128,3 +128,56 @@ def test_tgd_resumes_exactly(tiny_yuv_dataset: Path, tmp_path: Path) -> None:
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+CRDS_TINY = {
+    "name": "crds_tiny",
+    "model": {"name": "crds", "variant": "small",
+              "overrides": {"channels": 8, "stem": 4, "encoder_blocks": 1, "fusion_blocks": 1, "rpn_blocks": 1}},
+    "data": {"frames": 3, "crop": 32, "compressed": ["crf35"], "lossless": ""},
+    "train": {"steps": 4, "batch_size": 2, "lr": 1e-3, "checkpoint_every": 4, "log_every": 1, "threads": 1,
+              "loss": "charbonnier"},
+    "objective": {"name": "progressive_denoising", "settings": {"encoder_frozen": 0.5}},
+}
+
+
+def test_progressive_denoising_scores_the_stages_against_the_blends_and_freezes_the_encoder_first() -> None:
+    from codecave.engine.objectives import ProgressiveDenoising
+    from codecave.models.crds import CRDS, CRDSConfig
+
+    batch = _batch(t=3)
+    model = CRDS(CRDSConfig(channels=8, stem=4, encoder_blocks=1, fusion_blocks=1, rpn_blocks=1, motion="zero"))
+    train_section = TrainSection(steps=10, loss="charbonnier")
+    full = ProgressiveDenoising(train_section, encoder_frozen=0.3, intermediate_weight=2.0)
+    final_only = ProgressiveDenoising(train_section, intermediate_weight=0.0)
+    frames, gt = luma(batch["frames"])[:, :, None], luma(batch["gt"])[:, :, None]
+    with torch.no_grad():
+        out, stages = model(frames, return_stages=True)
+    from codecave.losses import training_loss
+    from codecave.models.crds import progressive_targets
+
+    expected = training_loss("charbonnier", out, gt)
+    torch.testing.assert_close(final_only.loss(model, batch, 0), expected)
+    blends = sum(training_loss("mse", s, t) for s, t in zip(stages, progressive_targets(frames, gt)))
+    torch.testing.assert_close(full.loss(model, batch, 0), expected + 2.0 * blends)
+    assert not any(p.requires_grad for p in model.encoder.parameters())  # step 0 < 0.3 * 10
+    full.loss(model, batch, 3)
+    assert all(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_crds_pretrains_its_auto_encoder_then_trains_on_the_same_engine(tiny_yuv_dataset: Path, tmp_path: Path) -> None:
+    from codecave.engine.checkpoint import load_checkpoint
+
+    data = json.loads(json.dumps(CRDS_TINY))
+    data["data"]["root"], data["out"] = str(tiny_yuv_dataset), str(tmp_path / "ldr")
+    data["objective"], data["data"]["frames"] = {"name": "ldr_pretraining"}, 1
+    assert train(parse_config(data), progress=False).finished
+    pre = load_checkpoint(tmp_path / "ldr")["model"]
+    data = json.loads(json.dumps(CRDS_TINY))
+    data["data"]["root"], data["out"] = str(tiny_yuv_dataset), str(tmp_path / "main")
+    data["train"]["init"] = str(tmp_path / "ldr")
+    main = train(parse_config(data), progress=False)
+    assert main.finished and torch.isfinite(torch.tensor(main.loss))
+    after = load_checkpoint(tmp_path / "main")["model"]
+    assert not torch.equal(pre["blocks.0.rpn.out.weight"], after["blocks.0.rpn.out.weight"])
+    assert not torch.equal(pre["encoder.head.weight"], after["encoder.head.weight"])  # unfrozen after step 2

@@ -22,6 +22,11 @@ logic of its own. A config names its objective (``objective.name``) and gives it
 * ``super_resolution``: CAVSR's second stage: the compression encoder frozen (weights
   and batch-normalisation statistics), the rest trained on ``--scale 4`` windows, every
   output frame scored against the high-resolution ground truth.
+* ``ldr_pretraining``: CRDS's latent degradation-residual auto-encoder alone, on pairs of a
+  compressed frame and a blend of it with the original (paper eq. 12).
+* ``progressive_denoising``: CRDS's main training: the final output (Charbonnier) plus the
+  intermediate estimates against the progressive hybrid targets (L2), the pre-trained
+  encoder frozen at the start (paper section 3.4).
 
 An objective also says what a training example is (:meth:`Objective.dataset`) and
 what is frozen (:meth:`Objective.setup`).
@@ -279,6 +284,76 @@ class SuperResolution(Objective):
         return training_loss(t.loss, round_8bit(out.float()) if t.round_output else out, batch["gt"])
 
 
+class LDRPretraining(RecurrentLuma):
+    """CRDS's latent degradation-residual auto-encoder alone (paper eq. 12, SPECS 1.2.2): every
+    frame of a window is a pair (compressed ``x_hat``, blend ``x~ = alpha x_hat + (1 - alpha) x``)
+    with ``alpha`` drawn from 0, .25, .5, .75 (from the step number, so a resumed run draws the
+    same); the decoder's residual ``D(E(x_hat), E(x~))`` should be ``x~ - x_hat``, its squared
+    error weighted by ``1 / (alpha + 0.25)``."""
+
+    name = "ldr_pretraining"
+
+    def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        from codecave.models.crds import LEVELS, ldr_weight
+
+        frames, gt, _ = self.clips(batch)
+        x_hat, x = frames.flatten(0, 1), gt.flatten(0, 1)  # (N, 1, H, W)
+        generator = torch.Generator().manual_seed(self.train.seed * 1_000_003 + step)
+        alpha = (torch.randint(0, LEVELS, (x.shape[0],), generator=generator) / LEVELS).to(x.device)
+        x_blend = torch.lerp(x, x_hat, alpha.view(-1, 1, 1, 1))
+        model = _unwrap(net)
+        residual = model.decoder(model.encoder(x_hat), model.encoder(x_blend))
+        per_frame = (residual.float() + x_hat - x_blend).square().mean(dim=(1, 2, 3))
+        return (per_frame * ldr_weight(alpha)).mean()
+
+
+class ProgressiveDenoising(RecurrentLuma):
+    """CRDS's main training (paper section 3.4, SPECS 1.2.3 and 1.3): the whole network on luma
+    windows, ``train.loss`` (Charbonnier in the paper) on the output, plus, while
+    ``intermediate_weight`` is on, L2 of the estimates after blocks 4, 3, 2 against the
+    progressive hybrid targets (alpha 0.75, 0.5, 0.25); the LDR encoder frozen for the first
+    ``encoder_frozen`` share of ``train.steps`` (the pre-trained start).
+
+    Args:
+        train: the config's train section.
+        encoder_frozen: share of the steps with the LDR encoder frozen (0: never).
+        intermediate_weight: weight of the intermediate supervision (0: the final loss only,
+            the paper's last stage).
+    """
+
+    name = "progressive_denoising"
+
+    def __init__(self, train: TrainSection, encoder_frozen: float = 0.0, intermediate_weight: float = 1.0) -> None:
+        super().__init__(train)
+        if not 0 <= encoder_frozen <= 1 or intermediate_weight < 0:
+            raise ConfigError(f"progressive_denoising: encoder_frozen {encoder_frozen} must be in [0, 1] and "
+                              f"intermediate_weight {intermediate_weight} >= 0")
+        self.encoder_frozen, self.intermediate_weight = float(encoder_frozen), float(intermediate_weight)
+
+    def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        from codecave.models.crds import progressive_targets
+
+        model = _unwrap(net)
+        frozen = step < self.encoder_frozen * self.train.steps
+        for p in model.encoder.parameters():
+            p.requires_grad_(not frozen)
+        frames, gt, _ = self.clips(batch)
+        codec_motion = None
+        if model.config.motion == "codec":
+            codec_motion = {-1: batch["mv_past"], 1: batch["mv_future"]}
+        out, stages = net(frames, codec_motion, return_stages=True)
+        t = self.train
+        loss = training_loss(t.loss, round_8bit(out.float()) if t.round_output else out, gt)
+        if self.intermediate_weight:
+            for stage, target in zip(stages, progressive_targets(frames, gt)):
+                loss = loss + self.intermediate_weight * training_loss("mse", stage, target)
+        return loss
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "encoder_frozen": self.encoder_frozen,
+                "intermediate_weight": self.intermediate_weight}
+
+
 def _rate_points(cfg: TrainConfig) -> tuple[str, ...]:
     """The rate points a recipe draws from: its compressed ones, then the lossless one if any."""
     lossless = (cfg.data.lossless,) if cfg.data.lossless else ()
@@ -294,7 +369,8 @@ def _unwrap(net: nn.Module) -> nn.Module:
 #: Objectives by the name configs give.
 OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (Restoration, RecurrentLuma, TruthGuidance,
                                                              CompressionRanking, CompressionContrast,
-                                                             SuperResolution)}
+                                                             SuperResolution, LDRPretraining,
+                                                             ProgressiveDenoising)}
 
 
 def build_objective(cfg: TrainConfig) -> Objective:
@@ -318,5 +394,5 @@ def build_objective(cfg: TrainConfig) -> Objective:
     return objective
 
 
-__all__ = ["OBJECTIVES", "CompressionContrast", "CompressionRanking", "Objective", "RecurrentLuma", "Restoration", "SuperResolution",
-           "TruthGuidance", "build_objective", "truth_guidance_mask"]
+__all__ = ["OBJECTIVES", "CompressionContrast", "CompressionRanking", "LDRPretraining", "Objective",
+           "ProgressiveDenoising", "RecurrentLuma", "Restoration", "SuperResolution", "TruthGuidance", "build_objective", "truth_guidance_mask"]

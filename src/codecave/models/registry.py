@@ -17,24 +17,25 @@ import torch
 from torch import nn
 
 from codecave.errors import ConfigError
-from codecave.models import cavsr, pnp_vcve, vig
+from codecave.models import cavsr, crds, pnp_vcve, vig
 
 #: name -> (model class for a config, variants). Static: no registration at import time.
 _MODELS = {
     "pnp_vcve": (pnp_vcve.model_class, pnp_vcve.VARIANTS),
     "vig": (lambda config: vig.VIG, vig.VARIANTS),
     "cavsr": (lambda config: cavsr.CAVSR, cavsr.VARIANTS),
+    "crds": (lambda config: crds.CRDS, crds.VARIANTS),
 }
 #: The model ``codecave enhance`` uses unless told otherwise.
 DEFAULT_MODEL = "pnp_vcve"
 #: Its variant: PnP-VCVE ``fast`` works on the YUV 4:2:0 planes the decoder gives.
 DEFAULT_VARIANT = "fast"
 #: The variant each model gets when none is named.
-_DEFAULT_VARIANTS = {"pnp_vcve": DEFAULT_VARIANT, "vig": "small", "cavsr": "small"}
+_DEFAULT_VARIANTS = {"pnp_vcve": DEFAULT_VARIANT, "vig": "small", "cavsr": "small", "crds": "small"}
 
 
 def default_variant(name: str) -> str:
-    """The variant of model ``name`` used when none is named (PnP-VCVE ``fast``, VIG and CAVSR ``small``)."""
+    """The variant of model ``name`` used when none is named (PnP-VCVE ``fast``; VIG, CAVSR and CRDS ``small``)."""
     return _DEFAULT_VARIANTS.get(name, DEFAULT_VARIANT)
 #: The variant that takes over, when the variant was left to the default, for input the
 #: default cannot take (not 4:2:0: 4:2:2, 4:4:4, RGB, gray): an RGB model.
