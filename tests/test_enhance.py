@@ -506,6 +506,25 @@ def test_crds_streams_a_file_in_chunks_with_context_and_flat_memory(tmp_path: Pa
     torch.testing.assert_close(torch.stack(streamed)[:, 0, 0, :70, :98], whole)
 
 
+def test_a_luma_model_holds_back_whole_streams_at_or_below_its_pass_through_qp(tmp_path: Path) -> None:
+    src = tmp_path / "in.mp4"
+    encode_frames(pan_frames(5, 64, 96), src, EncodeSettings(crf=22, preset="veryfast"))
+    torch.manual_seed(0)
+    model = create_model("crds", weights=None)
+    with open_video(src) as video:
+        decoded = [f.planes for f in video]
+    for crf, held in ((22.0, True), (35.0, False)):
+        report: dict[str, object] = {}
+        enhancer = Enhancer(model, EnhanceOptions(device="cpu", pass_through_qp=27))
+        with open_video(src) as video:
+            out = list(enhancer.stream(video, crf=crf, report=report, output="yuv420"))
+        same = [np.array_equal(p.y, d.y) for p, d in zip(out, decoded)]
+        assert len(out) == 5 and all(same) == held and report["passed_through"] == (5 if held else 0)
+    codes = np.stack([np.zeros((24, 16, 24), np.uint8) + 100] * 3)
+    held_clip = Enhancer(model, EnhanceOptions(device="cpu", pass_through_qp=27)).enhance_clip(codes, {}, 22.0)
+    assert np.array_equal(held_clip, codes)
+
+
 class _Watched:
     """A CRDS stream that records how many frames it holds after each push."""
 

@@ -75,6 +75,8 @@ class EnhanceOptions:
             unchanged (the sequence CRF stands in where the QP is unknown or hidden);
             None takes the model's own threshold (``model.pass_through_qp``, measured on
             validation and listed with its shipped weights), a negative value turns it off.
+            Luma models (VIG, CRDS) take no frame QPs and hold back per stream: the whole
+            stream passes through when its sequence QP/CRF is at or below the threshold.
         precision: ``fp32``, ``bf16`` (the model under bfloat16 autocast; inputs, outputs
             and the residual addition stay float32), or None for the model's own choice
             (``model.inference_precision``, else fp32): VIG and CAVSR run in bf16, measured
@@ -201,6 +203,12 @@ class Enhancer:
         if self.options.slice_type:
             qp = np.full(qp.shape, np.nan)
         return np.where(np.isnan(qp), float(crf), qp) <= self.pass_through_qp
+
+    def holds_back(self, crf: float) -> bool:
+        """Whether a luma model (``domain == "y"``) passes a whole stream through: its
+        sequence QP/CRF is at or below ``pass_through_qp``. Luma models take no frame QPs
+        (HEVC and AV1 files export none), so they hold back per sequence, not per frame."""
+        return self.domain == "y" and self.pass_through_qp is not None and crf <= self.pass_through_qp
 
     # -- in-memory clips -------------------------------------------------------------------
 
@@ -424,6 +432,8 @@ class Enhancer:
         """Packed codes ``(T, 24, h, w)`` with the Y plane enhanced frame by frame (recurrent)."""
         from codecave.grid import pack, unpack
 
+        if self.holds_back(crf):
+            return np.array(codes)
         x = to_unit(torch.from_numpy(np.array(codes)).to(self.device), bit_depth)
         y, u, v = unpack(x)
         stream, out = self._luma_stream(crf), []
@@ -437,7 +447,8 @@ class Enhancer:
 
     def _stream_luma(self, it: Iterator[CodedFrame], crf: float | None, encoder: object | None,
                      report: dict[str, object] | None, output: str) -> Iterator[np.ndarray] | Iterator[YUVPlanes]:
-        """Stream a recurrent luma model: each frame's Y plane once, chroma as decoded."""
+        """Stream a luma model: each frame's Y plane once, chroma as decoded (every frame as
+        decoded when the model holds back, :meth:`holds_back`)."""
         from codecave.errors import UnsupportedVideoError
 
         head: list[CodedFrame] = []
@@ -452,7 +463,10 @@ class Enhancer:
             log.info("sequence QP/CRF %.1f (%s)", crf, source)
         if report is not None:
             report.update(crf=crf, source=source, passed_through=0)
-        stream = self._luma_stream(crf)
+        hold = self.holds_back(crf)
+        if hold:
+            log.info("sequence QP/CRF %.1f is at or below %.1f: passing the stream through", crf, self.pass_through_qp)
+        stream = None if hold else self._luma_stream(crf)
         pending: deque[YUVPlanes] = deque()
 
         def emit(y: torch.Tensor) -> np.ndarray | YUVPlanes:
@@ -467,11 +481,16 @@ class Enhancer:
             if not frame.has_planes:
                 raise UnsupportedVideoError(f"{getattr(self.model, 'variant', 'this model')} takes only "
                                             f"YUV 4:2:0 input, not {frame.pix_fmt}")
+            if stream is None:  # held back: the decoder's frame as it is
+                if report is not None:
+                    report["passed_through"] = int(report["passed_through"]) + 1
+                yield planes_to_rgb(frame.planes) if output == "rgb" else frame.planes
+                continue
             pending.append(frame.planes)
             ready = self._push_luma(stream, frame.planes)
             if ready is not None:
                 yield emit(ready)
-        for ready in self._flush_luma(stream):
+        for ready in [] if stream is None else self._flush_luma(stream):
             yield emit(ready)
 
     @torch.inference_mode()
