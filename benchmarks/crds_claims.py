@@ -29,12 +29,10 @@ import shutil
 from pathlib import Path
 
 import torch
+from arms import add_score_parser, check_arms, score_arms
 
 from codecave.engine.config import load_config
 from codecave.engine.trainer import train
-from codecave.enhance import EnhanceOptions, Enhancer
-from codecave.evaluate import evaluate, write_report
-from codecave.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs/crds/small.yaml"
@@ -84,42 +82,6 @@ def train_arm(out: Path, arm: str, steps: int, threads: int, init: str) -> None:
     (folder / "arm.json").write_text(json.dumps(record, indent=1))
 
 
-def score(out: Path, val: str, frames: int, variants: list[str], arms: list[str] | None, again: bool) -> None:
-    """Evaluate the arms (or those named) and print the table of every arm scored so far;
-    a report made with other settings is evaluated again or, when not named, left out."""
-    rows = {}
-    for folder in sorted(p for p in out.iterdir() if (p / "arm.json").exists()):
-        report_json = folder / "validation" / "scores.json"
-        settings = {"val": str(val), "frames": frames, "variants": variants}
-        stale = report_json.exists() and any(
-            json.loads(report_json.read_text())["model"].get(k) != v for k, v in settings.items())
-        if (arms is None or folder.name in arms) and (again or stale or not report_json.exists()):
-            model = create_model("crds", weights=str(folder / "run"))
-            enhancer = Enhancer(model, EnhanceOptions(device="cpu", precision="fp32"))
-            report = evaluate(enhancer, val, variants, max_frames=frames,
-                              model_info={"name": "crds", "arm": folder.name, "weights": str(folder / "run"),
-                                          "precision": "fp32", **settings})
-            write_report(report, folder / "validation")
-            stale = False
-        if not report_json.exists() or stale:
-            if stale:
-                print(f"{folder.name}: its report was made with other --val/--frames/--variants; left out")
-            continue
-        scored = json.loads(report_json.read_text())
-        temple = [c for c in scored["clips"] if c["clip"] == "temple"]
-        rows[folder.name] = {"arm": json.loads((folder / "arm.json").read_text()),
-                             "mean": {v: m["delta_psnr"] for v, m in scored["mean"].items()},
-                             "temple": {c["variant"]: c["delta_psnr"] for c in temple}}
-    (out / "scores.json").write_text(json.dumps(rows, indent=1))
-    head = " | ".join(variants)
-    print(f"| arm | steps | minutes | mean ΔPSNR-Y over the input: {head} | Temple: {head} |")
-    print("|---|---|---|" + "---|" * (2 * len(variants)))
-    for name, r in rows.items():
-        cells = " | ".join(f"{r['mean'].get(v, float('nan')):+.4f}" for v in variants)
-        temple = " | ".join(f"{r['temple'].get(v, float('nan')):+.4f}" for v in variants)
-        print(f"| {name} | {r['arm']['steps']} | {r['arm']['trained_seconds'] / 60:.1f} | {cells} | {temple} |")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -129,22 +91,15 @@ def main() -> None:
     t.add_argument("--steps", type=int, default=600)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--init", default="runs/crds_ldr", help="the auto-encoder pre-training run the arms start from")
-    s = sub.add_parser("score")
-    s.add_argument("out", type=Path)
-    s.add_argument("--val", default="data/vig_val")
-    s.add_argument("--frames", type=int, default=8)
-    s.add_argument("--variants", default="ldp37,ldp22,crf35")
-    s.add_argument("--arms", default=None, help="comma-separated arms to evaluate (default: all); the table lists all")
-    s.add_argument("--again", action="store_true", help="evaluate arms that already have a report")
-    s.add_argument("--threads", type=int, default=2)
+    add_score_parser(sub, "data/vig_val", "ldp37,ldp22,crf35")
     args = ap.parse_args()
-    if args.cmd == "score" and args.arms and set(args.arms.split(",")) - set(ARMS):
-        ap.error(f"unknown arms {sorted(set(args.arms.split(',')) - set(ARMS))}; choose from {sorted(ARMS)}")
+    check_arms(ap, args, ARMS)
     if args.cmd == "train":
         train_arm(args.out, args.arm, args.steps, args.threads, args.init)
     else:
         torch.set_num_threads(args.threads)
-        score(args.out, args.val, args.frames, args.variants.split(","), args.arms and args.arms.split(","), args.again)
+        score_arms(args.out, "crds", args.val, args.frames, args.variants.split(","),
+                   args.arms and args.arms.split(","), args.again, "the input")
 
 
 if __name__ == "__main__":
