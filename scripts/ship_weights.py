@@ -136,7 +136,9 @@ def main() -> None:
         results[mode] = {v: {k: round(x, 4) for k, x in m.items()} for v, m in report.by_variant().items()}
         if mode == "frame_qp":
             full = report
-            gate = choose_pass_through(report) if not args.no_pass_through else {"threshold": -1.0}
+            per_stream = getattr(model, "domain", "") == "y"  # luma models hold back whole streams
+            gate = (choose_pass_through(report, per_stream=per_stream) if not args.no_pass_through
+                    else {"threshold": -1.0})
             if not args.no_pass_through:
                 print(f"pass-through QP {gate['threshold']:g}: mean ΔPSNR-Y per frame {gate['gain_before']} -> "
                       f"{gate['gain_after']}; protected groups {gate['protected']}")

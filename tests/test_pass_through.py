@@ -143,3 +143,16 @@ def test_the_shipped_default_passes_its_low_qp_frames_through_bit_for_bit(tmp_pa
     result = enhance_video(src, tmp_path / "out.mkv", model=enhancer,
                            encode=EncodeSettings(codec="ffv1", crf=None, preset=None, pix_fmt="source"))
     assert result.passed_through == low.sum() and result.pass_through_qp == enhancer.pass_through_qp
+
+
+def test_per_stream_thresholds_count_every_frame_at_its_sequence_qp() -> None:
+    # a luma model holds back whole streams: CRF 25's low-QP I-frame cannot be passed through alone
+    report = EvalReport(model={}, mode="frame QP", scores=[
+        score(22, [22, 25, 24], [-0.02, -0.01, 0.0], "IPP"),
+        score(25, [20, 27, 28], [-0.05, 0.02, 0.06], "IPP"),
+        score(37, [37, 40, 39], [0.1, 0.2, 0.3], "IPP"),
+    ])
+    choice = choose_pass_through(report, per_stream=True)
+    assert choice["threshold"] == 22  # the QP 22 stream passes whole; CRF 25's stream is kept (net gain)
+    assert choice["gain_after"]["crf22"] == 0 and choice["gain_after"]["crf25"] == pytest.approx(0.01)
+    assert set(choice["by_qp"]) == {"22", "25", "37"}

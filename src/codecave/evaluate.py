@@ -178,7 +178,7 @@ PROTECTED_QP = 22.0
 
 
 def choose_pass_through(report: EvalReport, protected_crf: float = PROTECTED_CRF,
-                        protected_qp: float = PROTECTED_QP) -> dict[str, object]:
+                        protected_qp: float = PROTECTED_QP, per_stream: bool = False) -> dict[str, object]:
     """The pass-through threshold a model's validation supports, from per-frame 8-bit gains.
 
     The report must be of the model with pass-through off. Frames whose QP (the
@@ -188,7 +188,9 @@ def choose_pass_through(report: EvalReport, protected_crf: float = PROTECTED_CRF
     they form groups: each protected rate point by frame type, and the low-QP frames of
     the others by frame type. Among thresholds for which every group is on average not
     worse than the input, the one with the largest total gain over all frames is chosen
-    (ties: the lowest); -1 means no pass-through is needed.
+    (ties: the lowest); -1 means no pass-through is needed. With ``per_stream`` (luma
+    models, which hold back whole streams: :meth:`codecave.enhance.Enhancer.holds_back`)
+    every frame counts at its rate point's sequence QP/CRF instead of its own QP.
 
     Returns:
         ``threshold``; ``by_qp``: per integer QP, frames and mean ΔPSNR-Y;
@@ -197,7 +199,7 @@ def choose_pass_through(report: EvalReport, protected_crf: float = PROTECTED_CRF
     """
     rows = []  # (qp, delta, crf, type, variant)
     for s in report.scores:
-        qps = s.frame_qp or [float("nan")] * len(s.psnr_in)
+        qps = s.frame_qp if s.frame_qp and not per_stream else [float("nan")] * len(s.psnr_in)
         for q, a, b, kind in zip(qps, s.psnr_in, s.psnr_out, s.frame_types):
             if np.isfinite(a) and np.isfinite(b):
                 rows.append((s.crf if not np.isfinite(q) else q, b - a, s.crf, kind, s.variant))

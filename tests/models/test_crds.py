@@ -35,6 +35,11 @@ def test_shapes_stages_and_gradients_reach_every_parameter(config: CRDSConfig) -
     torch.manual_seed(0)
     model = CRDS(config)
     clip = torch.rand(2, 4, 1, 16, 24, requires_grad=True)
+    z = model.encode(clip)
+    for block in model.blocks:  # each starts as the identity (up to rounding: x_bar + (z - x_bar))
+        torch.testing.assert_close(block(z, model.motion(clip)), z)
+    for block in model.blocks:
+        torch.nn.init.normal_(block.rpn.out.weight, std=0.05)
     out, stages = model(clip, return_stages=True)
     assert out.shape == clip.shape and len(stages) == 3 and all(s.shape == clip.shape for s in stages)
     (out.square().mean() + sum(s.square().mean() for s in stages)).backward()

@@ -212,6 +212,8 @@ class ResidualPropagation(nn.Module):
         self.merge = nn.Conv2d(2 * c.channels, c.channels, 3, padding=1)
         self.body = _blocks(c.channels, c.rpn_blocks)
         self.out = nn.Conv2d(c.channels, c.channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)  # r~ = r at the start: every block starts as the identity (ours)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, r: torch.Tensor, motion: dict[int, torch.Tensor]) -> torch.Tensor:
         """``r`` ``(B, T, C, h, w)`` -> ``r~`` of the same shape."""
