@@ -54,6 +54,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = create_model("crds", weights=args.weights)
+    if not model.config.muna:
+        raise SystemExit(f"{args.weights}: a model without MuNA (the warping ablation) has no attention motion")
     names = ["zero", "DIS", *(f"MuNA block {4 - i}" for i in range(len(model.blocks)))]
     totals = {n: [] for n in names}
     for clip_name in load_manifest(args.dataset)["clips"]:

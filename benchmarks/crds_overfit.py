@@ -2,7 +2,8 @@
 
 Draws one batch of a recipe's windows (seed 0), starts from a run's weights (the LDR-AE
 pre-training: encoder and decoder; the denoising blocks at their identity start), and
-trains the stage-1 loss (Charbonnier + intermediate L2) on that batch alone, printing the
+trains the stage-1 loss (Charbonnier + intermediate L2; the encoder is not frozen here) on
+that batch alone, printing the
 batch's ΔPSNR-Y every 10 steps, and at the end the part the denoising blocks add
 (``D(z4, z0) - D(z4, z4)``; see ``crds_blocks.py``). Used to pick the stage-1 learning
 rate and to see whether the blocks learn at all (README, CRDS).

@@ -482,26 +482,34 @@ def test_crds_streams_a_file_in_chunks_with_context_and_flat_memory(tmp_path: Pa
     from codecave.models.crds import CRDSStream
 
     src = tmp_path / "in.mp4"
-    encode_frames(pan_frames(9, 70, 98), src, EncodeSettings(crf=35, preset="veryfast"))
+    n = 21  # more than two chunks of 8 with 2 frames of context
+    encode_frames(pan_frames(n, 70, 98), src, EncodeSettings(crf=35, preset="veryfast"))
     torch.manual_seed(0)
     model = create_model("crds", weights=None)
+    for block in model.blocks:  # a trained-like model: the recurrences and windows reach across frames
+        torch.nn.init.normal_(block.rpn.out.weight, std=0.05)
     with open_video(src) as video:
         decoded = [f.planes for f in video]
-    held = []
-    model.streamer = lambda qp=None: _Watched(model, held)  # type: ignore[method-assign]
+    held, pushed = [], []
+    model.streamer = lambda qp=None: _Watched(model, held, pushed)  # type: ignore[method-assign]
     with open_video(src) as video:
         out = list(Enhancer(model, EnhanceOptions(device="cpu", precision="fp32")).stream(video, crf=35.0,
                                                                                          output="yuv420"))
-    assert len(out) == 9 and max(held) <= model.config.chunk + 2 * model.config.context
+    assert len(out) == n and max(held) <= model.config.chunk + 2 * model.config.context and sum(pushed) >= 10
     for p, d in zip(out, decoded):
         assert np.array_equal(p.u, d.u) and np.array_equal(p.v, d.v) and p.y.shape == d.y.shape
-    assert any(not np.array_equal(p.y, d.y) for p, d in zip(out, decoded))
+    # the Y planes are the model's chunks, each run with its context: frames 8-15 saw 6-17
     y = torch.stack([torch.from_numpy(p.y.astype(np.float32)) for p in decoded]) / 255
     y = torch.nn.functional.pad(y[None], (0, 2, 0, 2), mode="replicate")[0]
     with torch.no_grad():
+        middle = model(y[None, 6:18, None])[0, 2:10, 0, :70, :98]
+    expected = middle.clamp(0, 1).mul(255).round().numpy()
+    got = np.stack([p.y for p in out[8:16]]).astype(float)
+    assert np.abs(got - expected).max() <= 1 and not np.array_equal(got, np.stack([d.y for d in decoded[8:16]]))
+    with torch.no_grad():  # one chunk as long as the clip is the whole clip (DIS motion included)
         whole = model(y[None, :, None])[0, :, 0, :70, :98]
-        stream = CRDSStream(model, chunk=9)
-        first = [stream.push(y[i][None, None]) for i in range(9)]
+        stream = CRDSStream(model, chunk=n)
+        first = [stream.push(y[i][None, None]) for i in range(n)]
         streamed = [f for f in first if f is not None] + stream.flush()
     torch.testing.assert_close(torch.stack(streamed)[:, 0, 0, :70, :98], whole)
 
@@ -528,14 +536,15 @@ def test_a_luma_model_holds_back_whole_streams_at_or_below_its_pass_through_qp(t
 class _Watched:
     """A CRDS stream that records how many frames it holds after each push."""
 
-    def __init__(self, model: torch.nn.Module, held: list[int]) -> None:
+    def __init__(self, model: torch.nn.Module, held: list[int], pushed: list[int]) -> None:
         from codecave.models.crds import CRDSStream
 
-        self.inner, self.held = CRDSStream(model), held
+        self.inner, self.held, self.pushed = CRDSStream(model), held, pushed
 
     def push(self, frame: torch.Tensor) -> torch.Tensor | None:
         y = self.inner.push(frame)
         self.held.append(len(self.inner.frames))
+        self.pushed.append(int(y is not None))
         return y
 
     def flush(self) -> list[torch.Tensor]:

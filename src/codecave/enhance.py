@@ -463,7 +463,7 @@ class Enhancer:
             log.info("sequence QP/CRF %.1f (%s)", crf, source)
         if report is not None:
             report.update(crf=crf, source=source, passed_through=0)
-        hold = self.holds_back(crf)
+        hold = self.holds_back(crf) and not source.startswith("default")  # 23 is a guess, not a measured QP
         if hold:
             log.info("sequence QP/CRF %.1f is at or below %.1f: passing the stream through", crf, self.pass_through_qp)
         stream = None if hold else self._luma_stream(crf)

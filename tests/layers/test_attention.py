@@ -63,6 +63,15 @@ def test_the_centre_mask_holds_and_a_one_hot_window_copies_that_neighbour() -> N
     torch.testing.assert_close(out[..., :, :-1], v[..., :, 1:])
 
 
+def test_the_centre_mask_can_differ_per_item() -> None:
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 1, 2, 4, 4), torch.randn(2, 1, 2, 4, 4), torch.randn(2, 1, 2, 4, 4)
+    _, weights = neighbourhood_attention(q, k, v, 3, mask_centre=torch.tensor([True, False]))
+    assert weights[0, :, 4].abs().max() == 0 and weights[1, :, 4].min() > 0
+    out, _ = neighbourhood_attention(q, k, v, 3, mask_centre=torch.tensor([False, True]))
+    torch.testing.assert_close(out[0], neighbourhood_attention(q[:1], k[:1], v[:1], 3)[0][0])
+
+
 def test_bad_arguments_are_named() -> None:
     x = torch.zeros(1, 1, 2, 4, 4)
     with pytest.raises(ValueError, match="odd"):

@@ -98,24 +98,56 @@ def test_dis_flow_follows_a_pan_and_warps_the_neighbour_onto_the_frame() -> None
     torch.testing.assert_close(latent_motion(torch.full((1, 2, 8, 8), 4.0)), torch.ones(1, 2, 2, 2))
 
 
-def test_streaming_equals_the_whole_clip_within_a_chunk_and_holds_few_frames() -> None:
+def streamed(model: CRDS, clip: torch.Tensor, chunk: int, context: int) -> tuple[list[torch.Tensor], int, int]:
+    """Frames out of a CRDSStream, the most frames it held, and how many came out of push()."""
+    stream, out, held, pushed = CRDSStream(model, chunk=chunk, context=context), [], 0, 0
+    for i in range(clip.shape[1]):
+        y = stream.push(clip[:, i])
+        held = max(held, len(stream.frames))
+        if y is not None:
+            out.append(y)
+            pushed += 1
+    return out + stream.flush(), held, pushed
+
+
+def test_streaming_runs_chunks_with_their_context_and_holds_few_frames() -> None:
     torch.manual_seed(0)
     model = CRDS(TINY).eval()
+    for block in model.blocks:  # a trained-like model: the recurrences and windows reach across frames
+        torch.nn.init.normal_(block.rpn.out.weight, std=0.05)
     clip = torch.rand(1, 11, 1, 16, 16)
     with torch.no_grad():
         whole = model(clip)
-        stream = CRDSStream(model, chunk=11, context=0)
-        out = [y for y in (stream.push(clip[:, i]) for i in range(11)) if y is not None] + stream.flush()
-        torch.testing.assert_close(torch.stack(out, 1), whole)
-        stream, out, held = CRDSStream(model, chunk=3, context=2), [], 0
-        for i in range(11):
-            y = stream.push(clip[:, i])
-            held = max(held, len(stream.frames))
-            out += [] if y is None else [y]
-        out += stream.flush()
-    assert len(out) == 11 and held <= 3 + 2 * 2
-    # the first chunk saw its two frames of right context: equal to the whole clip cut there
-    torch.testing.assert_close(out[0], model(clip[:, :5])[:, 0])
+        out, _, _ = streamed(model, clip, chunk=11, context=0)
+        torch.testing.assert_close(torch.stack(out, 1), whole)  # one chunk: the whole clip
+        out, held, pushed = streamed(model, clip, chunk=3, context=2)
+        assert len(out) == 11 and held <= 3 + 2 * 2 and pushed >= 6
+        # each chunk equals the model on the chunk and its context: frames 3-5 saw 1-7
+        torch.testing.assert_close(torch.stack(out[3:6], 1), model(clip[:, 1:8])[:, 2:5])
+        torch.testing.assert_close(torch.stack(out[:3], 1), model(clip[:, :5])[:, :3])
+        blind, _, _ = streamed(model, clip, chunk=3, context=0)
+    assert not torch.allclose(torch.stack(blind, 1), torch.stack(out, 1))  # the context matters
+
+
+def test_a_reference_outside_the_clip_is_the_neighbour_on_the_other_side() -> None:
+    from codecave.models.crds import reference
+
+    motion = {-1: torch.full((1, 3, 2, 2, 2), -1.0), 1: torch.full((1, 3, 2, 2, 2), 1.0)}
+    idx, flow = reference(-1, 3, motion)
+    assert idx == [1, 0, 1] and flow[0, :, 0, 0, 0].tolist() == [1.0, -1.0, -1.0]
+    idx, flow = reference(1, 3, motion)
+    assert idx == [1, 2, 1] and flow[0, :, 0, 0, 0].tolist() == [1.0, 1.0, -1.0]
+    idx, flow = reference(1, 1, {m: v[:, :1] for m, v in motion.items()})
+    assert idx == [0] and not flow.any()  # a one-frame clip: itself, no motion (and its centre masked)
+    muna = MutualNeighbourhoodAttention(TINY)
+    with torch.no_grad():
+        muna.position_bias.zero_()
+        muna.position_bias[:, 0, 4] = 1e4  # every reference: all weight on the centre...
+    h = torch.randn(1, 1, 8, 4, 4)
+    zero = torch.zeros(1, 1, 2, 4, 4)
+    predictions, _ = muna(h, {-1: zero, 1: zero})
+    value = muna.value(h[0])[None]
+    assert all(not torch.allclose(p, value) for p in predictions)  # ...refused: none copies the frame
 
 
 def test_the_ldr_auto_encoder_learns_the_degradation_residual_on_a_toy_clip(tiny_yuv_dataset: Path,

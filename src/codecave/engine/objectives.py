@@ -26,7 +26,7 @@ logic of its own. A config names its objective (``objective.name``) and gives it
   compressed frame and a blend of it with the original (paper eq. 12).
 * ``progressive_denoising``: CRDS's main training: the final output (Charbonnier) plus the
   intermediate estimates against the progressive hybrid targets (L2), the pre-trained
-  encoder frozen at the start (paper section 3.4).
+  encoder frozen at the start (paper sections 3.3 and 4.1).
 
 An objective also says what a training example is (:meth:`Objective.dataset`) and
 what is frozen (:meth:`Objective.setup`).
@@ -301,14 +301,14 @@ class LDRPretraining(RecurrentLuma):
         generator = torch.Generator().manual_seed(self.train.seed * 1_000_003 + step)
         alpha = (torch.randint(0, LEVELS, (x.shape[0],), generator=generator) / LEVELS).to(x.device)
         x_blend = torch.lerp(x, x_hat, alpha.view(-1, 1, 1, 1))
-        model = _unwrap(net)
+        model = _single_process(net, self.name)
         residual = model.decoder(model.encoder(x_hat), model.encoder(x_blend))
         per_frame = (residual.float() + x_hat - x_blend).square().mean(dim=(1, 2, 3))
         return (per_frame * ldr_weight(alpha)).mean()
 
 
 class ProgressiveDenoising(RecurrentLuma):
-    """CRDS's main training (paper section 3.4, SPECS 1.2.3 and 1.3): the whole network on luma
+    """CRDS's main training (paper sections 3.3 and 4.1, SPECS 1.2.3 and 1.3): the whole network on luma
     windows, ``train.loss`` (Charbonnier in the paper) on the output, plus, while
     ``intermediate_weight`` is on, L2 of the estimates after blocks 4, 3, 2 against the
     progressive hybrid targets (alpha 0.75, 0.5, 0.25); the LDR encoder frozen for the first
@@ -333,7 +333,7 @@ class ProgressiveDenoising(RecurrentLuma):
     def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         from codecave.models.crds import progressive_targets
 
-        model = _unwrap(net)
+        model = _single_process(net, self.name)
         frozen = step < self.encoder_frozen * self.train.steps
         for p in model.encoder.parameters():
             p.requires_grad_(not frozen)
@@ -341,7 +341,8 @@ class ProgressiveDenoising(RecurrentLuma):
         codec_motion = None
         if model.config.motion == "codec":
             codec_motion = {-1: batch["mv_past"], 1: batch["mv_future"]}
-        out, stages = net(frames, codec_motion, return_stages=True)
+        out, stages = net(frames, codec_motion, return_stages=True) if self.intermediate_weight else (
+            net(frames, codec_motion), [])
         t = self.train
         loss = training_loss(t.loss, round_8bit(out.float()) if t.round_output else out, gt)
         if self.intermediate_weight:
@@ -358,6 +359,18 @@ def _rate_points(cfg: TrainConfig) -> tuple[str, ...]:
     """The rate points a recipe draws from: its compressed ones, then the lossless one if any."""
     lossless = (cfg.data.lossless,) if cfg.data.lossless else ()
     return tuple(dict.fromkeys((*cfg.data.compressed, *lossless)))
+
+
+def _single_process(net: nn.Module, objective: str) -> nn.Module:
+    """The model inside ``net``, for objectives that call its parts directly or switch what is
+    frozen as they go, which DistributedDataParallel does not follow.
+
+    Raises:
+        ConfigError: ``net`` is distributed.
+    """
+    if isinstance(net, nn.parallel.DistributedDataParallel):
+        raise ConfigError(f"objective {objective} trains in one process only; run it without torchrun")
+    return _unwrap(net)
 
 
 def _unwrap(net: nn.Module) -> nn.Module:

@@ -5,8 +5,8 @@ map (Hassani et al., "Neighborhood Attention Transformer", CVPR 2023), here writ
 sum over the ``k * k`` shifts of a zero-padded key/value map (the "pad and shift" form of
 ``../shared/papers/SPECS.md`` 0.2: about 25 % faster than ``F.unfold`` on CPU, and it
 never holds ``k * k`` copies of the map). Window positions that fall outside the picture
-are masked (they get no weight), so a border position attends to the positions that
-exist, as NATTEN does by shifting its windows.
+are masked (they get no weight), so a border position attends to fewer positions, unlike
+NATTEN, which shifts the window inside the picture and keeps ``k * k`` of them.
 
 ``natten`` has no CPU backward; CRDS's mutual neighbourhood attention
 (:mod:`codecave.models.crds`) is built on this.
@@ -28,7 +28,7 @@ def window_offsets(kernel: int, device: torch.device | str = "cpu") -> torch.Ten
 
 
 def neighbourhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int,
-                            bias: torch.Tensor | None = None, mask_centre: bool = False,
+                            bias: torch.Tensor | None = None, mask_centre: bool | torch.Tensor = False,
                             scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of every position over the ``kernel x kernel`` window around it.
 
@@ -40,7 +40,7 @@ def neighbourhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
         kernel: odd window side.
         bias: ``(heads, kernel * kernel)`` learnable relative-position bias added to the logits, or None.
         mask_centre: give the window centre no weight (intra prediction must not see the
-            position it predicts; SPECS 1.6 f).
+            position it predicts; SPECS 1.6 f): for all, or per item (an ``(N,)`` bool tensor).
         scale: logit scale; default ``1 / sqrt(d)``.
 
     Returns:
@@ -52,11 +52,12 @@ def neighbourhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     """
     if kernel % 2 == 0 or kernel < 1:
         raise ValueError(f"neighbourhood attention needs an odd kernel; got {kernel}")
-    if mask_centre and kernel == 1:
+    masked = torch.as_tensor(mask_centre, device=q.device).expand(q.shape[0])
+    if kernel == 1 and bool(masked.any()):
         raise ValueError("a 1x1 window with its centre masked attends to nothing")
     if q.shape != k.shape or k.shape[:2] != v.shape[:2] or k.shape[-2:] != v.shape[-2:]:
         raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit")
-    _, heads, d, h, w = q.shape
+    n, heads, d, h, w = q.shape
     r = kernel // 2
     scale = d ** -0.5 if scale is None else scale
     kp = F.pad(k.flatten(1, 2), (r, r, r, r)).unflatten(1, (heads, d))
@@ -69,9 +70,10 @@ def neighbourhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
         if bias is not None:
             logit = logit + bias[:, j].view(1, heads, 1, 1).to(logit.dtype)
         valid = inside[:, 0, dy:dy + h, dx:dx + w] > 0
-        if mask_centre and j == (kernel * kernel) // 2:
-            valid = torch.zeros_like(valid)
-        logits.append(logit.masked_fill(~valid, float("-inf")))
+        valid = valid.expand(n, h, w)
+        if j == (kernel * kernel) // 2:
+            valid = valid & ~masked.view(n, 1, 1)
+        logits.append(logit.masked_fill(~valid[:, None], float("-inf")))
     weights = torch.softmax(torch.stack(logits, dim=2), dim=2)
     out = torch.zeros_like(v)
     for j in range(kernel * kernel):

@@ -28,8 +28,15 @@ optical flow on the decoded frames (:func:`dis_flow`; non-learned, computed on t
 frames as they arrive); ``motion="codec"`` takes the codec's own vectors instead (for a
 comparison run, never mixed), ``motion="zero"`` the window alone.
 
-Colour: the Y plane, as the paper scores it (``(B, T, 1, H, W)`` luma in [0, 1]); chroma
-is kept as decoded. ``H`` and ``W`` must be multiples of 4.
+Colour: the Y plane (``(B, T, 1, H, W)`` luma in [0, 1]); chroma is kept as decoded. Ours:
+the paper does not state its channel and SPECS 1.6 k proposed RGB; we take Y as the
+MFQE-lineage papers train and score it (and codecave's VIG), at a third of RGB's cost.
+``H`` and ``W`` must be multiples of 4.
+
+Clip edges (ours): where frame ``t + m`` is outside the clip, MuNA and the warping ablation
+take the neighbour on the other side (``t - m``, with its motion) instead, so no frame
+predicts itself from an unmasked window; a one-frame clip falls back to its own frame with
+the centre masked.
 """
 
 from __future__ import annotations
@@ -186,20 +193,44 @@ class MutualNeighbourhoodAttention(nn.Module):
         v = self.value(flat).unflatten(0, (b, t))
         predictions, refined = [], {}
         for slot, m in enumerate(self.offsets):
-            idx = [min(max(i + m, 0), t - 1) for i in range(t)]
+            idx, flow = reference(m, t, motion)
             kk, vv = k[:, idx].flatten(0, 1), v[:, idx].flatten(0, 1)
             if m != 0:
-                flow = motion[m].flatten(0, 1)
-                kk, vv = flow_warp(torch.cat([kk, vv], dim=1), flow).split(c, dim=1)
+                kk, vv = flow_warp(torch.cat([kk, vv], dim=1), flow.flatten(0, 1)).split(c, dim=1)
+            itself = torch.tensor([j == i for i, j in enumerate(idx)], device=h.device).repeat(b)
             out, weights = neighbourhood_attention(
                 q, kk.unflatten(1, (self.heads, -1)), vv.unflatten(1, (self.heads, -1)), self.kernel,
-                bias=self.position_bias[slot], mask_centre=m == 0)
+                bias=self.position_bias[slot], mask_centre=itself)
             predictions.append(out.flatten(1, 2).unflatten(0, (b, t)))
             if return_motion and m != 0:
                 delta = window_offsets(self.kernel, h.device).to(weights.dtype)  # (k*k, 2)
                 shift = torch.einsum("nakhw,kc->nchw", weights, delta) / self.heads
-                refined[m] = motion[m] + shift.unflatten(0, (b, t))
+                refined[m] = flow + shift.unflatten(0, (b, t))
         return predictions, refined
+
+
+def reference(m: int, t: int, motion: dict[int, torch.Tensor]) -> tuple[list[int], torch.Tensor | None]:
+    """The frame each of ``t`` frames predicts from at offset ``m``, and the motion to it.
+
+    ``t + m`` where it is inside the clip; else the other side, ``t - m``, with that side's
+    motion; a one-frame clip gives the frame itself (zero motion). ``m = 0``: every frame
+    itself, no motion (None).
+
+    Returns:
+        ``(indices, motion (B, T, 2, h, w) or None)``.
+    """
+    if m == 0:
+        return list(range(t)), None
+    idx, other = [], []
+    for i in range(t):
+        j = i + m if 0 <= i + m < t else i - m if 0 <= i - m < t else i
+        idx.append(j)
+        other.append(j != i + m)
+    flip = torch.tensor(other, device=motion[m].device).view(1, t, 1, 1, 1)
+    flow = torch.where(flip, motion[-m], motion[m])
+    flow = torch.where(torch.tensor(idx, device=flow.device).view(1, t, 1, 1, 1)
+                       == torch.arange(t, device=flow.device).view(1, t, 1, 1, 1), 0.0, flow)
+    return idx, flow
 
 
 class ResidualPropagation(nn.Module):
@@ -250,8 +281,8 @@ class DenoisingBlock(nn.Module):
         else:
             predictions = []
             for m in (-1, 1):
-                idx = [min(max(i + m, 0), t - 1) for i in range(t)]
-                predictions.append(flow_warp(z[:, idx].flatten(0, 1), motion[m].flatten(0, 1)).unflatten(0, (b, t)))
+                idx, flow = reference(m, t, motion)
+                predictions.append(flow_warp(z[:, idx].flatten(0, 1), flow.flatten(0, 1)).unflatten(0, (b, t)))
         fused = self.fusion(torch.cat(predictions, dim=2).flatten(0, 1))
         return fused.unflatten(0, (b, t)), refined
 
