@@ -177,3 +177,26 @@ def test_the_ldr_auto_encoder_learns_the_degradation_residual_on_a_toy_clip(tiny
             estimate = x_hat + model.decoder(model.encoder(x_hat), model.encoder(x_blend))
             # the decoder's residual takes the compressed frame at least halfway to the blend (in squared error)
             assert (estimate - x_blend).square().mean() < 0.5 * (x_hat - x_blend).square().mean()
+
+
+def test_shipped_small_weights_are_listed_honestly_and_trained() -> None:
+    import hashlib
+    from importlib import resources
+
+    from codecave.models import create_model
+    from codecave.models.registry import weights_manifest
+
+    entry = weights_manifest()["crds_small"]
+    blob = (resources.files("codecave") / "weights" / entry["file"]).read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == entry["sha256"]
+    # no validation clip among the training clips; three stages, the auto-encoder first
+    assert not set(entry["validation"]["clips"]) & set(entry["training"]["data"]["clips"])
+    assert [s["run"] for s in entry["training"]["stages"]] == ["crds_ldr", "crds_small", "crds_small_stage2"]
+    assert {"ldp22", "ldp37", "crf35"} <= set(entry["validation"]["frame_qp"])
+    model = create_model("crds")
+    assert model.config == VARIANTS["small"] and model.pass_through_qp == entry["pass_through_qp"]
+    clip = torch.rand(1, 3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z = model.encode(clip)
+        moved = model.blocks[0](z, model.motion(clip))
+    assert (moved - z).abs().mean() > 1e-4  # trained: the blocks are no longer the identity start
