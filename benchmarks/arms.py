@@ -1,15 +1,41 @@
-"""Scoring the arms of a claims study (``cavsr_claims.py``, ``crds_claims.py``): each arm's
-run evaluated on a validation set once, and every arm scored so far tabulated together."""
+"""The arms of a claims study (``cavsr_claims.py``, ``crds_claims.py``): timing an arm's
+steps, training it and recording what it took, and scoring: each arm's run evaluated on a
+validation set once, and every arm scored so far tabulated together."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
+from codecave.engine.config import load_config
+from codecave.engine.trainer import train
 from codecave.enhance import EnhanceOptions, Enhancer
 from codecave.evaluate import evaluate, write_report
 from codecave.models import create_model
+
+
+def seconds_per_step(recipe: Path, overrides: dict[str, object], folder: Path) -> float:
+    """An arm's seconds per step: 12 steps of ``recipe`` with ``overrides`` in ``folder/probe``
+    (removed after), timed from the second logged step to the last."""
+    probe = folder / "probe"
+    shutil.rmtree(probe, ignore_errors=True)
+    train(load_config(recipe, {**overrides, "train.steps": 12, "train.log_every": 1, "train.snapshot_every": 0,
+                               "out": str(probe)}), progress=False)
+    rows = [json.loads(x) for x in (probe / "metrics.jsonl").read_text().splitlines()]
+    shutil.rmtree(probe)
+    return (rows[-1]["seconds"] - rows[1]["seconds"]) / (rows[-1]["step"] - rows[1]["step"])
+
+
+def train_planned(recipe: Path, overrides: dict[str, object], folder: Path) -> None:
+    """Train an arm for the steps in ``folder/plan.json`` into ``folder/run`` (resumable) and
+    write ``folder/arm.json``: the plan, the wall seconds trained and whether it finished."""
+    plan = json.loads((folder / "plan.json").read_text())
+    result = train(load_config(recipe, {**overrides, "train.steps": plan["steps"], "out": str(folder / "run")}),
+                   progress=False)
+    record = {**plan, "trained_seconds": round(result.seconds, 1), "finished": result.finished}
+    (folder / "arm.json").write_text(json.dumps(record, indent=1))
 
 
 def score_arms(out: Path, model: str, val: str, frames: int, variants: list[str], arms: list[str] | None,

@@ -27,14 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import torch
-from arms import add_score_parser, check_arms, score_arms
-
-from codecave.engine.config import load_config
-from codecave.engine.trainer import train
+from arms import add_score_parser, check_arms, score_arms, seconds_per_step, train_planned
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs/cavsr/small.yaml"
@@ -57,23 +53,13 @@ def train_arm(out: Path, arm: str, minutes: float, threads: int, init: str) -> N
     base = {**ARMS[arm], "train.threads": threads, "train.init": init,
             "train.init_strict": "model.overrides" not in ARMS[arm]}
     if not plan.exists():
-        probe = folder / "probe"
-        shutil.rmtree(probe, ignore_errors=True)
-        train(load_config(RECIPE, {**base, "train.steps": 12, "train.log_every": 1, "train.snapshot_every": 0,
-                                   "out": str(probe)}), progress=False)
-        rows = [json.loads(x) for x in (probe / "metrics.jsonl").read_text().splitlines()]
-        per_step = (rows[-1]["seconds"] - rows[1]["seconds"]) / (rows[-1]["step"] - rows[1]["step"])
+        per_step = seconds_per_step(RECIPE, base, folder)
         steps = int(minutes * 60 / per_step)
-        shutil.rmtree(probe)
         folder.mkdir(parents=True, exist_ok=True)
         plan.write_text(json.dumps({"arm": arm, "minutes": minutes, "seconds_per_step": per_step, "steps": steps,
                                     "overrides": ARMS[arm]}, indent=1))
     steps = json.loads(plan.read_text())["steps"]
-    cfg = load_config(RECIPE, {**base, "train.steps": steps, "train.snapshot_every": max(1, steps // 4),
-                               "out": str(folder / "run")})
-    result = train(cfg, progress=False)
-    record = {**json.loads(plan.read_text()), "trained_seconds": round(result.seconds, 1), "finished": result.finished}
-    (folder / "arm.json").write_text(json.dumps(record, indent=1))
+    train_planned(RECIPE, {**base, "train.snapshot_every": max(1, steps // 4)}, folder)
 
 
 def main() -> None:

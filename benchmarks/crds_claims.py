@@ -25,14 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import torch
-from arms import add_score_parser, check_arms, score_arms
-
-from codecave.engine.config import load_config
-from codecave.engine.trainer import train
+from arms import add_score_parser, check_arms, score_arms, seconds_per_step, train_planned
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs/crds/small.yaml"
@@ -64,22 +60,12 @@ def train_arm(out: Path, arm: str, steps: int, threads: int, init: str) -> None:
     if not plan.exists():
         extra, per_step = 0, None
         if arm == "scratch_time":
-            probe = folder / "probe"
-            shutil.rmtree(probe, ignore_errors=True)
-            train(load_config(RECIPE, {**base, "train.steps": 12, "train.log_every": 1, "train.snapshot_every": 0,
-                                       "out": str(probe)}), progress=False)
-            rows = [json.loads(x) for x in (probe / "metrics.jsonl").read_text().splitlines()]
-            per_step = (rows[-1]["seconds"] - rows[1]["seconds"]) / (rows[-1]["step"] - rows[1]["step"])
+            per_step = seconds_per_step(RECIPE, base, folder)
             extra = round(pretraining_seconds(init) / per_step)
-            shutil.rmtree(probe)
         folder.mkdir(parents=True, exist_ok=True)
         plan.write_text(json.dumps({"arm": arm, "steps": steps + extra, "extra_steps_for_pretraining": extra,
                                     "seconds_per_step_probe": per_step, "overrides": ARMS[arm]}, indent=1))
-    steps = json.loads(plan.read_text())["steps"]
-    cfg = load_config(RECIPE, {**base, "train.steps": steps, "train.snapshot_every": 0, "out": str(folder / "run")})
-    result = train(cfg, progress=False)
-    record = {**json.loads(plan.read_text()), "trained_seconds": round(result.seconds, 1), "finished": result.finished}
-    (folder / "arm.json").write_text(json.dumps(record, indent=1))
+    train_planned(RECIPE, {**base, "train.snapshot_every": 0}, folder)
 
 
 def main() -> None:
