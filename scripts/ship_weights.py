@@ -15,6 +15,8 @@ Usage:
         --slice-type-crf none --no-pass-through       # a model that reads no frame priors
     python scripts/ship_weights.py runs/cavsr_small data/sr_val --crf 0,15,25,35 --frames 8 \
         --slice-type-crf none --no-pass-through       # 4x super-resolution: scored against bicubic
+    python scripts/ship_weights.py runs/nw_small data/val_yuv --rd --frames 8
+        # a codec wrapper: rate-distortion against plain x264 (BD-rates); the proxy is left out
 """
 
 from __future__ import annotations
@@ -103,6 +105,53 @@ def training_entry(run: Path) -> dict[str, object]:
     }
 
 
+def ship_wrapper(run: Path, val: Path, frames: int | None) -> None:
+    """Validate a neural wrapper by rate-distortion and ship ``pre`` and ``post`` (not the proxy)."""
+    from safetensors.torch import save_file
+
+    from codecave.codec.encode import EncodeSettings
+    from codecave.rate_distortion import dataset_sources, rate_distortion, write_rd_report
+
+    cfg = load_config(run / "config.yaml")
+    model = create_model(cfg.model.name, weights=run / "model.safetensors", variant=cfg.model.variant)
+    settings, points = EncodeSettings(codec="x264", preset="medium", threads=1), [23.0, 28.0, 33.0, 38.0]
+    report = rate_distortion(dataset_sources(val, frames=frames), settings, points, "crf", model, "cpu",
+                             progress=lambda m: print(f"[rd] {m}", flush=True))
+    write_rd_report(report, run / "validation" / "rd")
+    print(report.to_markdown())
+    config = {**model.describe(), "with_proxy": False}
+    name = f"{cfg.model.name}_{cfg.model.variant}"
+    target = WEIGHTS / f"{name}.safetensors"
+    state = {k: v.detach().contiguous() for k, v in model.wrapper_state().items()}
+    save_file(state, str(target), metadata={"model": json.dumps(cfg.model.name),
+                                            "variant": json.dumps(cfg.model.variant), "config": json.dumps(config)})
+    bd = report.bd_rates()
+    entry = {
+        "model": cfg.model.name,
+        "variant": cfg.model.variant,
+        "file": target.name,
+        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+        "config": config,
+        "parameters": sum(v.numel() for v in state.values()),
+        "pass_through_qp": None,
+        "training": training_entry(run),
+        "validation": {
+            "clips": {n: c.get("source") for n, c in load_manifest(val)["clips"].items()},
+            "frames": frames or "all",
+            "metric": "BD-rate (%) against plain x264 at the same CRFs (pchip), per metric on the Y plane of the YUV "
+                      "file, mean over clips; VMAF by vmaf-torch (agreement with libvmaf unmeasured)",
+            "codec": report.codec,
+            "crf": points,
+            "bd_rate": {arm: {m: round(v["mean"], 3) for m, v in metrics.items()} for arm, metrics in bd.items()},
+        },
+    }
+    path = WEIGHTS / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    manifest[name] = entry
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"shipped {target} ({target.stat().st_size / 1e6:.2f} MB) and its entry in {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="training run folder (config.yaml, checkpoint.pt, model.safetensors)")
@@ -118,7 +167,13 @@ def main() -> None:
                     help="how the model runs while validated (default fp32, whatever the model's own choice)")
     ap.add_argument("--no-pass-through", action="store_true",
                     help="do not set a pass-through QP (by default it is chosen from the frame-QP validation)")
+    ap.add_argument("--rd", action="store_true",
+                    help="a codec wrapper (neural_wrapper): validate by rate-distortion against plain x264 at CRF "
+                         "23/28/33/38 and ship the pre- and post-processor only")
     args = ap.parse_args()
+    if args.rd:
+        ship_wrapper(args.run, args.val, args.frames)
+        return
     cfg = load_config(args.run / "config.yaml")
     model = create_model(cfg.model.name, weights=args.run / "model.safetensors", variant=cfg.model.variant)
     model.pass_through_qp = None  # validate the model itself; the threshold is chosen from these scores

@@ -422,7 +422,7 @@ def test_case15_small_ones_are_one_line_errors(tmp_path: Path, pan_clip: Path,
         (["probe", str(pan_clip), "--viz", str(tmp_path / "viz"), "--viz-frames", "x:y"], "--viz-frames 'x:y'"),
         (["enhance", str(pan_clip), str(tmp_path / "o.mp4"), "--device", "cuda"], "cannot use CUDA")
         if not __import__("torch").cuda.is_available() else None,
-        (["enhance", str(pan_clip), str(tmp_path / "o.mp4"), "--model", "foo"], "unknown model 'foo'; choose one of cavsr, crds, pnp_vcve, vig"),
+        (["enhance", str(pan_clip), str(tmp_path / "o.mp4"), "--model", "foo"], "unknown model 'foo'; choose one of cavsr, crds, neural_wrapper, pnp_vcve, vig"),
         (["enhance", str(pan_clip), str(tmp_path / "o.mp4"), "--variant", "huge"], "unknown variant 'huge'; choose one of"),
         (["prepare", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "set")], "no video, frame folder or still"),
     ]

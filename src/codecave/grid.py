@@ -87,6 +87,26 @@ def luma(x: torch.Tensor) -> torch.Tensor:
     return F.pixel_shuffle(x.reshape(-1, PACKED_CHANNELS, h, w)[:, Y_CHANNELS], CELL).reshape(*lead, 4 * h, 4 * w)
 
 
+def to_half_layout(x: torch.Tensor) -> torch.Tensor:
+    """The packed grid ``(..., 24, h, w)`` as the half-resolution 4:2:0 layout
+    ``(..., 6, 2h, 2w)``: Y pixel-unshuffled by 2 (sample ``(2i + a, 2j + b)`` in channel
+    ``2a + b``), then U and V. Exact (a permutation); the neural-wrapping codec proxy
+    works in it, where a displacement of one position is two luma samples."""
+    y, u, v = unpack(x)
+    lead, (h, w) = y.shape[:-2], y.shape[-2:]
+    y2 = F.pixel_unshuffle(y.reshape(-1, 1, h, w), 2).reshape(*lead, 4, h // 2, w // 2)
+    return torch.cat([y2, u.unsqueeze(-3), v.unsqueeze(-3)], dim=-3)
+
+
+def from_half_layout(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_half_layout`: ``(..., 6, H/2, W/2)`` -> ``(..., 24, H/4, W/4)``."""
+    if x.shape[-3] != 6:
+        raise ValueError(f"half layout has 6 channels, got {x.shape[-3]}")
+    lead, (h, w) = x.shape[:-3], x.shape[-2:]
+    y = F.pixel_shuffle(x[..., :4, :, :].reshape(-1, 4, h, w), 2).reshape(*lead, 2 * h, 2 * w)
+    return pack(y, x[..., 4, :, :], x[..., 5, :, :])
+
+
 def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
     """``(H, W)`` rounded up to ``multiple``."""
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple

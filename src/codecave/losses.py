@@ -45,3 +45,44 @@ def training_loss(name: str, x: torch.Tensor, target: torch.Tensor) -> torch.Ten
         ValueError: an unknown name.
     """
     return elementwise_loss(name, x, target).mean()
+
+
+def ms_ssim_y(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """MS-SSIM of luma planes in [0, 1] (Wang et al. 2003, through pytorch-msssim: five
+    scales, 11-px Gaussian window, sigma 1.5).
+
+    Args:
+        x, ref: ``(N, H, W)`` or ``(N, 1, H, W)``, the short side above 160 px.
+
+    Returns:
+        ``(N,)`` MS-SSIM (1 = identical).
+
+    Raises:
+        ValueError: the short side is 160 px or less (five scales do not fit; train on
+            larger crops).
+    """
+    from pytorch_msssim import ms_ssim
+
+    x4, r4 = (t.float().reshape(-1, 1, *t.shape[-2:]) for t in (x, ref))
+    if min(x4.shape[-2:]) <= 160:
+        raise ValueError(f"MS-SSIM of {tuple(x4.shape[-2:])} planes: the short side must exceed 160 px")
+    return ms_ssim(x4, r4, data_range=1.0, size_average=False)
+
+
+def ssim_luma(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """SSIM of luma planes in [0, 1] (pytorch-msssim, 11-px Gaussian window, sigma 1.5):
+    ``(N, H, W)`` -> ``(N,)``."""
+    from pytorch_msssim import ssim
+
+    x4, r4 = (t.float().reshape(-1, 1, *t.shape[-2:]) for t in (x, ref))
+    return ssim(x4, r4, data_range=1.0, size_average=False)
+
+
+def detail_loss_metric(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """DLM (VMAF's ADM feature; Li et al. 2011) of luma planes in [0, 1], through
+    vmaf-torch's differentiable ADM: ``(N, H, W)`` -> ``(N,)``, 1 when identical.
+    Neural wrapping's ``lambda_DLM`` term (SPECS 3.6 c)."""
+    from vmaf_torch import ADM
+
+    x4, r4 = (t.float().reshape(-1, 1, *t.shape[-2:]) * 255 for t in (x, ref))
+    return ADM()(r4, x4).reshape(-1)

@@ -12,7 +12,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "input and output against the ground truth. Writes scores.json, scores.md "
                                    "and psnr_per_frame.png.")
     p.add_argument("dataset", help="folder made by `codecave prepare` (e.g. with --crf 15,25,35,18,28,38)")
-    p.add_argument("--model", default="pnp_vcve", help="registered model name (default pnp_vcve)")
+    p.add_argument("--model", default="pnp_vcve",
+                   help="registered model name (default pnp_vcve; with --rd: neural_wrapper, or none for the plain "
+                        "codec alone)")
     p.add_argument("--variant", default=None,
                    help="model variant (default: the one saved with --weights, else the shipped default's)")
     p.add_argument("--weights", default="default",
@@ -32,10 +34,47 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"),
                    help="run the model in fp32 or under bf16 autocast, as `enhance --precision` (default: the "
                         "model's choice)")
+    rd = p.add_argument_group("rate-distortion (--rd)", "encode each clip's ground truth for real at 4+ rate points, "
+                              "plain and with the model around the codec (a neural wrapper: pre + post; any other "
+                              "model: post); bitrate against PSNR-Y, SSIM-Y, MS-SSIM-Y and VMAF (vmaf-torch), "
+                              "BD-rates against the plain codec; writes rd.json, rd.md and rd.png")
+    rd.add_argument("--rd", action="store_true", help="rate-distortion evaluation instead of enhancement scores")
+    rd.add_argument("--codec", default="x264", choices=("x264", "x265", "svtav1"), help="encoder (default x264)")
+    rd.add_argument("--points", default=None,
+                    help="rate points (default: CRF 23,28,33,38 for x264/x265; 28,35,41,47 for svtav1, the same "
+                         "share of its 0-63 range)")
+    rd.add_argument("--rate-control", default="crf", choices=("crf", "qp"), help="what --points are (default crf)")
+    rd.add_argument("--preset", default=None, help="encoder preset (default: medium; SVT-AV1 8)")
     p.set_defaults(run=run)
 
 
+#: Default rate points of ``evaluate --rd`` per codec.
+RD_POINTS = {"x264": "23,28,33,38", "x265": "23,28,33,38", "svtav1": "28,35,41,47"}
+
+
+def run_rd(args: argparse.Namespace) -> int:
+    from codecave.codec.encode import EncodeSettings
+    from codecave.models import create_model
+    from codecave.rate_distortion import dataset_sources, rate_distortion, write_rd_report
+
+    clips = dataset_sources(args.dataset, args.clips.split(",") if args.clips else None, args.frames)
+    model = None if args.model == "none" else create_model(args.model, weights=args.weights, variant=args.variant)
+    points = [float(v) for v in (args.points or RD_POINTS[args.codec]).split(",")]
+    preset = args.preset or ("8" if args.codec == "svtav1" else "medium")
+    # One encoder thread: with x264's automatic threading, identical pictures were measured to
+    # encode to different sizes from run to run (up to 0.8 % here), which BD-rates would count.
+    settings = EncodeSettings(codec=args.codec, preset=preset, threads=1)
+    report = rate_distortion(clips, settings, points, args.rate_control,
+                             model, args.device, progress=lambda m: print(f"encoding {m}", file=sys.stderr))
+    paths = write_rd_report(report, args.out)
+    print(report.to_markdown())
+    print(f"written: {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.rd:
+        return run_rd(args)
     from codecave.enhance import EnhanceOptions, Enhancer
     from codecave.evaluate import evaluate, write_report
     from codecave.models import create_model

@@ -15,10 +15,11 @@ import sys
 from collections.abc import Sequence
 
 from codecave import __version__
-from codecave.cli import demo, enhance, evaluate, prepare, probe, train
+from codecave.cli import demo, enhance, evaluate, prepare, probe, train, wrap
 from codecave.errors import CodecaveError
 
-COMMANDS = {"probe": probe, "prepare": prepare, "train": train, "evaluate": evaluate, "enhance": enhance, "demo": demo}
+COMMANDS = {"probe": probe, "prepare": prepare, "train": train, "evaluate": evaluate, "enhance": enhance, "wrap": wrap,
+            "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,9 @@ logic of its own. A config names its objective (``objective.name``) and gives it
 * ``progressive_denoising``: CRDS's main training: the final output (Charbonnier) plus the
   intermediate estimates against the progressive hybrid targets (L2), the pre-trained
   encoder frozen at the start (paper sections 3.3 and 4.1).
+* ``proxy_alignment`` and ``neural_wrapping`` (in :mod:`codecave.engine.wrapping`): neural
+  wrapping's codec proxy, fitted to the real codec phase by phase, and the end-to-end
+  training of the pre- and post-processor through it, the real codec in the loop.
 
 An objective also says what a training example is (:meth:`Objective.dataset`) and
 what is frozen (:meth:`Objective.setup`).
@@ -59,6 +62,8 @@ class Objective:
 
     def __init__(self, train: TrainSection) -> None:
         self.train = train
+        #: Named parts of the last batch's loss (detached scalars), logged beside it.
+        self.terms: dict[str, torch.Tensor] = {}
 
     def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         """The scalar loss of ``batch`` at optimiser step ``step`` (0-based)."""
@@ -386,6 +391,14 @@ OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (Restoration, Recur
                                                              ProgressiveDenoising)}
 
 
+def all_objectives() -> dict[str, type[Objective]]:
+    """Every objective by name: :data:`OBJECTIVES` and neural wrapping's
+    (:mod:`codecave.engine.wrapping`, which builds on this module)."""
+    from codecave.engine.wrapping import NeuralWrapping, ProxyAlignment
+
+    return {**OBJECTIVES, NeuralWrapping.name: NeuralWrapping, ProxyAlignment.name: ProxyAlignment}
+
+
 def build_objective(cfg: TrainConfig) -> Objective:
     """The objective a config names, with its settings.
 
@@ -393,9 +406,10 @@ def build_objective(cfg: TrainConfig) -> Objective:
         ConfigError: an unknown objective or setting, or a bad value.
     """
     name, settings = cfg.objective.name, dict(cfg.objective.settings)
-    if name not in OBJECTIVES:
-        raise ConfigError(f"objective.name {name!r}: choose one of {', '.join(sorted(OBJECTIVES))}")
-    cls = OBJECTIVES[name]
+    known_objectives = all_objectives()
+    if name not in known_objectives:
+        raise ConfigError(f"objective.name {name!r}: choose one of {', '.join(sorted(known_objectives))}")
+    cls = known_objectives[name]
     known = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "train")]
     unknown = sorted(set(settings) - set(known))
     if unknown:
@@ -408,4 +422,4 @@ def build_objective(cfg: TrainConfig) -> Objective:
 
 
 __all__ = ["OBJECTIVES", "CompressionContrast", "CompressionRanking", "LDRPretraining", "Objective",
-           "ProgressiveDenoising", "RecurrentLuma", "Restoration", "SuperResolution", "TruthGuidance", "build_objective", "truth_guidance_mask"]
+           "ProgressiveDenoising", "RecurrentLuma", "Restoration", "SuperResolution", "TruthGuidance", "all_objectives", "build_objective", "truth_guidance_mask"]

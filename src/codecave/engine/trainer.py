@@ -237,6 +237,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
     bar = _progress(t.steps, start, progress and env.main)
     t0 = time.perf_counter()
     step, recent, loss_value = start, [], float("nan")
+    recent_terms: dict[str, list[torch.Tensor]] = {}
     net.train()
     for batch in batches:
         lr = cosine_lr(step, t.steps, t.lr, t.min_lr)
@@ -245,17 +246,22 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
         loss = train_step(net, optimizer, batch, t, objective=objective, step=step)
         step += 1
         recent.append(loss)  # a device tensor: no synchronisation until the next log line
+        for name, value in objective.terms.items():
+            recent_terms.setdefault(name, []).append(value)
         if step % t.log_every == 0 or step == t.steps:
             loss_value = mean_across(float(torch.stack(recent).mean()), env)
-            recent = []
+            terms = {k: mean_across(float(torch.stack(v).float().mean()), env) for k, v in recent_terms.items()}
+            recent, recent_terms = [], {}
             if env.main:
                 seconds = elapsed + time.perf_counter() - t0
-                record = {"step": step, "loss": loss_value, "lr": lr, "seconds": round(seconds, 2)}
+                record = {"step": step, "loss": loss_value, "lr": lr, "seconds": round(seconds, 2), **terms}
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
                 if writer is not None:
                     writer.add_scalar("train/loss", loss_value, step)
                     writer.add_scalar("train/lr", lr, step)
+                    for name, value in terms.items():
+                        writer.add_scalar(f"train/{name}", value, step)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{float(recent[-1]) if recent else loss_value:.4f}", lr=f"{lr:.2e}")

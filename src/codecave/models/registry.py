@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from codecave.errors import ConfigError
-from codecave.models import cavsr, crds, pnp_vcve, vig
+from codecave.models import cavsr, crds, neural_wrapper, pnp_vcve, vig
 
 #: name -> (model class for a config, variants). Static: no registration at import time.
 _MODELS = {
@@ -25,13 +25,14 @@ _MODELS = {
     "vig": (lambda config: vig.VIG, vig.VARIANTS),
     "cavsr": (lambda config: cavsr.CAVSR, cavsr.VARIANTS),
     "crds": (lambda config: crds.CRDS, crds.VARIANTS),
+    "neural_wrapper": (lambda config: neural_wrapper.NeuralWrapper, neural_wrapper.VARIANTS),
 }
 #: The model ``codecave enhance`` uses unless told otherwise.
 DEFAULT_MODEL = "pnp_vcve"
 #: Its variant: PnP-VCVE ``fast`` works on the YUV 4:2:0 planes the decoder gives.
 DEFAULT_VARIANT = "fast"
 #: The variant each model gets when none is named.
-_DEFAULT_VARIANTS = {"pnp_vcve": DEFAULT_VARIANT, "vig": "small", "cavsr": "small", "crds": "small"}
+_DEFAULT_VARIANTS = {"pnp_vcve": DEFAULT_VARIANT, "vig": "small", "cavsr": "small", "crds": "small", "neural_wrapper": "small"}
 
 
 def default_variant(name: str) -> str:

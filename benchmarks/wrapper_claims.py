@@ -1,0 +1,189 @@
+"""Neural wrapping's claims, re-measured (issue: neural wrapping; SPECS 3.5 and 3.7).
+
+1. Stop-gradient on / off (paper Table 4): arm ``no_stop_gradient`` feeds the
+   post-processor the proxy's output instead of the real codec's.
+2. Pre and post together against post only and pre only (Table 3): arms ``post_only``
+   (the pre-processor stays the identity) and ``pre_only`` (the post-processor stays the
+   identity), each trained as such.
+3. Proxy alignment (section 4.3): Pearson correlation of the proxy's and the codec's rate
+   and PSNR per frame on held-out GOPs, before (the conventional proxy) and after the two
+   phases (``proxy`` sub-command; evaluation only).
+
+Every arm starts from the same aligned proxy (``configs/neural_wrapper/proxy_rate.yaml``'s
+run) with the same seed and data order and trains for the same wall time
+(``--minutes``, constant learning rate), then is scored by ``codecave evaluate --rd``'s
+library function on the validation clips: BD-rate against the plain codec on PSNR-Y,
+SSIM-Y, MS-SSIM-Y and VMAF. Arm ``full`` with a second seed gives the spread.
+
+    python benchmarks/wrapper_claims.py train runs/nw_claims --arm full --minutes 30
+    python benchmarks/wrapper_claims.py score runs/nw_claims --frames 8
+    python benchmarks/wrapper_claims.py proxy --before runs/nw_proxy_conventional --after runs/nw_proxy_rate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "configs" / "neural_wrapper" / "small.yaml"
+#: Objective settings of each arm (the rest as the recipe).
+ARMS = {
+    "full": {},
+    "no_stop_gradient": {"stop_gradient": False},
+    "post_only": {"pre": False},
+    "pre_only": {"post": False},
+    "full_s1": {},
+}
+SEEDS = {"full_s1": 1}
+
+
+def train_arm(out: Path, arm: str, minutes: float, init: str | None) -> None:
+    """Train ``arm`` for ``minutes`` of wall time into ``out/ARM/run`` (run again to resume:
+    each call adds ``minutes``) and record what it did in ``out/ARM/arm.json``."""
+    from codecave.engine.config import load_config
+    from codecave.engine.trainer import train
+
+    folder = out / arm
+    overrides: dict[str, object] = {"out": str(folder / "run"), "train.steps": 100000, "train.max_minutes": minutes,
+                                    "train.seed": SEEDS.get(arm, 0), "train.snapshot_every": 0}
+    for key, value in ARMS[arm].items():
+        overrides[f"objective.settings.{key}"] = value
+    if init:
+        overrides["train.init"] = init
+    result = train(load_config(RECIPE, overrides), progress=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"arm": arm, "settings": ARMS[arm], "seed": SEEDS.get(arm, 0), "steps": result.step,
+              "trained_seconds": round(result.seconds, 1), "machine": platform.processor() or platform.machine()}
+    (folder / "arm.json").write_text(json.dumps(record, indent=1))
+    print(json.dumps(record))
+
+
+def score(out: Path, val: str, frames: int, arms: list[str] | None) -> None:
+    """RD-evaluate every trained arm (``wrapped`` is the arm's own pair) and print the table."""
+    from codecave.codec.encode import EncodeSettings
+    from codecave.models import create_model
+    from codecave.rate_distortion import METRICS, dataset_sources, rate_distortion, write_rd_report
+
+    clips = dataset_sources(val, frames=frames)
+    rows = {}
+    for folder in sorted(p for p in out.iterdir() if (p / "arm.json").exists()):
+        if arms and folder.name not in arms:
+            continue
+        report_path = folder / "rd" / "rd.json"
+        if not report_path.exists():
+            model = create_model("neural_wrapper", weights=str(folder / "run"))
+            report = rate_distortion(clips, EncodeSettings(codec="x264", preset="medium", threads=1),
+                                     [23, 28, 33, 38], "crf", model, "cpu",
+                                     progress=lambda m, a=folder.name: print(f"{a}: {m}", file=sys.stderr))
+            write_rd_report(report, folder / "rd")
+        data = json.loads(report_path.read_text())
+        rows[folder.name] = {"arm": json.loads((folder / "arm.json").read_text()),
+                             "bd": {m: data["bd_rate"]["wrapped"][m]["mean"] for m in METRICS}}
+    print(f"BD-rate (%) of each arm's wrapped codec against plain x264 (CRF 23/28/33/38, medium), mean over "
+          f"{len(clips)} validation clips, first {frames} frames; negative = fewer bits")
+    print("| arm | steps | minutes | " + " | ".join(METRICS) + " |")
+    print("|---|---|---|" + "---|" * len(METRICS))
+    for name, row in rows.items():
+        a = row["arm"]
+        print(f"| {name} | {a['steps']} | {a['trained_seconds'] / 60:.1f} | "
+              + " | ".join(f"{row['bd'][m]:+.2f}" for m in METRICS) + " |")
+    (out / "claims.json").write_text(json.dumps(rows, indent=1))
+
+
+def held_out_gops(val: str, count: int, crop: int = 192, frames: int = 4, seed: int = 0) -> torch.Tensor:
+    """``count`` random GOPs ``(count, frames, 24, crop/4, crop/4)`` in [0, 1] from the validation set."""
+    from codecave.data.prepare import dataset_variants, load_clip, load_manifest
+
+    manifest = load_manifest(val)
+    variant = dataset_variants(manifest)[0]
+    rng = np.random.default_rng(seed)
+    gts = [load_clip(val, name, variant).gt for name in manifest["clips"]]
+    g = crop // 4
+    out = []
+    for k in range(count):
+        gt = gts[k % len(gts)]
+        t = rng.integers(0, gt.shape[0] - frames + 1)
+        y, x = rng.integers(0, gt.shape[2] - g + 1), rng.integers(0, gt.shape[3] - g + 1)
+        out.append(gt[t : t + frames, :, y : y + g, x : x + g])
+    return torch.from_numpy(np.stack(out)).float().div(255)
+
+
+def proxy_correlation(runs: dict[str, str], val: str, count: int, qp: float) -> None:
+    """Pearson correlation per frame of proxy and codec: rate (calibrated bits per pixel
+    against x264's) and PSNR (of I_M and I_C against the source), for each proxy."""
+    from codecave.engine.wrapping import codec_in_the_loop, codec_settings
+    from codecave.grid import from_half_layout, to_half_layout
+    from codecave.models import create_model
+
+    gops = held_out_gops(val, count)
+    settings = codec_settings("x264", qp, "medium", gops.shape[1])
+    i_c, r_c = codec_in_the_loop(gops, settings)
+
+    def psnr(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+        mse = (a - b).pow(2).flatten(2).mean(-1)
+        return (10 * torch.log10(1 / mse)).flatten().numpy()
+
+    psnr_c = psnr(i_c, gops)
+    print(f"proxy alignment on {count} held-out GOPs of 4 frames (192x192 crops of {val}), x264 QP {qp:g} low delay")
+    print("| proxy | PCC rate | PCC PSNR | mean rate proxy / codec (bpp) | mean PSNR proxy / codec (dB) |")
+    print("|---|---|---|---|---|")
+    results = {}
+    for label, run in runs.items():
+        model = create_model("neural_wrapper", weights=run).eval()
+        with torch.no_grad():
+            rec, rate = model.proxy(to_half_layout(gops), "round")
+            rate = model.proxy.calibrate(rate)
+        psnr_m = psnr(from_half_layout(rec), gops)
+        pcc_rate = float(np.corrcoef(rate.flatten().numpy(), r_c.flatten().numpy())[0, 1])
+        pcc_psnr = float(np.corrcoef(psnr_m, psnr_c)[0, 1])
+        results[label] = {"run": run, "pcc_rate": pcc_rate, "pcc_psnr": pcc_psnr,
+                          "rate_proxy": float(rate.mean()), "rate_codec": float(r_c.mean()),
+                          "psnr_proxy": float(psnr_m.mean()), "psnr_codec": float(psnr_c.mean())}
+        r = results[label]
+        print(f"| {label} | {pcc_rate:.3f} | {pcc_psnr:.3f} | {r['rate_proxy']:.3f} / {r['rate_codec']:.3f} | "
+              f"{r['psnr_proxy']:.2f} / {r['psnr_codec']:.2f} |")
+    print("(the paper, Gaming set: rate 0.56 -> 0.88, PSNR 0.60 -> 0.85)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one arm for a wall-time budget")
+    t.add_argument("out", type=Path)
+    t.add_argument("--arm", required=True, choices=sorted(ARMS))
+    t.add_argument("--minutes", type=float, default=30.0)
+    t.add_argument("--init", default=None, help="aligned proxy run (default: the recipe's train.init)")
+    s = sub.add_parser("score", help="RD-evaluate the trained arms")
+    s.add_argument("out", type=Path)
+    s.add_argument("--val", default=str(ROOT / "data" / "val_yuv"))
+    s.add_argument("--frames", type=int, default=8)
+    s.add_argument("--arms", default=None, help="comma-separated arms (default: all trained)")
+    p = sub.add_parser("proxy", help="claim 3: proxy/codec correlation before and after alignment")
+    p.add_argument("--before", required=True, help="conventional proxy run")
+    p.add_argument("--after", required=True, help="aligned proxy run (phase 2)")
+    p.add_argument("--also", default=None, help="another run, e.g. the end-to-end one (its refitted proxy)")
+    p.add_argument("--val", default=str(ROOT / "data" / "val_yuv"))
+    p.add_argument("--gops", type=int, default=48)
+    p.add_argument("--qp", type=float, default=30.0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.command == "train":
+        train_arm(args.out, args.arm, args.minutes, args.init)
+    elif args.command == "score":
+        score(args.out, args.val, args.frames, args.arms.split(",") if args.arms else None)
+    else:
+        runs = {"before (conventional)": args.before, "after (phases 1 + 2)": args.after}
+        if args.also:
+            runs["end to end (refitted)"] = args.also
+        proxy_correlation(runs, args.val, args.gops, args.qp)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Neural wrapping's objectives: gradient routing, the stop-gradient, proxy phases, and
+training on the shared engine (SPECS 3.2.2 - 3.2.5)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from codecave.engine.config import TrainSection, parse_config
+from codecave.engine.trainer import train
+from codecave.engine.wrapping import NeuralWrapping, ProxyAlignment, codec_in_the_loop, codec_settings, routed
+from codecave.errors import ConfigError
+from codecave.grid import pack
+from codecave.models import create_model
+from tests.conftest import pan_frames
+
+TINY_PROXY = {"with_proxy": True, "proxy_width": 8, "proxy_latent": 8, "width": 8, "pre_blocks": 1, "post_blocks": 1}
+#: MS-SSIM needs frames above 160 px; these tests use 64x64 GOPs.
+NO_MS_SSIM = {"ms_ssim": 0.0}
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = create_model("neural_wrapper", weights=None, **TINY_PROXY)
+    for p in [*model.pre.tail.parameters(), *model.post.tail.parameters()]:  # leave the identity start
+        torch.nn.init.normal_(p, std=1e-2)
+    return model.train()
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    from codecave.codec.convert import rgb_to_planes
+
+    planes = [rgb_to_planes(f) for f in pan_frames(4, 64, 64)]
+    y, u, v = (torch.stack([torch.from_numpy(getattr(p, c)).float() / 255 for p in planes]) for c in "yuv")
+    return {"gt": pack(y, u, v).unsqueeze(0)}
+
+
+def _grads(params: list[torch.nn.Parameter]) -> float:
+    return sum(float(p.grad.abs().sum()) for p in params if p.grad is not None)
+
+
+def test_post_processor_reads_the_codec_output_with_the_proxy_gradient() -> None:
+    """Stop-gradient (eq. 8): O's input is I_C bit for bit; the gradient arriving there
+    flows on into the proxy's output I_M unchanged (and from there to P)."""
+    model, batch = _model(), _batch()
+    seen: dict[str, torch.Tensor] = {}
+
+    def post_input(module: torch.nn.Module, args: tuple) -> None:
+        seen["o_in"] = args[0]
+        args[0].register_hook(lambda g: seen.__setitem__("grad_o_in", g))
+
+    def proxy_output(module: torch.nn.Module, args: tuple, out: tuple) -> None:
+        out[0].register_hook(lambda g: seen.__setitem__("grad_i_m", g))
+
+    model.post.register_forward_pre_hook(post_input)
+    model.proxy.register_forward_hook(proxy_output)
+    objective = NeuralWrapping(TrainSection(), refine=False, **NO_MS_SSIM)  # the wrapper's loss alone
+    objective.setup(model)
+    objective.loss(model, batch, 0).backward()
+    with torch.no_grad():
+        i_c, _ = codec_in_the_loop(model.preprocess(batch["gt"]), codec_settings("x264", 30, "medium", 4))
+    assert torch.equal(seen["o_in"].detach(), i_c)
+    from codecave.grid import to_half_layout
+
+    assert torch.allclose(seen["grad_i_m"], to_half_layout(seen["grad_o_in"]), atol=1e-12)
+    assert seen["grad_o_in"].abs().sum() > 0 and _grads(list(model.pre.parameters())) > 0
+
+
+def test_without_stop_gradient_the_post_processor_reads_the_proxy() -> None:
+    model, batch = _model(), _batch()
+    seen: dict[str, torch.Tensor] = {}
+    model.post.register_forward_pre_hook(lambda m, args: seen.__setitem__("o_in", args[0].detach()))
+    objective = NeuralWrapping(TrainSection(), stop_gradient=False, **NO_MS_SSIM)
+    objective.setup(model)
+    objective.loss(model, batch, 0)
+    with torch.no_grad():
+        i_c, _ = codec_in_the_loop(model.preprocess(batch["gt"]), codec_settings("x264", 30, "medium", 4))
+    assert not torch.equal(seen["o_in"], i_c)
+
+
+def test_proxy_losses_never_move_the_wrapper_and_the_wrapper_loss_never_moves_the_proxy() -> None:
+    batch = _batch()
+    # Wrapper loss switched off (all weights 0): only the proxy's refit losses remain.
+    model = _model()
+    objective = NeuralWrapping(TrainSection(), lmbda=0.0, l1=0.0, ssim=0.0, ms_ssim=0.0, dlm=0.0)
+    objective.setup(model)
+    loss = objective.loss(model, batch, 0)
+    loss.backward()
+    wrapper = [*model.pre.parameters(), *model.post.parameters()]
+    assert _grads(wrapper) == 0
+    assert _grads(model.proxy.transform_parameters()) > 0 and _grads(model.proxy.entropy_parameters()) > 0
+    assert model.proxy.alpha_raw.grad is not None and model.proxy.alpha_raw.grad.abs() > 0
+    # Proxy frozen (no iterative refinement): the end-to-end loss moves P and O only.
+    model = _model()
+    objective = NeuralWrapping(TrainSection(), refine=False, **NO_MS_SSIM)
+    objective.setup(model)
+    objective.loss(model, batch, 0).backward()
+    assert _grads(list(model.proxy.parameters())) == 0
+    assert _grads(list(model.pre.parameters())) > 0 and _grads(list(model.post.parameters())) > 0
+
+
+def test_routed_gives_each_parameter_set_its_own_gradient() -> None:
+    a, b = torch.nn.Parameter(torch.tensor(2.0)), torch.nn.Parameter(torch.tensor(3.0))
+    loss_a, loss_b = a * b, (a + b) ** 2
+    total = routed([(loss_a, [a]), (loss_b, [b])])
+    assert float(total.detach()) == pytest.approx(6.0 + 25.0)
+    total.backward()
+    assert float(a.grad) == pytest.approx(3.0) and float(b.grad) == pytest.approx(10.0)
+
+
+def test_proxy_phases_train_only_their_parameters() -> None:
+    model = _model()
+    train_section = TrainSection()
+    ProxyAlignment(train_section, phase="distortion").setup(model)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in model.proxy.transform_parameters()}
+    ProxyAlignment(train_section, phase="rate").setup(model)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in [*model.proxy.entropy_parameters(), model.proxy.alpha_raw,
+                                          model.proxy.beta_raw]}
+    with pytest.raises(ConfigError, match="phase"):
+        ProxyAlignment(train_section, phase="both")
+    with pytest.raises(ConfigError, match="codec"):
+        NeuralWrapping(train_section, codec="mpeg2")
+    with pytest.raises(ConfigError, match="with_proxy"):
+        ProxyAlignment(train_section).setup(create_model("neural_wrapper", weights=None))
+
+
+def _config(root: Path, out: Path, objective: dict, init: str = "") -> object:
+    return parse_config({
+        "name": "nw_tiny", "out": str(out),
+        "model": {"name": "neural_wrapper", "variant": "small", "overrides": TINY_PROXY},
+        "data": {"root": str(root), "frames": 4, "crop": 64, "compressed": ["crf35"], "lossless": ""},
+        "train": {"steps": 3, "batch_size": 1, "lr": 1e-3, "min_lr": 1e-3, "checkpoint_every": 3, "log_every": 1,
+                  "threads": 1, "init": init},
+        "objective": objective})
+
+
+def test_proxy_alignment_then_wrapping_train_on_the_shared_engine(tiny_yuv_dataset: Path, tmp_path: Path) -> None:
+    """Phase 1, phase 2 and the end-to-end stage run as recipes; their named terms are logged."""
+    phase1 = _config(tiny_yuv_dataset, tmp_path / "p1", {"name": "proxy_alignment", "settings": {"phase": "distortion"}})
+    assert train(phase1, progress=False, device="cpu").finished
+    phase2 = _config(tiny_yuv_dataset, tmp_path / "p2", {"name": "proxy_alignment", "settings": {"phase": "rate"}},
+                     init=str(tmp_path / "p1"))
+    assert train(phase2, progress=False, device="cpu").finished
+    record = json.loads((tmp_path / "p2" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"rate_hyp", "rate_codec", "calibration"} <= set(record)
+    e2e = _config(tiny_yuv_dataset, tmp_path / "e2e", {"name": "neural_wrapping", "settings": NO_MS_SSIM},
+                  init=str(tmp_path / "p2"))
+    assert train(e2e, progress=False, device="cpu").finished
+    record = json.loads((tmp_path / "e2e" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"distortion", "ssim", "dlm", "rate_proxy", "rate_codec", "proxy_mse"} <= set(record)
+    trained = create_model("neural_wrapper", weights=tmp_path / "e2e")
+    assert trained.proxy is not None and trained.variant == "small"
