@@ -91,6 +91,10 @@ def test_wrap_encode_writes_a_standard_file_and_evaluate_rd_scores_it(tiny_yuv_d
         frames = [f.to_ndarray(format="yuv420p") for f in container.decode(video=0)]
     assert len(frames) == 5 and frames[0].shape == (96, 96)
     assert main(["wrap", "encode", str(src), str(out), "--weights", str(weights), "--no-progress"]) == 2  # exists
+    restored = tmp_path / "restored.mkv"  # the post-processor through the enhancement engine
+    assert main(["enhance", str(out), str(restored), "--model", "neural_wrapper", "--weights", str(weights)]) == 0
+    with open_video(restored, priors=False) as reader:
+        assert sum(1 for _ in reader) == 5
     rd = tmp_path / "rd"
     assert main(["evaluate", str(tiny_yuv_dataset), "--rd", "--model", "neural_wrapper", "--weights", str(weights),
                  "--frames", "4", "--out", str(rd)]) == 0

@@ -155,3 +155,30 @@ def test_proxy_alignment_then_wrapping_train_on_the_shared_engine(tiny_yuv_datas
     assert {"distortion", "ssim", "dlm", "rate_proxy", "rate_codec", "proxy_mse"} <= set(record)
     trained = create_model("neural_wrapper", weights=tmp_path / "e2e")
     assert trained.proxy is not None and trained.variant == "small"
+
+
+def test_identity_proxy_gradient_passes_the_gradient_at_o_straight_to_p() -> None:
+    """``proxy_gradient: identity`` (a non-learned proxy): O still reads I_C, and the gradient
+    arriving there reaches P's output unchanged (plus the rate's, zero here with lmbda 0)."""
+    model, batch = _model(), _batch()
+    seen: dict[str, torch.Tensor] = {}
+
+    def post_input(module: torch.nn.Module, args: tuple) -> None:
+        seen["o_in"] = args[0]
+        args[0].register_hook(lambda g: seen.__setitem__("grad_o_in", g))
+
+    def pre_output(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if out.requires_grad:
+            out.register_hook(lambda g: seen.__setitem__("grad_i_p", g))
+
+    model.post.register_forward_pre_hook(post_input)
+    model.pre.register_forward_hook(pre_output)
+    objective = NeuralWrapping(TrainSection(), refine=False, lmbda=0.0, proxy_gradient="identity", **NO_MS_SSIM)
+    objective.setup(model)
+    objective.loss(model, batch, 0).backward()
+    with torch.no_grad():
+        i_c, _ = codec_in_the_loop(model.preprocess(batch["gt"]), codec_settings("x264", 30, "medium", 4))
+    assert torch.equal(seen["o_in"].detach(), i_c)
+    assert torch.allclose(seen["grad_i_p"], seen["grad_o_in"], atol=1e-12)
+    with pytest.raises(ConfigError, match="proxy_gradient"):
+        NeuralWrapping(TrainSection(), proxy_gradient="straight")

@@ -232,6 +232,11 @@ class NeuralWrapping(Objective):
         pre, post: train the pre-processor / post-processor; one off leaves it the
             identity (Table 3's post-only / pre-only).
         refine: iterative refinement of the proxy (False: frozen after pre-training).
+        proxy_gradient: what carries the distortion's gradient from ``O``'s input back to
+            ``P``: ``ssf`` (the proxy's ``I_M``, the paper) or ``identity`` (``I_C``'s
+            gradient passed straight to ``I_P``: a non-learned proxy in the spirit of
+            the paper's reference [24], SPECS 3.7 claim 5). The rate's gradient comes
+            from the proxy either way.
 
     Raises:
         ConfigError: an unknown codec, a QP out of range, or neither network trained.
@@ -242,9 +247,13 @@ class NeuralWrapping(Objective):
 
     def __init__(self, train: TrainSection, codec: str = "x264", qp: float = 30.0, preset: str = "medium",
                  lmbda: float = 0.1, l1: float = 0.1, ssim: float = 0.25, ms_ssim: float = 0.25, dlm: float = 0.2,
-                 stop_gradient: bool = True, pre: bool = True, post: bool = True, refine: bool = True) -> None:
+                 stop_gradient: bool = True, pre: bool = True, post: bool = True, refine: bool = True,
+                 proxy_gradient: str = "ssf") -> None:
         super().__init__(train)
         _check_codec(codec, qp)
+        if proxy_gradient not in ("ssf", "identity"):
+            raise ConfigError(f"proxy_gradient {proxy_gradient!r}: use ssf or identity")
+        self.proxy_gradient = proxy_gradient
         if not (pre or post):
             raise ConfigError("neural_wrapping: train the pre-processor, the post-processor or both")
         self.codec, self.qp, self.preset, self.lmbda = codec, float(qp), preset, float(lmbda)
@@ -265,7 +274,7 @@ class NeuralWrapping(Objective):
         i_p = model.preprocess(x) if self.pre else x
         i_c, r_c = codec_in_the_loop(i_p, codec_settings(self.codec, self.qp, self.preset, x.shape[1]))
         m_half, r_hyp = proxy(to_half_layout(i_p), "ste")
-        i_m = from_half_layout(m_half)
+        i_m = from_half_layout(m_half) if self.proxy_gradient == "ssf" else i_p
         o_in = i_c + (i_m - i_m.detach()) if self.stop_gradient else i_m  # value I_C exactly
         i_out = model(o_in) if self.post else o_in
         d = perceptual_distortion(x, i_out, **self.weights)
@@ -284,7 +293,7 @@ class NeuralWrapping(Objective):
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "codec": self.codec, "qp": self.qp, "preset": self.preset, "lmbda": self.lmbda,
                 **self.weights, "stop_gradient": self.stop_gradient, "pre": self.pre, "post": self.post,
-                "refine": self.refine}
+                "refine": self.refine, "proxy_gradient": self.proxy_gradient}
 
 
 __all__ = ["PROXY_PHASES", "NeuralWrapping", "ProxyAlignment", "codec_in_the_loop", "codec_settings",
