@@ -146,8 +146,8 @@ def proxy_correlation(runs: dict[str, str], val: str, count: int, qp: float) -> 
     for label, run in runs.items():
         model = create_model("neural_wrapper", weights=run).eval()
         with torch.no_grad():
-            rec, rate = model.proxy(to_half_layout(gops), "round")
-            rate = model.proxy.calibrate(rate)
+            rec, rate_hyp = model.proxy(to_half_layout(gops), "round")
+            rate = model.proxy.rate_alpha * rate_hyp + model.proxy.rate_beta / gops.shape[1]  # per frame
         psnr_m = psnr(from_half_layout(rec), gops)
         rm, rc = rate.flatten().numpy(), r_c.flatten().numpy()
         pcc_rate = float(np.corrcoef(rm, rc)[0, 1])

@@ -80,9 +80,13 @@ def ssim_luma(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 def detail_loss_metric(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """DLM (VMAF's ADM feature; Li et al. 2011) of luma planes in [0, 1], through
-    vmaf-torch's differentiable ADM: ``(N, H, W)`` -> ``(N,)``, 1 when identical.
-    Neural wrapping's ``lambda_DLM`` term (SPECS 3.6 c)."""
+    vmaf-torch's differentiable ADM, capped at 1: ``(N, H, W)`` -> ``(N,)``, 1 when
+    identical. Neural wrapping's ``lambda_DLM`` term (SPECS 3.6 c).
+
+    ADM exceeds 1 for a picture sharper than its reference; uncapped, ``1 - DLM`` rewarded
+    over-sharpening (ours, measured: a post-processor trained with it drove DLM to 1.018
+    in 400 steps while its SSIM fell from 0.955 to 0.947)."""
     from vmaf_torch import ADM
 
     x4, r4 = (t.float().reshape(-1, 1, *t.shape[-2:]) * 255 for t in (x, ref))
-    return ADM()(r4, x4).reshape(-1)
+    return ADM()(r4, x4).reshape(-1).clamp(max=1.0)

@@ -92,7 +92,7 @@ def test_proxy_losses_never_move_the_wrapper_and_the_wrapper_loss_never_moves_th
     wrapper = [*model.pre.parameters(), *model.post.parameters()]
     assert _grads(wrapper) == 0
     assert _grads(model.proxy.transform_parameters()) > 0 and _grads(model.proxy.entropy_parameters()) > 0
-    assert model.proxy.alpha_raw.grad is not None and model.proxy.alpha_raw.grad.abs() > 0
+    assert model.proxy.log_alpha.grad is not None and model.proxy.log_alpha.grad.abs() > 0
     # Proxy frozen (no iterative refinement): the end-to-end loss moves P and O only.
     model = _model()
     objective = NeuralWrapping(TrainSection(), refine=False, **NO_MS_SSIM)
@@ -119,8 +119,7 @@ def test_proxy_phases_train_only_their_parameters() -> None:
     assert trainable == {id(p) for p in model.proxy.transform_parameters()}
     ProxyAlignment(train_section, phase="rate").setup(model)
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    assert trainable == {id(p) for p in [*model.proxy.entropy_parameters(), model.proxy.alpha_raw,
-                                          model.proxy.beta_raw]}
+    assert trainable == {id(p) for p in [*model.proxy.entropy_parameters(), *model.proxy.calibration_parameters()]}
     with pytest.raises(ConfigError, match="phase"):
         ProxyAlignment(train_section, phase="both")
     with pytest.raises(ConfigError, match="codec"):

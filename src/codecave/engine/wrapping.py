@@ -121,7 +121,7 @@ class ProxyAlignment(Objective):
       codec's decoded frames ``I_C``; no rate term.
     * ``rate`` (phase 2): hyper-networks and priors only, by the likelihood of the now
       fixed latents (mean-shifted rounding), and the calibration ``alpha R + beta`` fitted
-      to the codec's real bits by squared error.
+      to the codec's real bits of each GOP by squared error.
 
     Args:
         train: the config's train section.
@@ -153,7 +153,7 @@ class ProxyAlignment(Objective):
         elif self.phase == "distortion":
             params = proxy.transform_parameters()
         else:
-            params = [*proxy.entropy_parameters(), proxy.alpha_raw, proxy.beta_raw]
+            params = [*proxy.entropy_parameters(), *proxy.calibration_parameters()]
         for p in params:
             p.requires_grad_(True)
 
@@ -174,7 +174,7 @@ class ProxyAlignment(Objective):
             self.terms = {"mse_codec": mse.detach(), "rate_codec": r_c.mean()}
             return mse
         rec, rate = proxy(gop, "ste")
-        calibration = (proxy.calibrate(rate.detach()) - r_c).pow(2).mean()
+        calibration = (proxy.calibrate(rate.detach()) - r_c.sum(1)).pow(2).mean()
         self.terms = {"rate_hyp": rate.mean().detach(), "rate_codec": r_c.mean(), "calibration": calibration.detach(),
                       "mse_codec": F.mse_loss(rec, to_half_layout(i_c)).detach()}
         return rate.mean() + calibration
@@ -278,14 +278,14 @@ class NeuralWrapping(Objective):
         o_in = i_c + (i_m - i_m.detach()) if self.stop_gradient else i_m  # value I_C exactly
         i_out = model(o_in) if self.post else o_in
         d = perceptual_distortion(x, i_out, **self.weights)
-        rate = proxy.calibrate(r_hyp).mean()
+        rate = proxy.calibrate(r_hyp).mean() / x.shape[1]  # per frame
         wrapper = [p for part, on in ((model.pre, self.pre), (model.post, self.post)) if on for p in part.parameters()]
         terms = [(d["distortion"] + self.lmbda * rate, wrapper)]
         proxy_mse = F.mse_loss(m_half, to_half_layout(i_c))
-        calibration = (proxy.calibrate(r_hyp.detach()) - r_c).pow(2).mean()
+        calibration = (proxy.calibrate(r_hyp.detach()) - r_c.sum(1)).pow(2).mean()
         if self.refine:
             terms += [(proxy_mse, proxy.transform_parameters()), (r_hyp.mean(), proxy.entropy_parameters()),
-                      (calibration, [proxy.alpha_raw, proxy.beta_raw])]
+                      (calibration, proxy.calibration_parameters())]
         self.terms = {**{k: v.detach() for k, v in d.items()}, "rate_proxy": rate.detach(),
                       "rate_codec": r_c.mean(), "proxy_mse": proxy_mse.detach(), "calibration": calibration.detach()}
         return routed(terms)
