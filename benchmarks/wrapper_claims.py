@@ -81,7 +81,8 @@ def score(out: Path, val: str, frames: int, arms: list[str] | None) -> None:
         if arms and folder.name not in arms:
             continue
         report_path = folder / "rd" / "rd.json"
-        if not report_path.exists():
+        stale = report_path.exists() and report_path.stat().st_mtime < (folder / "arm.json").stat().st_mtime
+        if not report_path.exists() or stale:  # not scored, or trained further since
             model = create_model("neural_wrapper", weights=str(folder / "run"))
             report = rate_distortion(clips, EncodeSettings(codec="x264", preset="medium", threads=1),
                                      [23, 28, 33, 38], "crf", model, "cpu",

@@ -102,3 +102,8 @@ def test_wrap_encode_writes_a_standard_file_and_evaluate_rd_scores_it(tiny_yuv_d
     assert set(report["bd_rate"]) == {"wrapped", "pre_only", "post_only"}
     assert report["points"] == [23.0, 28.0, 33.0, 38.0] and (rd / "rd.png").stat().st_size > 0
     assert all(math.isfinite(v["mean"]) for v in report["bd_rate"]["wrapped"].values() if v["mean"] == v["mean"])
+
+
+def test_evaluate_rd_refuses_options_it_does_not_take(tiny_yuv_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(tiny_yuv_dataset), "--rd", "--model", "none", "--crf", "23,28,33,38"]) == 2
+    assert "--crf: not taken with --rd" in capsys.readouterr().err

@@ -124,6 +124,10 @@ def test_proxy_phases_train_only_their_parameters() -> None:
         ProxyAlignment(train_section, phase="both")
     with pytest.raises(ConfigError, match="codec"):
         NeuralWrapping(train_section, codec="mpeg2")
+    with pytest.raises(ConfigError, match="0-51"):
+        NeuralWrapping(train_section, qp=55)
+    with pytest.raises(ConfigError, match="stop_gradient"):
+        NeuralWrapping(train_section, proxy_gradient="identity", stop_gradient=False)
     with pytest.raises(ConfigError, match="with_proxy"):
         ProxyAlignment(train_section).setup(create_model("neural_wrapper", weights=None))
 

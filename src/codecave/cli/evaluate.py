@@ -13,8 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "and psnr_per_frame.png.")
     p.add_argument("dataset", help="folder made by `codecave prepare` (e.g. with --crf 15,25,35,18,28,38)")
     p.add_argument("--model", default="pnp_vcve",
-                   help="registered model name (default pnp_vcve; with --rd: neural_wrapper, or none for the plain "
-                        "codec alone)")
+                   help="registered model name (default pnp_vcve; with --rd name the model to put around the "
+                        "codec, e.g. neural_wrapper, or none for the plain codec alone)")
     p.add_argument("--variant", default=None,
                    help="model variant (default: the one saved with --weights, else the shipped default's)")
     p.add_argument("--weights", default="default",
@@ -52,8 +52,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 RD_POINTS = {"x264": "23,28,33,38", "x265": "23,28,33,38", "svtav1": "28,35,41,47"}
 
 
+#: Enhancement-evaluation options that ``--rd`` does not take, with their defaults.
+_NOT_RD = {"crf": None, "variants": None, "chunk": None, "precision": None, "pass_through_qp": None,
+           "slice_type": False}
+
+
 def run_rd(args: argparse.Namespace) -> int:
     from codecave.codec.encode import EncodeSettings
+    from codecave.errors import ConfigError
+
+    given = [f"--{k.replace('_', '-')}" for k, v in _NOT_RD.items() if getattr(args, k) != v]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: not taken with --rd (rate points are --points, e.g. --points "
+                          "23,28,33,38)")
     from codecave.models import create_model
     from codecave.rate_distortion import dataset_sources, rate_distortion, write_rd_report
 

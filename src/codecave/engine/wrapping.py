@@ -40,7 +40,8 @@ def codec_settings(codec: str, qp: float, preset: str, frames: int) -> EncodeSet
     if codec in ("svtav1", "av1"):
         return EncodeSettings(codec="svtav1", crf=None, qp=qp, preset=preset if preset.isdigit() else "10",
                               keyint=frames, threads=1, params={"pred-struct": "1"})
-    return EncodeSettings(codec=codec, crf=None, qp=qp, preset=preset, bframes=0, keyint=frames, threads=1)
+    return EncodeSettings(codec=codec, crf=None, qp=qp, preset=preset, bframes=0, keyint=frames, threads=1,
+                          params={"scenecut": "0"})  # the proxy codes I P P P: no intra picture inside
 
 
 def codec_in_the_loop(frames: torch.Tensor, settings: EncodeSettings) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,8 +109,9 @@ def _proxy(model: nn.Module, objective: str) -> nn.Module:
 def _check_codec(codec: str, qp: float) -> None:
     if codec not in ("x264", "svtav1", "av1"):
         raise ConfigError(f"codec {codec!r}: the wrapper trains around x264 or svtav1")
-    if not 0 <= qp <= 63:
-        raise ConfigError(f"qp {qp}: use 0-51 (x264) or 0-63 (SVT-AV1)")
+    top = 51 if codec == "x264" else 63
+    if not 0 <= qp <= top:
+        raise ConfigError(f"qp {qp}: {codec} takes 0-{top}")
 
 
 class ProxyAlignment(Objective):
@@ -253,6 +255,9 @@ class NeuralWrapping(Objective):
         _check_codec(codec, qp)
         if proxy_gradient not in ("ssf", "identity"):
             raise ConfigError(f"proxy_gradient {proxy_gradient!r}: use ssf or identity")
+        if proxy_gradient == "identity" and not stop_gradient:
+            raise ConfigError("proxy_gradient identity without stop_gradient would feed O the pre-processed frames "
+                              "with no codec at all; keep stop_gradient on")
         self.proxy_gradient = proxy_gradient
         if not (pre or post):
             raise ConfigError("neural_wrapping: train the pre-processor, the post-processor or both")
@@ -278,7 +283,7 @@ class NeuralWrapping(Objective):
         o_in = i_c + (i_m - i_m.detach()) if self.stop_gradient else i_m  # value I_C exactly
         i_out = model(o_in) if self.post else o_in
         d = perceptual_distortion(x, i_out, **self.weights)
-        rate = proxy.calibrate(r_hyp).mean() / x.shape[1]  # per frame
+        rate = proxy.calibrate(r_hyp).mean()  # of the GOP, summed over its frames (SPECS 3.6 d)
         wrapper = [p for part, on in ((model.pre, self.pre), (model.post, self.post)) if on for p in part.parameters()]
         terms = [(d["distortion"] + self.lmbda * rate, wrapper)]
         proxy_mse = F.mse_loss(m_half, to_half_layout(i_c))
