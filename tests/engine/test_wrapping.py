@@ -185,3 +185,15 @@ def test_identity_proxy_gradient_passes_the_gradient_at_o_straight_to_p() -> Non
     assert torch.allclose(seen["grad_i_p"], seen["grad_o_in"], atol=1e-12)
     with pytest.raises(ConfigError, match="proxy_gradient"):
         NeuralWrapping(TrainSection(), proxy_gradient="straight")
+
+
+def test_the_proxy_refits_at_its_own_learning_rate(tiny_yuv_dataset: Path, tmp_path: Path) -> None:
+    """``proxy_lr_scale``: the optimiser's proxy group runs at that multiple of the schedule's rate."""
+    from codecave.engine.checkpoint import load_checkpoint
+
+    cfg = _config(tiny_yuv_dataset, tmp_path / "e2e", {"name": "neural_wrapping",
+                                                      "settings": {**NO_MS_SSIM, "proxy_lr_scale": 50.0}})
+    assert train(cfg, progress=False, device="cpu").finished
+    groups = load_checkpoint(tmp_path / "e2e")["optimizer"]["param_groups"]
+    assert [g.get("lr_scale", 1.0) for g in groups] == [1.0, 50.0]
+    assert groups[1]["lr"] == pytest.approx(50 * groups[0]["lr"])

@@ -72,6 +72,11 @@ class Objective:
     def setup(self, model: nn.Module) -> None:
         """Stage logic on the model before training starts (freezing parts); none by default."""
 
+    def param_groups(self, model: nn.Module) -> list[dict[str, object]]:
+        """The optimiser's parameter groups: one by default. A group may carry ``lr_scale``:
+        its learning rate is the schedule's times that."""
+        return [{"params": list(model.parameters())}]
+
     def dataset(self, cfg: TrainConfig, length: int, model: nn.Module) -> Dataset:
         """The training examples: random windows of the prepared dataset ``cfg.data.root``
         (:class:`~codecave.data.dataset.PreparedWindows`), at the model's scale.

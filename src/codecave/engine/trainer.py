@@ -202,7 +202,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
     torch.manual_seed(t.seed)
     objective = build_objective(cfg)
     model = build_model(cfg.model.name, cfg.model.variant, **cfg.model.overrides).to(env.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=t.betas)
+    optimizer = torch.optim.Adam(objective.param_groups(model), lr=t.lr, betas=t.betas)
     state = ckpt.load_checkpoint(out) if resume else None
     if t.init and state is None:
         _load_init(model, cfg)
@@ -242,7 +242,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, devic
     for batch in batches:
         lr = cosine_lr(step, t.steps, t.lr, t.min_lr)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         loss = train_step(net, optimizer, batch, t, objective=objective, step=step)
         step += 1
         recent.append(loss)  # a device tensor: no synchronisation until the next log line

@@ -234,6 +234,8 @@ class NeuralWrapping(Objective):
         pre, post: train the pre-processor / post-processor; one off leaves it the
             identity (Table 3's post-only / pre-only).
         refine: iterative refinement of the proxy (False: frozen after pre-training).
+        proxy_lr_scale: the proxy's learning rate (iterative refinement) as a multiple of
+            the wrapper's (its own optimiser step in the paper; the alignment ran at 1e-3).
         proxy_gradient: what carries the distortion's gradient from ``O``'s input back to
             ``P``: ``ssf`` (the proxy's ``I_M``, the paper) or ``identity`` (``I_C``'s
             gradient passed straight to ``I_P``: a non-learned proxy in the spirit of
@@ -250,8 +252,11 @@ class NeuralWrapping(Objective):
     def __init__(self, train: TrainSection, codec: str = "x264", qp: float = 30.0, preset: str = "medium",
                  lmbda: float = 0.1, l1: float = 0.1, ssim: float = 0.25, ms_ssim: float = 0.25, dlm: float = 0.2,
                  stop_gradient: bool = True, pre: bool = True, post: bool = True, refine: bool = True,
-                 proxy_gradient: str = "ssf") -> None:
+                 proxy_gradient: str = "ssf", proxy_lr_scale: float = 1.0) -> None:
         super().__init__(train)
+        if proxy_lr_scale <= 0:
+            raise ConfigError(f"proxy_lr_scale {proxy_lr_scale}: must be positive")
+        self.proxy_lr_scale = float(proxy_lr_scale)
         _check_codec(codec, qp)
         if proxy_gradient not in ("ssf", "identity"):
             raise ConfigError(f"proxy_gradient {proxy_gradient!r}: use ssf or identity")
@@ -271,6 +276,13 @@ class NeuralWrapping(Objective):
         model.pre.requires_grad_(self.pre)
         model.post.requires_grad_(self.post)
         proxy.requires_grad_(self.refine)
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, object]]:
+        """The wrapper's parameters, then the proxy's at ``proxy_lr_scale`` times the rate."""
+        proxy = _proxy(model, self.name)
+        own = {id(p) for p in proxy.parameters()}
+        return [{"params": [p for p in model.parameters() if id(p) not in own]},
+                {"params": list(proxy.parameters()), "lr_scale": self.proxy_lr_scale}]
 
     def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         model = _single_process(net, self.name)
@@ -298,7 +310,7 @@ class NeuralWrapping(Objective):
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "codec": self.codec, "qp": self.qp, "preset": self.preset, "lmbda": self.lmbda,
                 **self.weights, "stop_gradient": self.stop_gradient, "pre": self.pre, "post": self.post,
-                "refine": self.refine, "proxy_gradient": self.proxy_gradient}
+                "refine": self.refine, "proxy_gradient": self.proxy_gradient, "proxy_lr_scale": self.proxy_lr_scale}
 
 
 __all__ = ["PROXY_PHASES", "NeuralWrapping", "ProxyAlignment", "codec_in_the_loop", "codec_settings",
