@@ -105,6 +105,15 @@ def training_entry(run: Path) -> dict[str, object]:
     }
 
 
+def write_entry(name: str, entry: dict[str, object]) -> Path:
+    """Set ``name``'s entry of ``weights/manifest.json``; returns the manifest's path."""
+    path = WEIGHTS / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    manifest[name] = entry
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
 def ship_wrapper(run: Path, val: Path, frames: int | None) -> None:
     """Validate a neural wrapper by rate-distortion and ship ``pre`` and ``post`` (not the proxy)."""
     from safetensors.torch import save_file
@@ -145,10 +154,7 @@ def ship_wrapper(run: Path, val: Path, frames: int | None) -> None:
             "bd_rate": {arm: {m: round(v["mean"], 3) for m, v in metrics.items()} for arm, metrics in bd.items()},
         },
     }
-    path = WEIGHTS / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {}
-    manifest[name] = entry
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    path = write_entry(name, entry)
     print(f"shipped {target} ({target.stat().st_size / 1e6:.2f} MB) and its entry in {path}")
 
 
@@ -225,10 +231,7 @@ def main() -> None:
             **({"pass_through": gate} if not args.no_pass_through else {}),
         },
     }
-    path = WEIGHTS / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {}
-    manifest[name] = entry
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    path = write_entry(name, entry)
     print(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB) and its entry in {path}")
 
 

@@ -9,6 +9,8 @@ that the score falls as the CRF rises on a clip encoded with x264.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -27,16 +29,22 @@ def vmaf_y(distorted: np.ndarray, reference: np.ndarray, bit_depth: int = 8) -> 
     Raises:
         ValueError: the shapes differ or are not ``(T, H, W)``.
     """
-    from vmaf_torch import VMAF
-
     if distorted.shape != reference.shape or distorted.ndim != 3:
         raise ValueError(f"VMAF needs two (T, H, W) clips of one shape, got {distorted.shape} and {reference.shape}")
     scale = 255.0 / ((1 << bit_depth) - 1)
     ref = torch.from_numpy(np.asarray(reference, np.float32) * scale).unsqueeze(1)
     dist = torch.from_numpy(np.asarray(distorted, np.float32) * scale).unsqueeze(1)
     with torch.inference_mode():
-        scores = VMAF(temporal_pooling=False, enable_motion=True, clip_score=True)(ref, dist)
+        scores = _vmaf()(ref, dist)
     return scores.reshape(-1).double().numpy()
+
+
+@functools.lru_cache(maxsize=1)
+def _vmaf() -> torch.nn.Module:
+    """vmaf-torch's VMAF (per-frame scores, motion on, clipped to [0, 100]), built once (it reads its SVM model)."""
+    from vmaf_torch import VMAF
+
+    return VMAF(temporal_pooling=False, enable_motion=True, clip_score=True)
 
 
 __all__ = ["vmaf_y"]

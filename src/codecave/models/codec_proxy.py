@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codecave.layers.entropy import FactorizedPrior, bits, gaussian_likelihood, quantize
+from codecave.layers.warp import displaced_grid
 
 #: Channels of the half-resolution layout: four luma phases, U, V.
 HALF_CHANNELS = 6
@@ -152,11 +153,7 @@ def scale_space_warp(volume: torch.Tensor, flow: torch.Tensor, scale: torch.Tens
     Returns:
         ``(B, C, H, W)``.
     """
-    h, w = volume.shape[-2:]
-    ys = torch.arange(h, dtype=flow.dtype, device=flow.device).view(1, h, 1)
-    xs = torch.arange(w, dtype=flow.dtype, device=flow.device).view(1, 1, w)
-    gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
-    gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
+    gx, gy = displaced_grid(flow)
     gz = scale[:, 0].clamp(0, 1) * 2 - 1
     grid = torch.stack([gx, gy, gz], -1).unsqueeze(1)  # (B, 1, H, W, 3)
     out = F.grid_sample(volume, grid.to(volume.dtype), mode="bilinear", padding_mode="border", align_corners=True)
