@@ -12,6 +12,9 @@
    and PSNR per frame on held-out GOPs, before (the conventional proxy) and after the two
    phases (``proxy`` sub-command; evaluation only).
 
+Arm ``proxy_refit_50`` is not a claim but a probe: the proxy's refit (iterative
+refinement) at 50x the wrapper's learning rate, so it follows the pre-processor's drift.
+
 Every arm starts from the same aligned proxy (``configs/neural_wrapper/proxy_rate.yaml``'s
 run) with the same seed and data order and trains for the same wall time
 (``--minutes``, constant learning rate), then is scored by ``codecave evaluate --rd``'s
@@ -44,6 +47,7 @@ ARMS = {
     "pre_only": {"post": False},
     "full_s1": {},
     "identity_gradient": {"proxy_gradient": "identity"},
+    "proxy_refit_50": {"proxy_lr_scale": 50.0},
 }
 SEEDS = {"full_s1": 1}
 

@@ -242,6 +242,10 @@ def test_bad_inputs_fail_cleanly_with_no_output(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4", "in.mp4", "notes.mp4"]
     assert main(["enhance", str(text), str(tmp_path / "o3.mp4"), "--no-progress"]) == 2
     assert not (tmp_path / "o3.mp4").exists()
+    # With the output codec given, too (the source was once opened for the trial write first,
+    # which let FFmpeg's own error through with a traceback).
+    assert main(["enhance", str(text), str(tmp_path / "o4.mkv"), "--codec", "ffv1", "--no-progress"]) == 2
+    assert not (tmp_path / "o4.mkv").exists()
 
 
 def test_frames_damaged_mid_stream_are_reported_and_the_rest_enhanced(tmp_path: Path) -> None:

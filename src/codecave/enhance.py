@@ -715,8 +715,9 @@ def enhance_video(
     _check_paths(source, output, overwrite)
     # Everything that can be known before the first frame is checked before it: the
     # output's container, codec and folder, and the source's damage.
+    source_info = read_info(source)  # a file that is not a video is named as such here (NotAVideoError)
     if encode is None:
-        settings = EncodeSettings(**{**DEFAULT_OUTPUT, "codec": choose_codec(output, None, read_info(source).hdr)})
+        settings = EncodeSettings(**{**DEFAULT_OUTPUT, "codec": choose_codec(output, None, source_info.hdr)})
     else:
         choose_codec(output, encode.codec)
         settings = encode

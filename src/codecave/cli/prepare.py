@@ -51,7 +51,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(for RGB models; the default with --scale)")
     p.add_argument("--exclude-split", metavar="FILE",
                    help="leave out the clips a validation split lists (configs/validation_split.yaml)")
-    p.add_argument("--workers", type=int, default=2, help="clips prepared in parallel (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="clips prepared in parallel processes (default 2)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="prepare each clip as a Ray task: auto (the cluster this machine is in), an address "
+                        "(ray://head:10001) or local; the sources and --out must be on storage that every node "
+                        "sees at the same paths; needs pip install 'codecave[ray]'")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -84,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = prepare_dataset(args.sources, args.out, settings, workers=args.workers,
-                                 stills=args.stills, progress=progress, exclude=exclude)
+                                 stills=args.stills, progress=progress, exclude=exclude, ray=args.ray)
     finally:
         if bar is not None:
             bar.close()

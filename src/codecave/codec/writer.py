@@ -85,6 +85,9 @@ class VideoWriter:
         self._source = av.open(str(source), metadata_errors="replace")
         try:
             self._container = av.open(str(self.path), mode="w")
+            # Bit-exact muxing: no random Matroska UIDs or version strings, so that an output
+            # depends only on its input and settings (the same bytes from any worker or node).
+            self._container.flags |= av.container.Flags.bitexact.value
         except (av.FFmpegError, ValueError) as exc:
             self._source.close()
             raise EncoderError(f"{self.name}: cannot write this container ({exc})") from exc

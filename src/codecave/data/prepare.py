@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -408,6 +406,7 @@ def prepare_dataset(
     stills: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
     exclude: Sequence[str] = (),
+    ray: str | None = None,
 ) -> PrepareResult:
     """Encode ground-truth clips at every rate point and cache frames and priors.
 
@@ -415,10 +414,13 @@ def prepare_dataset(
         inputs: files and folders of sources (see :func:`~codecave.data.sources.discover_sources`).
         root: dataset folder (created; resumed if it holds a run with the same settings).
         settings: what to prepare (default: x264 CRF 15/25/35, medium).
-        workers: clips prepared in parallel processes.
+        workers: clips prepared in parallel processes (:func:`codecave.fleet.run_jobs`: a
+            clip that fails, or whose worker dies, is reported and the rest go on).
         stills: treat images inside folders as photos to animate, not as frames.
         progress: called as ``progress(done, total, clip_name)`` after each clip.
         exclude: clip names to leave out (a validation split's, :func:`held_out_names`).
+        ray: prepare each clip as a Ray task instead (``"auto"``, an address or ``"local"``;
+            see :func:`codecave.fleet.run_jobs`); sources and ``root`` on storage every node sees.
 
     Returns:
         What was prepared, skipped and failed.
@@ -455,9 +457,9 @@ def prepare_dataset(
     prepared: list[str] = []
     failed: dict[str, str] = {}
 
-    def record(name: str, info: dict[str, object] | None, error: BaseException | None) -> None:
+    def record(name: str, info: dict[str, object] | None, error: str | None) -> None:
         if error is not None:
-            failed[name] = f"{type(error).__name__}: {error}"
+            failed[name] = error
             log.error("%s: %s", name, failed[name])
         else:
             clips[name] = info
@@ -468,21 +470,11 @@ def prepare_dataset(
 
     if progress is not None:  # inputs and settings are checked: show the work ahead
         progress(len(skipped), len(sources), "")
-    if workers <= 1 or len(todo) <= 1:
-        for i, src in todo:
-            try:
-                record(src.name, prepare_clip(src, root, s, i), None)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # noqa: BLE001 - reported per clip
-                record(src.name, None, exc)
-    else:
-        ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(prepare_clip, src, root, s, i): src.name for i, src in todo}
-            for fut in as_completed(futures):
-                exc = fut.exception()
-                record(futures[fut], None if exc else fut.result(), exc)
+    from codecave.fleet import run_jobs
+
+    jobs = [(src.name, (src, root, s, i)) for i, src in todo]
+    for name, info, error in run_jobs(prepare_clip, jobs, workers=min(workers, max(1, len(todo))), ray=ray):
+        record(name, info, error)
     return PrepareResult(root, prepared, skipped, failed, time.perf_counter() - start)
 
 

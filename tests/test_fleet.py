@@ -1,0 +1,210 @@
+"""Many videos (codecave.fleet): folders, list files and globs; the manifest; resuming;
+failure isolation; worker processes and Ray giving the same outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from codecave.codec.encode import EncodeSettings, encode_frames
+from codecave.errors import ConfigError
+from codecave.fleet import MANIFEST_NAME, WORKER_DIED, Manifest, enhance_folder, find_videos, run_jobs
+from tests.conftest import pan_frames
+
+#: Lossless output: PyAV's bundled libx264 is not bit-reproducible from run to run in lossy
+#: modes (benchmarks/x264_reproducibility.py), which would hide what these tests check.
+LOSSLESS = {"codec": "ffv1", "crf": None, "preset": None}
+TIMINGS = ("seconds", "time")
+
+
+def make_folder(root: Path) -> Path:
+    """IN/a.mp4, IN/sub/b.mkv, IN/sub/deeper/c.264 (8 frames of 160x96, CRF 35) and a broken IN/broken.mp4."""
+    folder = root / "in"
+    for seed, name in enumerate(("a.mp4", "sub/b.mkv", "sub/deeper/c.264")):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        encode_frames(pan_frames(8, 96, 160, seed=seed), path, EncodeSettings(codec="x264", crf=35, threads=1))
+    (folder / "broken.mp4").write_bytes(b"not a video at all" * 64)
+    (folder / "notes.txt").write_text("not a video, and not taken: no video extension")
+    return folder
+
+
+def final_records(out: Path) -> dict[str, dict[str, object]]:
+    """The manifest's last record of each file, timings left out."""
+    return {name: {k: v for k, v in rec.items() if k not in TIMINGS} for name, rec in Manifest(out).records.items()}
+
+
+def test_a_folder_is_enhanced_file_by_file_and_a_second_run_does_nothing(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    out = tmp_path / "out"
+    lines: list[str] = []
+    first = enhance_folder(folder, out, encode=LOSSLESS, report=lines.append)
+    assert sorted(first.done) == ["a.mp4", "sub/b.mkv", "sub/deeper/c.264"]
+    assert list(first.failed) == ["broken.mp4"] and "NotAVideoError" in first.failed["broken.mp4"]
+    assert first.frames == 24 and len(lines) == 4
+    # Same relative paths; a raw .264 stream becomes .mkv (timestamps and metadata need a container).
+    outputs = [out / "a.mp4", out / "sub" / "b.mkv", out / "sub" / "deeper" / "c.mkv"]
+    assert all(p.is_file() for p in outputs) and not (out / "broken.mp4").exists()
+    records = Manifest(out).records
+    assert records["a.mp4"]["result"] == "done" and records["a.mp4"]["frames"] == 8
+    assert records["broken.mp4"]["result"] == "failed"
+    assert records["a.mp4"]["model"]["weights_sha256"] and len(records["a.mp4"]["source_sha256"]) == 64
+    stamps = [p.stat().st_mtime_ns for p in outputs]
+
+    second = enhance_folder(folder, out, encode=LOSSLESS)
+    assert second.done == [] and sorted(second.unchanged) == ["a.mp4", "sub/b.mkv", "sub/deeper/c.264"]
+    assert list(second.failed) == ["broken.mp4"]  # retried, and it fails again
+    assert [p.stat().st_mtime_ns for p in outputs] == stamps
+
+    # A changed source is redone, and only it.
+    encode_frames(pan_frames(8, 96, 160, seed=9), folder / "sub" / "b.mkv",
+                  EncodeSettings(codec="x264", crf=35, threads=1))
+    third = enhance_folder(folder, out, encode=LOSSLESS)
+    assert third.done == ["sub/b.mkv"] and sorted(third.unchanged) == ["a.mp4", "sub/deeper/c.264"]
+    assert outputs[1].stat().st_mtime_ns != stamps[1] and outputs[0].stat().st_mtime_ns == stamps[0]
+
+    # Other settings (or another model) redo everything this manifest made.
+    fourth = enhance_folder(folder, out, encode=LOSSLESS, frames=(0, 4))
+    assert sorted(fourth.done) == ["a.mp4", "sub/b.mkv", "sub/deeper/c.264"] and fourth.frames == 12
+
+
+def test_outputs_this_manifest_did_not_make_are_skipped_unless_overwrite(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    (folder / "broken.mp4").unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.mp4").write_bytes(b"someone else's file")
+    result = enhance_folder(folder, out, encode=LOSSLESS)
+    assert list(result.skipped) == ["a.mp4"] and (out / "a.mp4").read_bytes() == b"someone else's file"
+    assert Manifest(out).records["a.mp4"]["result"] == "skipped"
+    again = enhance_folder(folder, out, encode=LOSSLESS, overwrite=True)
+    assert again.done == ["a.mp4"] and (out / "a.mp4").stat().st_size > 100
+
+
+def test_a_partial_file_of_a_killed_worker_is_removed_and_its_file_redone(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    (folder / "broken.mp4").unlink()
+    out = tmp_path / "out"
+    enhance_folder(folder, out, encode=LOSSLESS)
+    # What a worker killed with SIGKILL while writing sub/b.mkv leaves: its "started"
+    # record, no output, and a hidden partial file named after its (dead) process.
+    from codecave.enhance import _HOST
+
+    (out / "sub" / "b.mkv").unlink()
+    record = {**Manifest(out).records["sub/b.mkv"], "result": "started"}
+    Manifest(out).add(record)
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    partial = out / "sub" / f".b.codecave-partial-{_HOST}-{dead}.mkv"
+    partial.write_bytes(b"half a file")
+    result = enhance_folder(folder, out, encode=LOSSLESS)
+    assert result.done == ["sub/b.mkv"] and not partial.exists() and (out / "sub" / "b.mkv").is_file()
+    assert sorted(p.name for p in (out / "sub").iterdir()) == ["b.mkv", "deeper"]
+
+
+def _job(key: str) -> str:
+    if key == "die":
+        os._exit(9)  # as a worker killed by the kernel's OOM killer or kill -9
+    if key == "raise":
+        raise ValueError("bad input")
+    return key.upper()
+
+
+def test_run_jobs_isolates_exceptions_and_dead_workers() -> None:
+    jobs = [(k, (k,)) for k in ("die", "a", "raise", "b", "c")]
+    results = {key: (value, error) for key, value, error in run_jobs(_job, jobs, workers=2)}
+    assert set(results) == {"die", "a", "raise", "b", "c"}
+    assert results["die"] == (None, WORKER_DIED)
+    assert results["raise"] == (None, "ValueError: bad input")
+    # "a" shared the pool with the dying worker and may have gone with it; the rest ran in a fresh pool.
+    assert results["b"] == ("B", None) and results["c"] == ("C", None)
+    assert results["a"] in (("A", None), (None, WORKER_DIED))
+
+
+def test_worker_processes_and_ray_give_identical_outputs_and_manifests(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    folder = make_folder(tmp_path)
+    local = enhance_folder(folder, tmp_path / "local", encode=LOSSLESS, workers=2)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = enhance_folder(folder, tmp_path / "ray", encode=LOSSLESS, ray="auto", threads=1)
+    finally:
+        ray.shutdown()
+    assert sorted(local.done) == sorted(remote.done) and len(local.done) == 3
+    assert local.failed.keys() == remote.failed.keys() == {"broken.mp4"}
+    for name in ("a.mp4", "sub/b.mkv", "sub/deeper/c.mkv"):
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+    assert final_records(tmp_path / "local") == final_records(tmp_path / "ray")
+
+
+def test_ray_missing_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'codecave\[ray\]'"):
+        list(run_jobs(_job, [("a", ("a",))], ray="auto"))
+
+
+def test_list_files_and_globs_name_videos(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    listing = tmp_path / "todo.txt"
+    listing.write_text("# clips\nin/a.mp4\n\nin/sub/b.mkv\n")
+    root, files = find_videos(listing)
+    assert root == folder.absolute() and [f.name for f in files] == ["a.mp4", "b.mkv"]
+    root, files = find_videos(str(folder / "**" / "*.mkv"))
+    assert root == (folder / "sub").absolute() and [f.name for f in files] == ["b.mkv"]
+    root, files = find_videos(folder)
+    assert [f.relative_to(folder).as_posix() for f in files] == ["a.mp4", "broken.mp4", "sub/b.mkv",
+                                                                  "sub/deeper/c.264"]
+    listing.write_text("in/missing.mp4\n")
+    with pytest.raises(ConfigError, match="line 1: in/missing.mp4: no such file"):
+        find_videos(listing)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no videos"):
+        find_videos(tmp_path / "empty")
+
+
+def test_cli_enhances_a_folder_and_exits_1_when_a_file_failed(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from codecave.cli.main import main
+
+    folder = make_folder(tmp_path)
+    out = tmp_path / "out"
+    code = main(["enhance", str(folder), str(out), "--codec", "ffv1", "--per-file", "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "3 enhanced (24 frames), 0 already done, 0 skipped, 1 failed" in text
+    assert "failed broken.mp4: NotAVideoError" in text and "done sub/b.mkv: 8 frames" in text
+    assert json.loads((out / MANIFEST_NAME).read_text().splitlines()[-1])["file"]
+    assert main(["enhance", str(folder / "a.mp4"), str(tmp_path / "x.mp4"), "--workers", "2"]) == 2
+    assert "for many videos" in capsys.readouterr().err
+
+
+def test_the_readme_many_videos_commands_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+    import shlex
+
+    from codecave.cli.main import main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Many videos"):]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.DOTALL).group(1)
+    commands = [re.split(r"\s#", line)[0].strip() for line in block.splitlines() if line.startswith("codecave ")]
+    assert len(commands) == 5
+    folder = make_folder(tmp_path)
+    (folder / "broken.mp4").unlink()
+    folder.rename(tmp_path / "archive")
+    (tmp_path / "todo.txt").write_text("archive/a.mp4\narchive/sub/b.mkv\n")
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        if argv[0] == "enhance":
+            argv.append("--no-progress")
+        else:
+            argv += ["--no-progress", "--frames", "4", "--crf", "35"]
+        assert main(argv) == 0, command
+    assert (tmp_path / "enhanced" / "sub" / "deeper" / "c.mkv").is_file()
+    assert (tmp_path / "data" / "mine" / "manifest.json").is_file()
+    capsys.readouterr()
