@@ -128,11 +128,23 @@ def test_worker_processes_and_ray_give_identical_outputs_and_manifests(tmp_path:
     ray = pytest.importorskip("ray")
     folder = make_folder(tmp_path)
     local = enhance_folder(folder, tmp_path / "local", encode=LOSSLESS, workers=2)
+    from codecave.data.prepare import PrepareSettings, load_clip, prepare_dataset
+
+    settings = PrepareSettings(crfs=(35.0,), max_frames=4)
+    sources = [folder / "a.mp4", folder / "sub" / "b.mkv"]
+    prepared = prepare_dataset(sources, tmp_path / "set_local", settings, workers=2)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = enhance_folder(folder, tmp_path / "ray", encode=LOSSLESS, ray="auto", threads=1)
+        prepared_ray = prepare_dataset(sources, tmp_path / "set_ray", settings, ray="auto")
     finally:
         ray.shutdown()
+    # prepare through Ray: the same clips, the same ground truth (the x264 encodes themselves
+    # are lossy, so not compared bit for bit).
+    assert sorted(prepared.prepared) == sorted(prepared_ray.prepared) == ["a", "b"]
+    for name in ("a", "b"):
+        local_clip, ray_clip = (load_clip(tmp_path / d, name, "crf35") for d in ("set_local", "set_ray"))
+        assert (local_clip.gt == ray_clip.gt).all()
     assert sorted(local.done) == sorted(remote.done) and len(local.done) == 3
     assert local.failed.keys() == remote.failed.keys() == {"broken.mp4"}
     for name in ("a.mp4", "sub/b.mkv", "sub/deeper/c.mkv"):
@@ -208,3 +220,37 @@ def test_the_readme_many_videos_commands_run_as_written(tmp_path: Path, monkeypa
     assert (tmp_path / "enhanced" / "sub" / "deeper" / "c.mkv").is_file()
     assert (tmp_path / "data" / "mine" / "manifest.json").is_file()
     capsys.readouterr()
+
+
+def test_a_worker_killed_mid_file_leaves_no_partial_file_and_its_file_is_redone(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed in range(3):  # long enough (about a second each) to be caught while writing
+        encode_frames(pan_frames(32, 192, 320, seed=seed), folder / f"clip{seed}.mp4",
+                      EncodeSettings(codec="x264", crf=35, threads=1))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "codecave", "enhance", str(folder), str(out), "--workers", "2", "--codec",
+               "ffv1", "--no-progress"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and run.poll() is None and time.monotonic() < deadline:
+        for partial in out.glob(".*.codecave-partial-*"):
+            pid = int(partial.stem.rsplit("-", 1)[1])
+            os.kill(pid, signal.SIGKILL)
+            killed = partial.name.split(".")[1]  # clipN
+            break
+        time.sleep(0.02)
+    stdout, _ = run.communicate(timeout=300)
+    assert killed is not None, "no partial file seen"
+    assert run.returncode == 1, stdout
+    assert f"failed {killed}.mp4: worker process died" in stdout
+    assert not list(out.glob(".*partial*")), "a partial file was left behind"
+    redo = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+    assert redo.returncode == 0, redo.stdout + redo.stderr
+    assert sorted(p.name for p in out.glob("*.mp4")) == [f"clip{i}.mp4" for i in range(3)]
+    assert all(r["result"] == "done" for r in Manifest(out).records.values())

@@ -11,9 +11,10 @@ what is done, retries what failed and redoes a file whose source, model, weights
 settings changed. One bad file is reported and the rest go on.
 
 Every output is written to a hidden partial file and renamed when complete
-(:func:`codecave.enhance.enhance_video`), so a killed worker leaves no partial output
-behind (its partial file is removed by the next run on that host), and its file, marked
-``started`` or ``failed``, is redone by the next run.
+(:func:`codecave.enhance.enhance_video`). A worker killed mid-file leaves no output; its
+hidden partial file is removed as soon as the run sees the worker gone (on a Ray node
+other than this one, when that output is next written there), and its file, marked
+``failed`` (or ``started`` if the whole run was killed), is redone by the next run.
 
 :func:`run_jobs` is the executor both ``enhance`` and ``prepare`` use: ``workers`` local
 processes with ``threads`` CPU threads each, or Ray tasks (``ray="auto"``, an address, or
@@ -241,8 +242,8 @@ def _run_pool(func: Callable[..., object], jobs: Sequence[tuple[str, tuple]], wo
                     try:
                         ok, value = future.result()
                     except BrokenProcessPool:
-                        if owner is pool:
-                            pool.shutdown(wait=False, cancel_futures=True)
+                        if owner is pool:  # its workers are stopped; wait until they are gone
+                            pool.shutdown(wait=True, cancel_futures=True)
                             pool = None
                         yield key, None, WORKER_DIED
                         continue
@@ -527,7 +528,7 @@ def enhance_folder(
         ConfigError: nothing to enhance, OUT is a file, an unknown model, missing
             weights, two sources that would write one output, or ``ray`` without Ray.
     """
-    from codecave.enhance import EnhanceOptions
+    from codecave.enhance import EnhanceOptions, _remove_stale_partials
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -593,6 +594,9 @@ def enhance_folder(
                 result.frames += int(value["frames"])
                 line = f"done {name}: {value['frames']} frames in {value['seconds']:.1f} s"
             else:
+                # A worker that died leaves its hidden partial file; on this host it goes now
+                # (elsewhere, a Ray node's, when that node next writes this output).
+                _remove_stale_partials(out_dir / str(base[name]["output"]))
                 manifest.add({**base[name], "result": "failed", "error": error, "time": _now()})
                 result.failed[name] = error
                 line = f"failed {name}: {error}"
