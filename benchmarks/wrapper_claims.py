@@ -13,7 +13,8 @@
    phases (``proxy`` sub-command; evaluation only).
 
 Arm ``proxy_refit_50`` is not a claim but a probe: the proxy's refit (iterative
-refinement) at 50x the wrapper's learning rate, so it follows the pre-processor's drift.
+refinement) at 50x the wrapper's learning rate, so it follows the pre-processor's drift;
+``proxy_refit_50_no_dlm`` also drops the DLM term (is it what the pre-processor games?).
 
 Every arm starts from the same aligned proxy (``configs/neural_wrapper/proxy_rate.yaml``'s
 run) with the same seed and data order and trains for the same wall time
@@ -48,6 +49,7 @@ ARMS = {
     "full_s1": {},
     "identity_gradient": {"proxy_gradient": "identity"},
     "proxy_refit_50": {"proxy_lr_scale": 50.0},
+    "proxy_refit_50_no_dlm": {"proxy_lr_scale": 50.0, "dlm": 0.0},
 }
 SEEDS = {"full_s1": 1}
 

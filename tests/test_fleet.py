@@ -161,11 +161,19 @@ def test_ray_missing_says_how_to_install(tmp_path: Path, monkeypatch: pytest.Mon
 def test_list_files_and_globs_name_videos(tmp_path: Path) -> None:
     folder = make_folder(tmp_path)
     listing = tmp_path / "todo.txt"
-    listing.write_text("# clips\nin/a.mp4\n\nin/sub/b.mkv\n")
+    # Paths relative to the list's folder, which is the root of the layout under OUT;
+    # the same file twice (relative, absolute, through ..) is taken once.
+    listing.write_text(f"# clips\nin/a.mp4\n\nin/sub/b.mkv\n{folder / 'a.mp4'}\nin/sub/../a.mp4\n")
     root, files = find_videos(listing)
-    assert root == folder.absolute() and [f.name for f in files] == ["a.mp4", "b.mkv"]
+    assert root == tmp_path and [f.relative_to(root).as_posix() for f in files] == ["in/a.mp4", "in/sub/b.mkv"]
+    # A listed file outside the list's folder widens the root: nothing can land outside OUT.
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "todo.txt").write_text("../in/a.mp4\n")
+    root, files = find_videos(tmp_path / "lists" / "todo.txt")
+    assert root == tmp_path and files == [folder / "a.mp4"]
+    # A glob's root is its leading part without wildcards, whatever matches.
     root, files = find_videos(str(folder / "**" / "*.mkv"))
-    assert root == (folder / "sub").absolute() and [f.name for f in files] == ["b.mkv"]
+    assert root == folder and [f.relative_to(root).as_posix() for f in files] == ["sub/b.mkv"]
     root, files = find_videos(folder)
     assert [f.relative_to(folder).as_posix() for f in files] == ["a.mp4", "broken.mp4", "sub/b.mkv",
                                                                   "sub/deeper/c.264"]
@@ -242,15 +250,76 @@ def test_a_worker_killed_mid_file_leaves_no_partial_file_and_its_file_is_redone(
         for partial in out.glob(".*.codecave-partial-*"):
             pid = int(partial.stem.rsplit("-", 1)[1])
             os.kill(pid, signal.SIGKILL)
-            killed = partial.name.split(".")[1]  # clipN
+            killed = partial.name
             break
         time.sleep(0.02)
-    stdout, _ = run.communicate(timeout=300)
-    assert killed is not None, "no partial file seen"
+    stdout, stderr = run.communicate(timeout=300)
+    assert killed is not None, f"no partial file seen: {stdout} {stderr}"
     assert run.returncode == 1, stdout
-    assert f"failed {killed}.mp4: worker process died" in stdout
+    # The killed worker's file failed (and perhaps the other one then in flight).
+    assert ": worker process died" in stdout
     assert not list(out.glob(".*partial*")), "a partial file was left behind"
     redo = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert redo.returncode == 0, redo.stdout + redo.stderr
     assert sorted(p.name for p in out.glob("*.mp4")) == [f"clip{i}.mp4" for i in range(3)]
     assert all(r["result"] == "done" for r in Manifest(out).records.values())
+
+
+def test_resume_keeps_ownership_refuses_other_sources_and_survives_a_torn_manifest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = make_folder(tmp_path)
+    (folder / "broken.mp4").unlink()
+    out = tmp_path / "out"
+    enhance_folder(folder, out, encode=LOSSLESS)
+    good = (folder / "a.mp4").read_bytes()
+    # A redo that fails leaves the earlier output, still this manifest's: once the source
+    # is fixed, the next run redoes it instead of calling it someone else's file.
+    (folder / "a.mp4").write_bytes(b"damaged" * 100)
+    failed = enhance_folder(folder, out, encode=LOSSLESS)
+    assert list(failed.failed) == ["a.mp4"] and (out / "a.mp4").exists()
+    (folder / "a.mp4").write_bytes(good)
+    fixed = enhance_folder(folder, out, encode=LOSSLESS)
+    assert fixed.done == ["a.mp4"] and not fixed.skipped
+    # A source that cannot be read is one failure; the others go on.
+    from codecave.data import sources
+
+    real_hash = sources.file_hash
+
+    def unreadable(path: object) -> str:
+        if Path(str(path)).name == "b.mkv":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_hash(path)
+
+    encode_frames(pan_frames(8, 96, 160, seed=5), folder / "sub" / "b.mkv", EncodeSettings(codec="x264", crf=35))
+    encode_frames(pan_frames(8, 96, 160, seed=6), folder / "a.mp4", EncodeSettings(codec="x264", crf=35))
+    monkeypatch.setattr(sources, "file_hash", unreadable)
+    partly = enhance_folder(folder, out, encode=LOSSLESS)
+    assert partly.done == ["a.mp4"] and list(partly.failed) == ["sub/b.mkv"]
+    assert "PermissionError" in partly.failed["sub/b.mkv"]
+    monkeypatch.setattr(sources, "file_hash", real_hash)
+    # A torn last line (a run killed while writing) costs nothing but that line.
+    with open(out / MANIFEST_NAME, "a") as fh:
+        fh.write('{"file": "sub/b.mkv", "resu')
+    again = enhance_folder(folder, out, encode=LOSSLESS)
+    assert again.done == ["sub/b.mkv"] and sorted(again.unchanged) == ["a.mp4", "sub/deeper/c.264"]
+    assert all(json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines())
+    # Another folder's file of the same relative name does not replace this one's output.
+    other = tmp_path / "other"
+    other.mkdir()
+    encode_frames(pan_frames(8, 96, 160, seed=7), other / "a.mp4", EncodeSettings(codec="x264", crf=35))
+    foreign = enhance_folder(other, out, encode=LOSSLESS)
+    assert list(foreign.skipped) == ["a.mp4"] and "made from" in foreign.skipped["a.mp4"]
+
+
+def test_one_run_at_a_time_per_output_folder_and_clear_errors(tmp_path: Path) -> None:
+    from codecave.fleet import _lock
+
+    folder = make_folder(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    with _lock(out), pytest.raises(ConfigError, match="another codecave run"):
+        enhance_folder(folder, out, encode=LOSSLESS)
+    with pytest.raises(ConfigError, match="is the output folder or inside it"):
+        enhance_folder(folder, folder, encode=LOSSLESS)
+    with pytest.raises(ConfigError, match="at least 1"):
+        list(run_jobs(_job, [("a", ("a",))], threads=0))

@@ -84,57 +84,99 @@ def threads_per_worker(workers: int, threads: int | None = None) -> int:
     return max(1, available_cores() // workers)
 
 
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    """``path`` absolute and normalised (``..`` folded), symbolic links kept."""
+    return Path(os.path.abspath(path))
+
+
+def _walk_videos(folder: Path) -> list[Path]:
+    """Files with a video extension under ``folder``, following symbolic links to folders
+    (each real folder once), hidden files and folders left out."""
+    suffixes = video_suffixes()
+    seen: set[str] = set()
+    found = []
+    for current, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen:  # a link back up the tree
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        found += [Path(current) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in suffixes
+                  and (Path(current) / n).is_file()]
+    return found
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder a glob pattern starts from: its leading parts without wildcards."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return _absolute(Path(*fixed) if fixed else ".")
+
+
 def find_videos(spec: str | os.PathLike[str], exclude: str | os.PathLike[str] | None = None
                 ) -> tuple[Path, list[Path]]:
     """The videos ``spec`` names, and the folder their relative paths start from.
 
     Args:
-        spec: a folder (every file with a video extension under it, hidden files and
-            folders left out), a list file (``.txt``, ``.list``, ``.lst``: one path per
-            line, relative to the list's folder; blank lines and ``#`` comments ignored), or a
-            glob pattern (``"clips/**/*.mp4"``; quote it so the shell leaves it alone).
+        spec: a folder (every file with a video extension under it, following symbolic
+            links to folders; hidden files and folders left out), a list file (``.txt``,
+            ``.list``, ``.lst``: one path per line, relative to the list's folder; blank
+            lines and ``#`` comments ignored), or a glob pattern (``"clips/**/*.mp4"``;
+            quote it so the shell leaves it alone).
         exclude: a folder whose files are never taken (the output folder).
 
     Returns:
-        ``(root, files)``: for a folder, the folder itself; for a list or a glob, the
-        deepest folder holding every file. Files are sorted, each once.
+        ``(root, files)``, absolute and normalised: ``root`` is the folder itself, the list's
+        folder, or the glob's leading part without wildcards (for a list naming files
+        outside its folder, the deepest folder holding them all), so that the layout
+        under OUT does not depend on which files happen to match. Files sorted, each once.
 
     Raises:
-        ConfigError: nothing matches, or a listed file does not exist.
+        ConfigError: nothing matches, a listed file does not exist, or the folder is
+            ``exclude`` or inside it.
     """
     text = str(spec)
     path = Path(spec)
-    skip = Path(exclude).resolve() if exclude is not None else None
+    skip = Path(os.path.realpath(exclude)) if exclude is not None else None
 
     def kept(p: Path) -> bool:
-        return skip is None or not p.resolve().is_relative_to(skip)
+        return skip is None or not Path(os.path.realpath(p)).is_relative_to(skip)
 
     if path.is_dir():
-        suffixes = video_suffixes()
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts) and kept(p))
+        root = _absolute(path)
+        if skip is not None and Path(os.path.realpath(root)).is_relative_to(skip):
+            raise ConfigError(f"{path}: is the output folder or inside it; give OUT outside IN's tree")
+        files = sorted({f for f in _walk_videos(root) if kept(f)})
         if not files:
-            raise ConfigError(f"{path}: no videos in this folder (extensions {' '.join(suffixes)})")
-        return path, files
+            raise ConfigError(f"{path}: no videos in this folder (extensions {' '.join(video_suffixes())})")
+        return root, files
     if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+        root = _absolute(path.parent)
         files = []
         for number, line in enumerate(path.read_text().splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            file = Path(line) if Path(line).is_absolute() else path.parent / line
+            file = _absolute(root / line)  # an absolute line stays as it is
             if not file.is_file():
                 raise ConfigError(f"{path}, line {number}: {line}: no such file")
             files.append(file)
     elif glob.has_magic(text):
-        files = [Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file()]
+        root = _glob_root(text)
+        files = [_absolute(p) for p in glob.glob(text, recursive=True) if Path(p).is_file()]
     else:
         raise ConfigError(f"{spec}: not a folder, a list file ({', '.join(LIST_SUFFIXES)}) or a glob pattern")
     files = sorted({f for f in files if kept(f)})
     if not files:
-        raise ConfigError(f"{spec}: matches no files")
-    root = Path(os.path.commonpath([str(f.parent.absolute()) for f in files]))
-    return root, [f.absolute() for f in files]
+        raise ConfigError(f"{spec}: matches no files" + (" outside the output folder" if skip else ""))
+    if not all(f.is_relative_to(root) for f in files):
+        root = Path(os.path.commonpath([str(root), *(str(f.parent) for f in files)]))
+    return root, files
 
 
 # --------------------------------------------------------------------------- executor
@@ -176,7 +218,8 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 def run_jobs(func: Callable[..., object], jobs: Sequence[tuple[str, tuple]], *, workers: int = 1,
              threads: int | None = None, ray: str | None = None, gpus: float = 0.0,
-             on_start: Callable[[str], None] | None = None) -> Iterator[tuple[str, object | None, str | None]]:
+             on_start: Callable[[str], None] | None = None,
+             start_method: str = "spawn") -> Iterator[tuple[str, object | None, str | None]]:
     """Run ``func(*args)`` for every ``(key, args)`` of ``jobs`` and yield
     ``(key, result, None)`` or ``(key, None, error)`` as each ends, in the order they end.
 
@@ -191,14 +234,22 @@ def run_jobs(func: Callable[..., object], jobs: Sequence[tuple[str, tuple]], *, 
             already initialised in this process is used as it is.
         gpus: GPUs each Ray task requests (fractions share one).
         on_start: called with a job's key just before it is handed out.
+        start_method: how local workers start (``spawn``: clean processes, the default;
+            ``fork``: faster, for jobs that run no PyTorch threads before the fork).
 
     An exception in ``func`` fails that job only. A worker process that dies (killed, out
     of memory) fails the jobs it and the pool were running (at most ``workers``); the rest
     go on in a fresh pool. Ctrl-C or SIGTERM stops the workers and ends the generator.
 
     Raises:
-        ConfigError: ``ray`` without Ray installed, or bad ``workers`` / ``threads``.
+        ConfigError: ``ray`` without Ray installed or no Ray cluster at ``ray``, or
+            ``workers`` or ``threads`` below 1, or ``gpus`` below 0.
     """
+    threads_per_worker(max(1, workers), threads)  # refuses values below 1
+    if workers < 1:
+        raise ConfigError(f"workers {workers}: must be at least 1")
+    if gpus < 0:
+        raise ConfigError(f"gpus {gpus}: must be 0 or more")
     keys = [key for key, _ in jobs]
     if len(set(keys)) != len(keys):
         raise ConfigError("run_jobs: job keys must be unique")
@@ -212,13 +263,14 @@ def run_jobs(func: Callable[..., object], jobs: Sequence[tuple[str, tuple]], *, 
                 ok, value = _call(func, args, threads)
                 yield (key, value, None) if ok else (key, None, str(value))
     else:
-        yield from _run_pool(func, jobs, workers, threads, on_start)
+        yield from _run_pool(func, jobs, workers, threads, on_start, start_method)
 
 
 def _run_pool(func: Callable[..., object], jobs: Sequence[tuple[str, tuple]], workers: int, threads: int | None,
-              on_start: Callable[[str], None] | None) -> Iterator[tuple[str, object | None, str | None]]:
-    # spawn: workers start clean (no forked OpenMP or PyTorch thread state).
-    context = multiprocessing.get_context("spawn")
+              on_start: Callable[[str], None] | None, start_method: str
+              ) -> Iterator[tuple[str, object | None, str | None]]:
+    # spawn (the default): workers start clean (no forked OpenMP or PyTorch thread state).
+    context = multiprocessing.get_context(start_method)
     queue = list(reversed(jobs))
     running: dict[object, tuple[str, ProcessPoolExecutor]] = {}
     pool: ProcessPoolExecutor | None = None
@@ -269,10 +321,14 @@ def _run_ray(func: Callable[..., object], jobs: Sequence[tuple[str, tuple]], add
         raise ConfigError(f"--ray needs Ray, which is not installed: {RAY_INSTALL}") from None
     started_here = False
     if not ray_module.is_initialized():
-        if address == "local":
-            ray_module.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-        else:
-            ray_module.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            if address == "local":
+                ray_module.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            else:
+                ray_module.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError... all mean the same here
+            hint = " (start one with `ray start --head`, or use --ray local)" if address == "auto" else ""
+            raise ConfigError(f"--ray {address}: no Ray cluster to use{hint}: {exc}") from None
         started_here = True
     # max_retries: a task whose worker or node died runs once more; exceptions are results.
     task = ray_module.remote(_call).options(num_cpus=threads or 1, num_gpus=gpus, max_retries=1)
@@ -311,23 +367,27 @@ class Manifest:
     """The JSON-lines record of an output folder: the last record of each file wins.
 
     Appending one line per event keeps it cheap for thousands of files and safe when the
-    run is killed (a torn last line is ignored); it is rewritten compactly when loaded
-    with many superseded lines.
+    run is killed: a line torn by the kill (and any line that is not a record) is dropped
+    when the manifest is next loaded, which then rewrites it compactly, as it does when
+    many lines are superseded.
     """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.path = Path(folder) / MANIFEST_NAME
         self.records: dict[str, dict[str, object]] = {}
-        lines = 0
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # torn by a kill while writing
-                lines += 1
-                self.records[str(record["file"])] = record
-        if lines > 2 * len(self.records) + 16:
+        lines = bad = 0
+        text = self.path.read_text(errors="replace") if self.path.exists() else ""
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict) or "file" not in record:
+                bad += 1  # torn by a kill while writing, or not ours
+                continue
+            lines += 1
+            self.records[str(record["file"])] = record
+        if bad or (text and not text.endswith("\n")) or lines > 2 * len(self.records) + 16:
             self._rewrite()
 
     def _rewrite(self) -> None:
@@ -345,13 +405,39 @@ class Manifest:
             os.fsync(fh.fileno())
 
 
+@contextlib.contextmanager
+def _lock(folder: Path) -> Iterator[None]:
+    """Hold OUT for this run: a second run on the same OUT is refused, not interleaved."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(folder / ".codecave-manifest.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"{folder}: another codecave run is writing into this folder; wait for it "
+                              "or choose another OUT") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def source_identity(path: Path, previous: dict[str, object] | None) -> dict[str, object]:
     """The source's SHA-256, size and modification time; the hash is reused from
-    ``previous`` when size and time are unchanged (as make and rsync do)."""
+    ``previous`` when it was this same file with unchanged size and time (as make and
+    rsync do).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
     from codecave.data.sources import file_hash
 
     stat = path.stat()
-    if previous and previous.get("source_size") == stat.st_size and previous.get("source_mtime_ns") == stat.st_mtime_ns:
+    if (previous and previous.get("source") in (None, str(path)) and previous.get("source_size") == stat.st_size
+            and previous.get("source_mtime_ns") == stat.st_mtime_ns):
         digest = previous.get("source_sha256")
     else:
         digest = file_hash(path)
@@ -436,6 +522,13 @@ def weights_identity(model: str, weights: str, variant: str | None) -> dict[str,
     return {"name": model, "variant": variant, "weights": str(weights), "weights_sha256": digest}
 
 
+def _model_key(model: object) -> tuple:
+    """What decides whether a model is the same: name, variant asked for, weights' SHA-256
+    (not the path they were given by)."""
+    entry = model if isinstance(model, dict) else {}
+    return entry.get("name"), entry.get("variant"), entry.get("weights_sha256")
+
+
 def output_path(out_dir: Path, relative: Path, codec: str | None, suffix: str | None) -> Path:
     """Where the enhanced ``relative`` goes: the same relative path under ``out_dir`` with
     ``suffix`` if given, else the source's own extension where FFmpeg writes that container
@@ -507,8 +600,10 @@ def enhance_folder(
         options: :class:`codecave.enhance.EnhanceOptions` (device, tiles, chunk...).
         encode: :class:`~codecave.codec.encode.EncodeSettings` fields for the outputs over
             :data:`codecave.enhance.DEFAULT_OUTPUT`; ``codec`` None (the default) picks
-            per output as ``enhance`` does. ``threads`` is set to the worker's threads so
-            that outputs do not depend on where they ran.
+            per output as ``enhance`` does. The encoder's ``threads`` is the worker's, so
+            that an output depends on its input, settings and threads per worker, not on
+            which worker or node made it (bit for bit with a lossless codec; see
+            ``benchmarks/x264_reproducibility.py`` for lossy x264).
         suffix: output extension for every file (default: see :func:`output_path`).
         frames, crf, on_damage: as :func:`codecave.enhance.enhance_video`, for every file.
         overwrite: replace outputs this manifest did not make (else they are skipped).
@@ -531,83 +626,111 @@ def enhance_folder(
     from codecave.enhance import EnhanceOptions, _remove_stale_partials
 
     start = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = _absolute(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: is a file; give a folder for the outputs of many videos")
+    if gpus < 0:
+        raise ConfigError(f"gpus {gpus}: must be 0 or more")
     root, sources = find_videos(inputs, exclude=out_dir)
     options = options or EnhanceOptions(device="cuda" if gpus > 0 else "auto")
-    per_worker = (threads or 1) if ray else threads_per_worker(workers, threads)
+    per_worker = threads_per_worker(1, threads or 1) if ray else threads_per_worker(workers, threads)
     model_id = weights_identity(model, weights, variant)
+    # Workers (Ray's on other nodes too) start in their own folders: they get absolute paths.
+    weights_arg = weights if weights in (None, "none", "default") else str(_absolute(weights))
     settings = {"encode": dict(sorted((encode or {}).items())), "suffix": suffix, "frames": list(frames) if frames else None,
                 "input_crf": crf, "on_damage": on_damage,
                 "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "device"}}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(out_dir)
-    result = FleetResult(out_dir, manifest.path)
-    codec = (encode or {}).get("codec")
-    claimed: dict[Path, str] = {}
-    jobs: list[tuple[str, tuple]] = []
-    base: dict[str, dict[str, object]] = {}
-    for source in sources:
-        relative = source.relative_to(root) if source.is_relative_to(root) else Path(source.name)
-        name = relative.as_posix()
-        target = output_path(out_dir, relative, codec, suffix)
-        if target in claimed:
-            raise ConfigError(f"{claimed[target]} and {name} would both write {target}; pass --suffix or rename one")
-        claimed[target] = name
-        previous = manifest.records.get(name)
-        record = {"file": name, "output": target.relative_to(out_dir).as_posix(), **source_identity(source, previous),
-                  "model": model_id, "settings": settings}
-        same = previous is not None and all(previous.get(k) == record[k] for k in
-                                            ("output", "source_sha256", "model", "settings"))
-        ours = previous is not None and previous.get("result") in ("done", "started") and previous.get("output") == record["output"]
-        if same and previous.get("result") == "done" and target.exists():
-            result.unchanged.append(name)
-            continue
-        if target.exists() and not ours and not overwrite:
-            why = "the output exists and this manifest did not make it (--overwrite replaces it)"
-            result.skipped[name] = why
-            if previous is None or previous.get("result") != "skipped" or not same:
-                manifest.add({**record, "result": "skipped", "error": why, "time": _now()})
-            continue
-        base[name] = record
-        jobs.append((name, (EnhanceJob(str(source), str(target), model, weights, variant,
-                                       {**dataclasses.asdict(options)},
-                                       {**(encode or {}), "threads": per_worker}, frames, crf, on_damage,
-                                       overwrite=True),)))
-    bar = None
-    if progress and jobs:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), unit="file", desc="enhance", dynamic_ncols=True)
-
-    def started(name: str) -> None:
-        manifest.add({**base[name], "result": "started", "time": _now()})
-
     try:
-        for name, value, error in run_jobs(enhance_job, jobs, workers=workers, threads=per_worker, ray=ray,
-                                           gpus=gpus, on_start=started):
-            if error is None:
-                assert isinstance(value, dict)
-                manifest.add({**base[name], "result": "done", "error": None, **value, "time": _now()})
-                result.done.append(name)
-                result.frames += int(value["frames"])
-                line = f"done {name}: {value['frames']} frames in {value['seconds']:.1f} s"
-            else:
-                # A worker that died leaves its hidden partial file; on this host it goes now
-                # (elsewhere, a Ray node's, when that node next writes this output).
-                _remove_stale_partials(out_dir / str(base[name]["output"]))
-                manifest.add({**base[name], "result": "failed", "error": error, "time": _now()})
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{out_dir}: cannot create the output folder ({exc.strerror})") from None
+    codec = (encode or {}).get("codec")
+    result = FleetResult(out_dir, out_dir / MANIFEST_NAME)
+    bar = None
+
+    def tell(line: str) -> None:
+        if report is not None:
+            with bar.external_write_mode() if bar is not None else contextlib.nullcontext():
+                report(line)
+
+    with _lock(out_dir):
+        manifest = Manifest(out_dir)
+        claimed: dict[Path, str] = {}
+        jobs: list[tuple[str, tuple]] = []
+        base: dict[str, dict[str, object]] = {}
+        for source in sources:
+            relative = source.relative_to(root)
+            name = relative.as_posix()
+            target = output_path(out_dir, relative, codec, suffix)
+            if target in claimed:
+                raise ConfigError(f"{claimed[target]} and {name} would both write {target}; pass --suffix or rename one")
+            claimed[target] = name
+            previous = manifest.records.get(name)
+            record: dict[str, object] = {"file": name, "output": target.relative_to(out_dir).as_posix(),
+                                         "source": str(source), "model": model_id, "settings": settings}
+            made = (previous is not None and previous.get("output") == record["output"]
+                    and (previous.get("result") in ("done", "started") or bool(previous.get("output_made"))))
+            try:
+                record.update(source_identity(source, previous))
+            except OSError as exc:  # unreadable, or gone since the folder was listed
+                error = f"{type(exc).__name__}: {exc}"
                 result.failed[name] = error
-                line = f"failed {name}: {error}"
-            if report is not None:
-                with bar.external_write_mode() if bar is not None else contextlib.nullcontext():
-                    report(line)
+                manifest.add({**record, "result": "failed", "error": error, "output_made": made and target.exists(),
+                              "time": _now()})
+                tell(f"failed {name}: {error}")
+                continue
+            elsewhere = (previous is not None and previous.get("source") not in (None, record["source"])
+                         and previous.get("source_sha256") != record["source_sha256"])
+            ours = made and not elsewhere
+            same = (previous is not None and all(previous.get(k) == record[k] for k in ("output", "source_sha256", "settings"))
+                    and _model_key(previous.get("model")) == _model_key(model_id))
+            if same and previous.get("result") == "done" and target.exists():
+                result.unchanged.append(name)
+                continue
+            if target.exists() and not ours and not overwrite:
+                why = (f"the output was made from {previous['source']}, another file (--overwrite replaces it)"
+                       if elsewhere else "the output exists and this manifest did not make it (--overwrite replaces it)")
+                result.skipped[name] = why
+                if previous is None or previous.get("result") != "skipped" or previous.get("error") != why:
+                    manifest.add({**record, "result": "skipped", "error": why, "time": _now()})
+                continue
+            # Whether an output this manifest made sits at the target (it stays if the redo fails).
+            record["output_made"] = bool(ours and target.exists())
+            base[name] = record
+            jobs.append((name, (EnhanceJob(str(source), str(target), model, weights_arg, variant,
+                                           {**dataclasses.asdict(options)},
+                                           {**(encode or {}), "threads": per_worker}, frames, crf, on_damage,
+                                           overwrite=True),)))
+        if progress and jobs:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(jobs), unit="file", desc="enhance", dynamic_ncols=True)
+
+        def started(name: str) -> None:
+            manifest.add({**base[name], "result": "started", "time": _now()})
+
+        try:
+            for name, value, error in run_jobs(enhance_job, jobs, workers=workers, threads=per_worker, ray=ray,
+                                               gpus=gpus, on_start=started):
+                if error is None:
+                    assert isinstance(value, dict)
+                    manifest.add({**base[name], "result": "done", "error": None, **value, "output_made": True,
+                                  "time": _now()})
+                    result.done.append(name)
+                    result.frames += int(value["frames"])
+                    tell(f"done {name}: {value['frames']} frames in {value['seconds']:.1f} s")
+                else:
+                    # A worker that died leaves its hidden partial file; on this host it goes now
+                    # (on another Ray node, when that node next writes this output).
+                    _remove_stale_partials(out_dir / str(base[name]["output"]))
+                    manifest.add({**base[name], "result": "failed", "error": error, "time": _now()})
+                    result.failed[name] = error
+                    tell(f"failed {name}: {error}")
+                if bar is not None:
+                    bar.set_postfix(frames=result.frames, failed=len(result.failed), refresh=False)
+                    bar.update(1)
+        finally:
             if bar is not None:
-                bar.set_postfix(frames=result.frames, failed=len(result.failed), refresh=False)
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.close()
     result.seconds = time.perf_counter() - start
     return result

@@ -52,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude-split", metavar="FILE",
                    help="leave out the clips a validation split lists (configs/validation_split.yaml)")
     p.add_argument("--workers", type=int, default=2, help="clips prepared in parallel processes (default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="encoder threads per worker or Ray task (default: the cores divided among --workers; "
+                        "1 per Ray task)")
     p.add_argument("--ray", metavar="ADDRESS",
                    help="prepare each clip as a Ray task: auto (the cluster this machine is in), an address "
                         "(ray://head:10001) or local; the sources and --out must be on storage that every node "
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = prepare_dataset(args.sources, args.out, settings, workers=args.workers,
-                                 stills=args.stills, progress=progress, exclude=exclude, ray=args.ray)
+                                 stills=args.stills, progress=progress, exclude=exclude, ray=args.ray, threads=args.threads)
     finally:
         if bar is not None:
             bar.close()

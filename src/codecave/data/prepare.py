@@ -39,7 +39,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -321,8 +321,10 @@ def _encode_variant(gt_input: np.ndarray | list[YUVPlanes], folder: Path, settin
     return summary
 
 
-def prepare_clip(source: Source, root: Path, s: PrepareSettings, index: int = 0) -> dict[str, object]:
-    """Build one clip of a dataset (all its variants) atomically.
+def prepare_clip(source: Source, root: Path, s: PrepareSettings, index: int = 0,
+                 threads: int | None = None) -> dict[str, object]:
+    """Build one clip of a dataset (all its variants) atomically; ``threads``: encoder
+    threads (None: the encoder's choice, which follows the machine's cores).
 
     Returns:
         The clip's ``info.json`` content.
@@ -349,7 +351,9 @@ def prepare_clip(source: Source, root: Path, s: PrepareSettings, index: int = 0)
             input_size = net_input.shape[1:3]
         if flows:
             np.savez(tmp / "flow.npz", **flows)
-        variants = {name: _encode_variant(net_input, tmp / name, enc) for name, enc in s.variants().items()}
+        variants = {name: _encode_variant(net_input, tmp / name,
+                                          enc.with_(threads=threads) if threads and enc.threads is None else enc)
+                    for name, enc in s.variants().items()}
         info = {
             "name": source.name,
             "source": str(source.path),
@@ -407,6 +411,7 @@ def prepare_dataset(
     progress: Callable[[int, int, str], None] | None = None,
     exclude: Sequence[str] = (),
     ray: str | None = None,
+    threads: int | None = None,
 ) -> PrepareResult:
     """Encode ground-truth clips at every rate point and cache frames and priors.
 
@@ -421,6 +426,8 @@ def prepare_dataset(
         exclude: clip names to leave out (a validation split's, :func:`held_out_names`).
         ray: prepare each clip as a Ray task instead (``"auto"``, an address or ``"local"``;
             see :func:`codecave.fleet.run_jobs`); sources and ``root`` on storage every node sees.
+        threads: encoder threads per worker or Ray task (default: the cores divided among
+            the local workers; 1 per Ray task, which is also its CPU request).
 
     Returns:
         What was prepared, skipped and failed.
@@ -470,10 +477,17 @@ def prepare_dataset(
 
     if progress is not None:  # inputs and settings are checked: show the work ahead
         progress(len(skipped), len(sources), "")
-    from codecave.fleet import run_jobs
+    from codecave.fleet import run_jobs, threads_per_worker
 
-    jobs = [(src.name, (src, root, s, i)) for i, src in todo]
-    for name, info, error in run_jobs(prepare_clip, jobs, workers=min(workers, max(1, len(todo))), ray=ray):
+    if ray:  # Ray's workers start in their own folders: absolute paths
+        root = root.absolute()
+        todo = [(i, replace(src, path=src.path.absolute())) for i, src in todo]
+    per_worker = threads_per_worker(1, threads or 1) if ray else threads_per_worker(workers, threads)
+    jobs = [(src.name, (src, root, s, i, per_worker)) for i, src in todo]
+    # fork, as before: sources are read with no PyTorch threads running, and scripts that
+    # call prepare_dataset need no `if __name__ == "__main__"` guard.
+    for name, info, error in run_jobs(prepare_clip, jobs, workers=min(workers, max(1, len(todo))), ray=ray,
+                                      threads=per_worker, start_method="fork" if os.name == "posix" else "spawn"):
         record(name, info, error)
     return PrepareResult(root, prepared, skipped, failed, time.perf_counter() - start)
 
