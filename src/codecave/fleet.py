@@ -701,12 +701,12 @@ def enhance_folder(
                                            {**dataclasses.asdict(options)},
                                            {**(encode or {}), "threads": per_worker}, frames, crf, on_damage,
                                            overwrite=True),)))
-        if progress and jobs:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(jobs), unit="file", desc="enhance", dynamic_ncols=True)
-
         def started(name: str) -> None:
+            nonlocal bar
+            if progress and bar is None:  # made at the first file handed out, so that errors come first
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(jobs), unit="file", desc="enhance", dynamic_ncols=True)
             manifest.add({**base[name], "result": "started", "time": _now()})
 
         try:
