@@ -238,23 +238,26 @@ def test_a_worker_killed_mid_file_leaves_no_partial_file_and_its_file_is_redone(
     folder = tmp_path / "in"
     folder.mkdir()
     for seed in range(3):  # long enough (about a second each) to be caught while writing
-        encode_frames(pan_frames(32, 192, 320, seed=seed), folder / f"clip{seed}.mp4",
+        encode_frames(pan_frames(48, 192, 320, seed=seed), folder / f"clip{seed}.mp4",
                       EncodeSettings(codec="x264", crf=35, threads=1))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "codecave", "enhance", str(folder), str(out), "--workers", "2", "--codec",
                "ffv1", "--no-progress"]
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = None
+    seen: set[str] = set()
     deadline = time.monotonic() + 120
     while killed is None and run.poll() is None and time.monotonic() < deadline:
-        for partial in out.glob(".*.codecave-partial-*"):
-            pid = int(partial.stem.rsplit("-", 1)[1])
-            os.kill(pid, signal.SIGKILL)
-            killed = partial.name
-            break
-        time.sleep(0.02)
+        names = os.listdir(out) if out.is_dir() else []
+        seen.update(names)
+        for name in names:
+            if ".codecave-partial-" in name and name.startswith("."):
+                os.kill(int(Path(name).stem.rsplit("-", 1)[1]), signal.SIGKILL)
+                killed = name
+                break
+        time.sleep(0.005)
     stdout, stderr = run.communicate(timeout=300)
-    assert killed is not None, f"no partial file seen: {stdout} {stderr}"
+    assert killed is not None, f"no partial file seen (saw {sorted(seen)}): {stdout} {stderr}"
     assert run.returncode == 1, stdout
     # The killed worker's file failed (and perhaps the other one then in flight).
     assert ": worker process died" in stdout

@@ -306,6 +306,22 @@ def score_clip(enhancer: Enhancer, root: str | os.PathLike[str], clip: str, vari
         frame_qp=[float(q) for q in priors["qp"]])
 
 
+def enhance_prepared(enhancer: Enhancer, data: PreparedClip, max_frames: int | None = None) -> np.ndarray:
+    """The first ``max_frames`` decoded frames of a prepared ``yuv420`` clip, enhanced by any
+    model: ``(T, 24, H/4, W/4)`` packed codes like ``data.decoded`` (RGB models see RGB
+    converted from the planes and give planes converted back as the encoder would)."""
+    n = len(data.decoded) if max_frames is None else min(max_frames, len(data.decoded))
+    decoded = np.asarray(data.decoded[:n])
+    priors = {k: v[:n] for k, v in data.priors.items()}
+    crf = variant_crf(data.info, data.variant)
+    depth = data.bit_depth
+    if enhancer.domain in ("yuv420", "y"):
+        return enhancer.enhance_clip(decoded, priors, crf, depth)
+    rgb = np.stack([planes_to_rgb(unpack_planes(c, depth)) for c in decoded])
+    out = enhancer.enhance_clip(rgb, priors, crf)
+    return np.stack([pack_planes(rgb_to_yuv420_like_encoder(f)) for f in out])
+
+
 def _score_yuv(enhancer: Enhancer, data: PreparedClip, max_frames: int | None) -> ClipScore:
     n = len(data.decoded) if max_frames is None else min(max_frames, len(data.decoded))
     decoded = np.asarray(data.decoded[:n])
@@ -314,12 +330,7 @@ def _score_yuv(enhancer: Enhancer, data: PreparedClip, max_frames: int | None) -
     crf = variant_crf(data.info, data.variant)
     depth = data.bit_depth
     start = time.perf_counter()
-    if enhancer.domain in ("yuv420", "y"):
-        enhanced = enhancer.enhance_clip(decoded, priors, crf, depth)
-    else:
-        rgb = np.stack([planes_to_rgb(unpack_planes(c, depth)) for c in decoded])
-        out = enhancer.enhance_clip(rgb, priors, crf)
-        enhanced = np.stack([pack_planes(rgb_to_yuv420_like_encoder(f)) for f in out])
+    enhanced = enhance_prepared(enhancer, data, n)
     seconds = time.perf_counter() - start
     top = float(peak(depth))
     g, x, y = (torch.from_numpy(a.astype(np.float64)) for a in (gt, decoded, enhanced))

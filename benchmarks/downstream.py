@@ -1,0 +1,301 @@
+"""Plug-and-play, measured: does enhancing first make downstream vision work better on
+compressed video? (PnP-VCVE's central claim; issue: downstream.)
+
+Clips from the validation split (``configs/validation_split.yaml``), which no recipe
+trains on: the validation clip (Temple) and synthetic-motion clips made by ``prepare
+--stills`` from the split's held-out photos, two camera motions each, with their exact
+optical flow. Each is encoded with x264 at CRF 25/35/45 (``codecave prepare``, cached in
+OUT/data) and every downstream task runs on the Y plane of
+
+- ``original``: the ground-truth frames,
+- ``compressed``: the decoded frames,
+- ``spp``: FFmpeg's ``spp=quality=4:qp=Q`` on the bitstream, Q swept over 2/4/8/12/16 and
+  the best Q per rate point by PSNR-Y over all clips (the classical line),
+- each ``--model`` (default: the shipped default) run on the decoded frames and their priors.
+
+Tasks (scored against ground truth that is really known):
+
+1. Optical flow, DIS (medium preset) and Farneback, from frame t to t-1: end-point error
+   (pixels, an 8-pixel border left out) against the exact flow of the synthetic clips, and
+   against the same method's flow on the original frames for Temple (no true flow there);
+   per frame type of frame t.
+2. Features, ORB (1000 keypoints) on frames t and t-1 of the synthetic clips: repeatability
+   (frame-t keypoints whose true position in t-1 has a keypoint within 2.5 px, among those
+   that stay in the picture) and matching precision (cross-checked Hamming matches landing
+   within 3 px of the true position).
+3. Super-resolution is not measured here yet (see the README).
+
+    python benchmarks/downstream.py --out runs/downstream [--model pnp_vcve] [--frames 16]
+
+Writes OUT/downstream.json (the numbers, the weights' SHA-256 of each model) and
+OUT/downstream.md (the tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from spp_anchor import QS, spp_luma  # noqa: E402
+
+CRFS = (25.0, 35.0, 45.0)
+MARGIN = 8
+TYPES = {0: "I", 1: "P", 2: "B"}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def prepare_sets(out: Path, frames: int) -> list[Path]:
+    """The datasets (cached): Temple, and the held-out photos with two camera motions."""
+    import yaml
+
+    from codecave.data.prepare import PrepareSettings, prepare_dataset
+
+    split = yaml.safe_load((ROOT / "configs" / "validation_split.yaml").read_text())
+    temple = [str(ROOT / p) for p in split["sequences"] if "temple" in p]
+    stills = [str(ROOT / p) for p in split["stills"]]
+    sets = []
+    for name, sources, seed, is_stills in (("sequence", temple, 0, False), ("stills_a", stills, 0, True),
+                                           ("stills_b", stills, 1000, True)):
+        settings = PrepareSettings(crfs=CRFS, max_frames=frames, still_frames=9, seed=seed)
+        root = out / "data" / name
+        result = prepare_dataset(sources, root, settings, workers=1, stills=is_stills)
+        if result.failed:
+            raise SystemExit(f"prepare failed: {result.failed}")
+        sets.append(root)
+    return sets
+
+
+def clips_of(sets: list[Path]) -> list[tuple[str, Path, str]]:
+    """``(label, dataset, clip)`` for every clip."""
+    from codecave.data.prepare import load_manifest
+
+    return [(f"{root.name}/{clip}", root, clip) for root in sets for clip in sorted(load_manifest(root)["clips"])]
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(a, b, None)
+
+
+def farneback_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 4, 15, 3, 5, 1.1, 0)
+
+
+FLOWS = {"DIS": dis_flow, "Farneback": farneback_flow}
+
+
+def epe(flow: np.ndarray, reference: np.ndarray) -> float:
+    """Mean end-point error (pixels) inside the border, where the reference is finite."""
+    f = flow[MARGIN:-MARGIN, MARGIN:-MARGIN]
+    r = reference[MARGIN:-MARGIN, MARGIN:-MARGIN]
+    err = np.linalg.norm(f - r, axis=-1)
+    return float(err[np.isfinite(err)].mean())
+
+
+def orb_scores(y_t: np.ndarray, y_prev: np.ndarray, flow_past: np.ndarray) -> tuple[float, float]:
+    """(repeatability, matching precision) of ORB from frame t to t-1 under the true flow
+    ``flow_past`` ``(H, W, 2)``."""
+    import cv2
+
+    orb = cv2.ORB_create(nfeatures=1000)
+    k_t, d_t = orb.detectAndCompute(y_t, None)
+    k_p, d_p = orb.detectAndCompute(y_prev, None)
+    if not k_t or not k_p or d_t is None or d_p is None:
+        return float("nan"), float("nan")
+    h, w = y_t.shape
+    pts_t = np.array([k.pt for k in k_t], np.float32)
+    pts_p = np.array([k.pt for k in k_p], np.float32)
+    ix = np.clip(np.round(pts_t).astype(int), 0, [w - 1, h - 1])
+    true = pts_t + flow_past[ix[:, 1], ix[:, 0]]
+    inside = np.isfinite(true).all(1) & (true[:, 0] >= MARGIN) & (true[:, 0] < w - MARGIN) & \
+        (true[:, 1] >= MARGIN) & (true[:, 1] < h - MARGIN)
+    dist = np.linalg.norm(true[:, None, :] - pts_p[None, :, :], axis=-1)
+    repeat = float((dist[inside].min(1) <= 2.5).mean()) if inside.any() else float("nan")
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(d_t, d_p)
+    good = [m for m in matches if inside[m.queryIdx]]
+    correct = [m for m in good if np.linalg.norm(true[m.queryIdx] - pts_p[m.trainIdx]) <= 3.0]
+    precision = len(correct) / len(good) if good else float("nan")
+    return repeat, precision
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def luma8(packed: np.ndarray) -> np.ndarray:
+    """Y planes ``(T, H, W)`` uint8 of packed 8-bit codes."""
+    from codecave.grid import unpack_planes
+
+    return np.stack([unpack_planes(c, 8).y for c in packed]).astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return 10 * np.log10(255**2 / mse) if mse > 0 else float("inf")
+
+
+def weights_sha256(model: str) -> str | None:
+    from importlib import resources
+
+    from codecave.models.registry import default_variant, weights_manifest
+
+    entry = weights_manifest().get(f"{model}_{default_variant(model)}")
+    if entry is None:
+        return None
+    return hashlib.sha256((resources.files("codecave") / "weights" / str(entry["file"])).read_bytes()).hexdigest()
+
+
+def collect(clips: list[tuple[str, Path, str]], models: list[str], frames: int) -> dict[str, object]:
+    """Y planes of every kind for every clip and rate point, and the frame types."""
+    from codecave.data.prepare import load_clip
+    from codecave.enhance import Enhancer
+    from codecave.evaluate import enhance_prepared
+    from codecave.models import create_model
+
+    enhancers = {m: Enhancer(create_model(m)) for m in models}
+    data: dict[str, object] = {}
+    for label, root, clip in clips:
+        for crf in CRFS:
+            variant = f"crf{crf:g}"
+            prepared = load_clip(root, clip, variant)
+            n = min(frames, len(prepared.decoded))
+            kinds = {"original": luma8(np.asarray(prepared.gt[:n])), "compressed": luma8(np.asarray(prepared.decoded[:n]))}
+            for name, enhancer in enhancers.items():
+                start = time.perf_counter()
+                kinds[name] = luma8(enhance_prepared(enhancer, prepared, n))
+                print(f"  {label} {variant} {name}: {n} frames in {time.perf_counter() - start:.1f} s", flush=True)
+            video = next((root / "clips" / clip / variant).glob("video.*"))
+            h, w = kinds["original"].shape[1:]
+            kinds.update({f"spp{q}": spp_luma(video, q, n, h, w) for q in QS})
+            flow_path = root / "clips" / clip / "flow.npz"
+            truth = np.load(flow_path)["flow_past"][:n].transpose(0, 2, 3, 1) if flow_path.exists() else None
+            data[f"{label}|{variant}"] = {"kinds": kinds, "types": prepared.priors["frame_type"][:n], "flow": truth,
+                                          "crf": crf, "clip": label}
+    return data
+
+
+def best_spp(data: dict[str, object]) -> dict[float, int]:
+    """The best spp Q per rate point, by mean PSNR-Y over all clips and frames."""
+    best = {}
+    for crf in CRFS:
+        items = [d for d in data.values() if d["crf"] == crf]
+        score = {q: np.mean([psnr(d["kinds"][f"spp{q}"], d["kinds"]["original"]) for d in items]) for q in QS}
+        best[crf] = max(score, key=score.get)
+    return best
+
+
+def measure(data: dict[str, object], models: list[str]) -> dict[str, object]:
+    best = best_spp(data)
+    columns = ["original", "compressed", "spp", *models]
+    rows: list[dict[str, object]] = []
+    for key, d in data.items():
+        kinds = dict(d["kinds"])
+        kinds["spp"] = kinds[f"spp{best[d['crf']]}"]
+        n = len(kinds["original"])
+        for t in range(1, n):
+            ftype = TYPES.get(int(d["types"][t]), "?")
+            base = {"clip": d["clip"], "crf": d["crf"], "frame": t, "type": ftype}
+            psnrs = {c: psnr(kinds[c][t], kinds["original"][t]) for c in columns if c != "original"}
+            rows.append({**base, "task": "psnr_y", **psnrs})
+            for method, fn in FLOWS.items():
+                reference = d["flow"][t] if d["flow"] is not None else fn(kinds["original"][t], kinds["original"][t - 1])
+                errs = {c: epe(fn(kinds[c][t], kinds[c][t - 1]), reference) for c in columns
+                        if d["flow"] is not None or c != "original"}
+                rows.append({**base, "task": f"epe_{method}", **errs})
+            if d["flow"] is not None:
+                scores = {c: orb_scores(kinds[c][t], kinds[c][t - 1], d["flow"][t]) for c in columns}
+                rows.append({**base, "task": "orb_repeatability", **{c: s[0] for c, s in scores.items()}})
+                rows.append({**base, "task": "orb_precision", **{c: s[1] for c, s in scores.items()}})
+    return {"rows": rows, "spp_q": {f"{k:g}": v for k, v in best.items()}, "columns": columns}
+
+
+def tables(result: dict[str, object]) -> str:
+    """Markdown: per task, mean per rate point (and per frame type for the flow), with the
+    change against the compressed frames."""
+    rows, columns = result["rows"], result["columns"]
+    names = {"psnr_y": "PSNR-Y (dB, higher is better)", "epe_DIS": "DIS optical flow, end-point error (px, lower is better)",
+             "epe_Farneback": "Farneback optical flow, end-point error (px, lower is better)",
+             "orb_repeatability": "ORB keypoint repeatability (higher is better)",
+             "orb_precision": "ORB matching precision (higher is better)"}
+    out = []
+    for task, title in names.items():
+        task_rows = [r for r in rows if r["task"] == task]
+        if not task_rows:
+            continue
+        shown = [c for c in columns if any(c in r for r in task_rows)]
+        groups: list[tuple[str, list[dict[str, object]]]] = []
+        for clipset in ("synthetic", "Temple"):
+            chosen = [r for r in task_rows if ("temple" in r["clip"]) == (clipset == "Temple")]
+            if not chosen:
+                continue
+            for crf in CRFS:
+                at = [r for r in chosen if r["crf"] == crf]
+                groups.append((f"{clipset} CRF {crf:g}", at))
+                if task.startswith("epe"):
+                    for ftype in ("I", "P", "B"):
+                        typed = [r for r in at if r["type"] == ftype]
+                        if typed:
+                            groups.append((f"{clipset} CRF {crf:g} {ftype} ({len(typed)})", typed))
+        out.append(f"**{title}**\n")
+        models = [c for c in shown if c not in ("original", "compressed", "spp")]
+        head = ["frames", *shown, *(f"{c} vs compressed" for c in ["spp", *models])]
+        out.append("| | " + " | ".join(head) + " |")
+        out.append("|---" * (len(head) + 1) + "|")
+        for label, group in groups:
+            mean = {c: float(np.nanmean([r[c] for r in group if c in r])) for c in shown}
+            cells = [str(len(group)), *(f"{mean[c]:.3f}" for c in shown),
+                     *(f"{mean[c] - mean['compressed']:+.3f}" for c in ["spp", *models])]
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "downstream")
+    ap.add_argument("--model", action="append", default=None, help="registered model, shipped weights (repeatable; "
+                    "default: the shipped default, pnp_vcve)")
+    ap.add_argument("--frames", type=int, default=16, help="frames of Temple (the synthetic clips have 9)")
+    args = ap.parse_args()
+    if shutil.which("ffmpeg") is None:
+        sys.exit("ffmpeg not found (apt-get install ffmpeg): spp is the classical line")
+    models = args.model or ["pnp_vcve"]
+    start = time.perf_counter()
+    clips = clips_of(prepare_sets(args.out, args.frames))
+    data = collect(clips, models, args.frames)
+    result = measure(data, models)
+    result.update({"models": {m: {"weights_sha256": weights_sha256(m)} for m in models},
+                   "clips": [c[0] for c in clips], "crfs": list(CRFS), "seconds": round(time.perf_counter() - start, 1),
+                   "machine": platform.processor() or platform.machine(),
+                   "command": "python benchmarks/downstream.py " + " ".join(sys.argv[1:])})
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "downstream.json").write_text(json.dumps(result, indent=1, default=float))
+    text = tables(result)
+    head = (f"Clips: {', '.join(result['clips'])}; x264 CRF {', '.join(f'{c:g}' for c in CRFS)}; spp Q per rate "
+            f"point {result['spp_q']}; weights SHA-256 "
+            + ", ".join(f"{m} {v['weights_sha256']}" for m, v in result["models"].items()) + "\n")
+    (args.out / "downstream.md").write_text(head + "\n" + text)
+    print(head)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
