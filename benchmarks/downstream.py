@@ -23,7 +23,11 @@ Tasks (scored against ground truth that is really known):
    (frame-t keypoints whose true position in t-1 has a keypoint within 2.5 px, among those
    that stay in the picture) and matching precision (cross-checked Hamming matches landing
    within 3 px of the true position).
-3. Super-resolution is not measured here yet (see the README).
+3. Super-resolution, 4x: Temple and the first motion of the held-out photos prepared with
+   ``--scale 4`` (blur, down-scale, then x264); the low-resolution compressed frames, spp's,
+   and each model's enhanced frames (the model run on the low-resolution file as ``codecave
+   enhance`` runs it) are up-scaled by bicubic and by the shipped CAVSR (with the file's
+   priors), PSNR-Y against the high-resolution ground truth (Y of BT.601 from RGB).
 
     python benchmarks/downstream.py --out runs/downstream [--model pnp_vcve] [--frames 16]
 
@@ -47,7 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from spp_anchor import QS, spp_luma  # noqa: E402
+from spp_anchor import QS, spp_luma
 
 CRFS = (25.0, 35.0, 45.0)
 MARGIN = 8
@@ -76,6 +80,109 @@ def prepare_sets(out: Path, frames: int) -> list[Path]:
             raise SystemExit(f"prepare failed: {result.failed}")
         sets.append(root)
     return sets
+
+
+def prepare_sr_sets(out: Path, frames: int) -> list[Path]:
+    """4x super-resolution sets (cached): Temple and the held-out photos, first motion."""
+    import yaml
+
+    from codecave.data.prepare import PrepareSettings, prepare_dataset
+
+    split = yaml.safe_load((ROOT / "configs" / "validation_split.yaml").read_text())
+    temple = [str(ROOT / p) for p in split["sequences"] if "temple" in p]
+    stills = [str(ROOT / p) for p in split["stills"]]
+    sets = []
+    for name, sources, is_stills in (("sr_sequence", temple, False), ("sr_stills", stills, True)):
+        settings = PrepareSettings(crfs=CRFS, max_frames=frames, still_frames=9, scale=4, domain="rgb")
+        root = out / "data" / name
+        result = prepare_dataset(sources, root, settings, workers=1, stills=is_stills)
+        if result.failed:
+            raise SystemExit(f"prepare failed: {result.failed}")
+        sets.append(root)
+    return sets
+
+
+def spp_rgb(video: Path, q: int, frames: int, height: int, width: int) -> np.ndarray:
+    """RGB ``(frames, H, W, 3)`` of ``video`` through spp (4:2:0 planes to RGB as codecave converts)."""
+    import subprocess
+
+    from codecave.codec.convert import planes_to_rgb
+    from codecave.codec.priors import YUVPlanes
+
+    cmd = ["ffmpeg", "-loglevel", "error", "-i", str(video), "-vf", f"spp=quality=4:qp={q}",
+           "-frames:v", str(frames), "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]
+    raw = np.frombuffer(subprocess.run(cmd, capture_output=True, check=True).stdout, dtype=np.uint8)
+    size, area = height * width * 3 // 2, height * width
+    out = []
+    for i in range(frames):
+        f = raw[i * size : (i + 1) * size]
+        out.append(planes_to_rgb(YUVPlanes(y=f[:area].reshape(height, width),
+                                           u=f[area : area + area // 4].reshape(height // 2, width // 2),
+                                           v=f[area + area // 4 :].reshape(height // 2, width // 2))))
+    return np.stack(out)
+
+
+def super_resolution(sets: list[Path], models: list[str], spp_q: dict[float, int], frames: int
+                     ) -> list[dict[str, object]]:
+    """PSNR-Y of 4x bicubic and CAVSR on each kind of low-resolution frames, per frame."""
+    import torch
+
+    from codecave.data.prepare import load_clip, load_manifest
+    from codecave.enhance import Enhancer
+    from codecave.evaluate import bicubic_upsample, variant_crf
+    from codecave.metrics.quality import psnr_y
+    from codecave.models import create_model
+    from codecave.plug import Plugged
+
+    cavsr = Enhancer(create_model("cavsr"))
+    enhancers = {m: Enhancer(create_model(m)) for m in models}
+    rows = []
+    for root in sets:
+        for clip in sorted(load_manifest(root)["clips"]):
+            for crf in CRFS:
+                variant = f"crf{crf:g}"
+                data = load_clip(root, clip, variant)
+                n = min(frames, len(data.decoded))
+                video = next((root / "clips" / clip / variant).glob("video.*"))
+                lr = {"compressed": np.asarray(data.decoded[:n])}
+                h, w = lr["compressed"].shape[1:3]
+                lr["spp"] = spp_rgb(video, spp_q[crf], n, h, w)
+                for name, enhancer in enhancers.items():
+                    frames_of = Plugged(lambda f: f, enhancer, frames="rgb").frames_of(video)
+                    lr[name] = np.stack([f for _, f in zip(range(n), frames_of)])
+                gt = torch.from_numpy(np.asarray(data.gt[:n])).permute(0, 3, 1, 2).float() / 255
+                priors = {k: v[:n] for k, v in data.priors.items()}
+                for kind, frames_lr in lr.items():
+                    x = torch.from_numpy(frames_lr).permute(0, 3, 1, 2).float() / 255
+                    bic = psnr_y(bicubic_upsample(x, 4), gt).tolist()
+                    sr = cavsr.enhance_clip(frames_lr, priors, variant_crf(data.info, variant))
+                    cav = psnr_y(torch.from_numpy(sr).permute(0, 3, 1, 2).float() / 255, gt).tolist()
+                    for t in range(n):
+                        rows.append({"clip": f"{root.name}/{clip}", "crf": crf, "frame": t, "kind": kind,
+                                     "bicubic": bic[t], "cavsr": cav[t]})
+                print(f"  SR {root.name}/{clip} {variant}: {n} frames", flush=True)
+    return rows
+
+
+def sr_table(rows: list[dict[str, object]], kinds: list[str]) -> str:
+    out = ["**4x super-resolution, PSNR-Y against the high-resolution ground truth (dB)**\n"]
+    head = ["frames", *(f"{u}: {k}" for u in ("bicubic", "cavsr") for k in kinds),
+            *(f"{u}: {k} vs compressed" for u in ("bicubic", "cavsr") for k in kinds if k != "compressed")]
+    out.append("| | " + " | ".join(head) + " |")
+    out.append("|---" * (len(head) + 1) + "|")
+    for clipset in ("synthetic", "Temple"):
+        for crf in CRFS:
+            at = [r for r in rows if r["crf"] == crf and ("sequence" in r["clip"]) == (clipset == "Temple")]
+            if not at:
+                continue
+            mean = {(u, k): float(np.mean([r[u] for r in at if r["kind"] == k])) for u in ("bicubic", "cavsr")
+                    for k in kinds}
+            count = len([r for r in at if r["kind"] == "compressed"])
+            cells = [str(count), *(f"{mean[(u, k)]:.3f}" for u in ("bicubic", "cavsr") for k in kinds),
+                     *(f"{mean[(u, k)] - mean[(u, 'compressed')]:+.3f}" for u in ("bicubic", "cavsr") for k in kinds
+                       if k != "compressed")]
+            out.append(f"| {clipset} CRF {crf:g} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
 
 
 def clips_of(sets: list[Path]) -> list[tuple[str, Path, str]]:
@@ -206,15 +313,17 @@ def measure(data: dict[str, object], models: list[str]) -> dict[str, object]:
     best = best_spp(data)
     columns = ["original", "compressed", "spp", *models]
     rows: list[dict[str, object]] = []
-    for key, d in data.items():
+    for d in data.values():
         kinds = dict(d["kinds"])
         kinds["spp"] = kinds[f"spp{best[d['crf']]}"]
         n = len(kinds["original"])
-        for t in range(1, n):
+        for t in range(n):
             ftype = TYPES.get(int(d["types"][t]), "?")
             base = {"clip": d["clip"], "crf": d["crf"], "frame": t, "type": ftype}
             psnrs = {c: psnr(kinds[c][t], kinds["original"][t]) for c in columns if c != "original"}
             rows.append({**base, "task": "psnr_y", **psnrs})
+            if t == 0:
+                continue
             for method, fn in FLOWS.items():
                 reference = d["flow"][t] if d["flow"] is not None else fn(kinds["original"][t], kinds["original"][t - 1])
                 errs = {c: epe(fn(kinds[c][t], kinds[c][t - 1]), reference) for c in columns
@@ -260,8 +369,8 @@ def tables(result: dict[str, object]) -> str:
         out.append("| | " + " | ".join(head) + " |")
         out.append("|---" * (len(head) + 1) + "|")
         for label, group in groups:
-            mean = {c: float(np.nanmean([r[c] for r in group if c in r])) for c in shown}
-            cells = [str(len(group)), *(f"{mean[c]:.3f}" for c in shown),
+            mean = {c: float(np.nanmean([r[c] for r in group if c in r] or [np.nan])) for c in shown}
+            cells = [str(len(group)), *("—" if np.isnan(mean[c]) else f"{mean[c]:.3f}" for c in shown),
                      *(f"{mean[c] - mean['compressed']:+.3f}" for c in ["spp", *models])]
             out.append(f"| {label} | " + " | ".join(cells) + " |")
         out.append("")
@@ -274,6 +383,8 @@ def main() -> None:
     ap.add_argument("--model", action="append", default=None, help="registered model, shipped weights (repeatable; "
                     "default: the shipped default, pnp_vcve)")
     ap.add_argument("--frames", type=int, default=16, help="frames of Temple (the synthetic clips have 9)")
+    ap.add_argument("--sr-frames", type=int, default=8, help="frames of each super-resolution clip")
+    ap.add_argument("--no-sr", action="store_true", help="leave super-resolution out")
     args = ap.parse_args()
     if shutil.which("ffmpeg") is None:
         sys.exit("ffmpeg not found (apt-get install ffmpeg): spp is the classical line")
@@ -282,6 +393,10 @@ def main() -> None:
     clips = clips_of(prepare_sets(args.out, args.frames))
     data = collect(clips, models, args.frames)
     result = measure(data, models)
+    if not args.no_sr:
+        spp_q = {float(k): v for k, v in result["spp_q"].items()}
+        result["super_resolution"] = super_resolution(prepare_sr_sets(args.out, args.sr_frames), models, spp_q,
+                                                      args.sr_frames)
     result.update({"models": {m: {"weights_sha256": weights_sha256(m)} for m in models},
                    "clips": [c[0] for c in clips], "crfs": list(CRFS), "seconds": round(time.perf_counter() - start, 1),
                    "machine": platform.processor() or platform.machine(),
@@ -289,6 +404,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "downstream.json").write_text(json.dumps(result, indent=1, default=float))
     text = tables(result)
+    if "super_resolution" in result:
+        text += "\n" + sr_table(result["super_resolution"], ["compressed", "spp", *models])
     head = (f"Clips: {', '.join(result['clips'])}; x264 CRF {', '.join(f'{c:g}' for c in CRFS)}; spp Q per rate "
             f"point {result['spp_q']}; weights SHA-256 "
             + ", ".join(f"{m} {v['weights_sha256']}" for m, v in result["models"].items()) + "\n")
