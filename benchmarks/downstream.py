@@ -377,6 +377,42 @@ def tables(result: dict[str, object]) -> str:
     return "\n".join(out)
 
 
+def summary(result: dict[str, object], model: str) -> str:
+    """The README's table: change against the compressed frames, synthetic / Temple, per rate point."""
+    rows = result["rows"]
+
+    def delta(task: str, column: str, crf: float, temple: bool | None, key: str = "") -> float:
+        at = [r for r in rows if r["task"] == task and r["crf"] == crf
+              and (temple is None or ("temple" in r["clip"]) == temple)]
+        return float(np.nanmean([r[column] - r["compressed"] for r in at]))
+
+    def sr_delta(upscaler: str, column: str, crf: float, temple: bool) -> float:
+        sr = result.get("super_resolution", [])
+        at = [r for r in sr if r["crf"] == crf and ("sequence" in r["clip"]) == temple]
+        by = {(r["clip"], r["frame"], r["kind"]): r[upscaler] for r in at}
+        return float(np.mean([by[(c, f, column)] - by[(c, f, "compressed")] for c, f, k in by if k == column]))
+
+    lines = ["| | " + " | ".join(f"CRF {c:g}" for c in CRFS) + " |", "|---" * (len(CRFS) + 1) + "|"]
+    specs = [("PSNR-Y, synthetic / Temple", "psnr_y", " dB", 2), ("DIS flow EPE, synthetic / Temple", "epe_DIS", " px", 3),
+             ("Farneback EPE, synthetic / Temple", "epe_Farneback", " px", 3)]
+    for column in (model, "spp"):
+        name = "default" if column == model else "`spp`"
+        for label, task, unit, digits in specs:
+            cells = [f"{delta(task, column, c, False):+.{digits}f} / {delta(task, column, c, True):+.{digits}f}{unit}"
+                     for c in CRFS]
+            lines.append(f"| {label}, {name} | " + " | ".join(cells) + " |")
+        cells = [f"{delta('orb_repeatability', column, c, None):+.3f} / {delta('orb_precision', column, c, None):+.3f}"
+                 for c in CRFS]
+        lines.append(f"| ORB repeatability / matching precision, {name} | " + " | ".join(cells) + " |")
+        if result.get("super_resolution"):
+            for upscaler in ("bicubic", "cavsr"):
+                cells = [f"{sr_delta(upscaler, column, c, False):+.3f} / {sr_delta(upscaler, column, c, True):+.3f} dB"
+                         for c in CRFS]
+                lines.append(f"| 4x SR PSNR-Y, {'CAVSR' if upscaler == 'cavsr' else 'bicubic'}, synthetic / Temple, "
+                             f"{name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "downstream")
@@ -385,10 +421,15 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=16, help="frames of Temple (the synthetic clips have 9)")
     ap.add_argument("--sr-frames", type=int, default=8, help="frames of each super-resolution clip")
     ap.add_argument("--no-sr", action="store_true", help="leave super-resolution out")
+    ap.add_argument("--summary", action="store_true",
+                    help="only print the README's table from OUT/downstream.json (no measuring)")
     args = ap.parse_args()
     if shutil.which("ffmpeg") is None:
         sys.exit("ffmpeg not found (apt-get install ffmpeg): spp is the classical line")
     models = args.model or ["pnp_vcve"]
+    if args.summary:
+        print(summary(json.loads((args.out / "downstream.json").read_text()), models[0]))
+        return
     start = time.perf_counter()
     clips = clips_of(prepare_sets(args.out, args.frames))
     data = collect(clips, models, args.frames)
@@ -409,9 +450,12 @@ def main() -> None:
     head = (f"Clips: {', '.join(result['clips'])}; x264 CRF {', '.join(f'{c:g}' for c in CRFS)}; spp Q per rate "
             f"point {result['spp_q']}; weights SHA-256 "
             + ", ".join(f"{m} {v['weights_sha256']}" for m, v in result["models"].items()) + "\n")
-    (args.out / "downstream.md").write_text(head + "\n" + text)
+    brief = summary(result, models[0])
+    (args.out / "downstream.md").write_text(head + "\nChange against the compressed frames (the README's table):\n\n"
+                                            + brief + "\n" + text)
     print(head)
     print(text)
+    print(brief)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+"""codecave.plug: a downstream callable fed enhanced (or decoded) frames."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codecave.codec.encode import EncodeSettings, encode_frames
+from codecave.errors import ConfigError
+from codecave.plug import plug
+from tests.conftest import pan_frames
+from tests.test_enhance import yuv_identity
+
+
+def test_windows_of_frames_reach_the_callable_in_order(tmp_path: Path) -> None:
+    clip = tmp_path / "in.mp4"
+    encode_frames(pan_frames(6, 96, 160), clip, EncodeSettings(codec="x264", crf=30, threads=1))
+    pairs = list(plug(lambda a, b: (a.shape, b.shape, a.dtype), window=2, frames="y", enhance=False)(clip))
+    assert pairs == [((96, 160), (96, 160), np.dtype(np.uint8))] * 5
+    # The identity model in front gives back the decoded planes, so the two agree bit for bit.
+    through = list(plug(lambda y: y, yuv_identity(), frames="y")(clip))
+    plain = list(plug(lambda y: y, frames="y", enhance=False)(clip))
+    assert len(through) == 6 and all((a == b).all() for a, b in zip(through, plain))
+    rgb = next(plug(lambda f: f, frames="rgb", enhance=False)(clip))
+    assert rgb.shape == (96, 160, 3) and rgb.dtype == np.uint8
+    with pytest.raises(ConfigError, match="frames 'bgr'"):
+        plug(print, frames="bgr")
+    with pytest.raises(ConfigError, match="window 0"):
+        plug(print, window=0)
+
+
+def test_the_downstream_table_measured_the_shipped_default() -> None:
+    """docs/downstream.md names the SHA-256 of the weights it measured: when the shipped
+    default changes, this fails until the table is rerun (python benchmarks/downstream.py)."""
+    from importlib import resources
+
+    from codecave.models.registry import DEFAULT_MODEL, default_variant, weights_manifest
+
+    table = (Path(__file__).resolve().parents[1] / "docs" / "downstream.md").read_text()
+    measured = re.search(rf"{DEFAULT_MODEL} ([0-9a-f]{{64}})", table)
+    assert measured, "docs/downstream.md names no weights hash for the default model"
+    entry = weights_manifest()[f"{DEFAULT_MODEL}_{default_variant(DEFAULT_MODEL)}"]
+    shipped = hashlib.sha256((resources.files("codecave") / "weights" / str(entry["file"])).read_bytes()).hexdigest()
+    assert measured.group(1) == shipped, "the shipped default changed: rerun benchmarks/downstream.py"
