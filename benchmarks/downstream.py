@@ -15,14 +15,20 @@ OUT/data) and every downstream task runs on the Y plane of
 
 Tasks (scored against ground truth that is really known):
 
-1. Optical flow, DIS (medium preset) and Farneback, from frame t to t-1: end-point error
-   (pixels, an 8-pixel border left out) against the exact flow of the synthetic clips, and
-   against the same method's flow on the original frames for Temple (no true flow there);
-   per frame type of frame t.
-2. Features, ORB (1000 keypoints) on frames t and t-1 of the synthetic clips: repeatability
-   (frame-t keypoints whose true position in t-1 has a keypoint within 2.5 px, among those
-   that stay in the picture) and matching precision (cross-checked Hamming matches landing
-   within 3 px of the true position).
+1. Optical flow, DIS (medium preset) and Farneback, from frame t to t-1 (from the first
+   frame, the intra one, to frame 1): end-point error (pixels, an 8-pixel border left out)
+   against the exact flow of the synthetic clips, and against the same method's flow on the
+   original frames for Temple (no true flow there); per frame type of frame t.
+2. Features, ORB (1000 keypoints) on the same pairs of the synthetic clips: repeatability
+   (frame-t keypoints whose true position in the other frame has a keypoint within 2.5 px,
+   among those that land outside ORB's 31-pixel edge band) and matching precision
+   (cross-checked Hamming matches landing within 3 px of the true position).
+
+For tasks 1 and 2 the models run on the first N decoded frames of each prepared clip
+(``codecave.evaluate.enhance_prepared``, as ``codecave evaluate``); for task 3 on the whole
+low-resolution file, as ``codecave enhance`` and ``codecave.plug`` run them. ``spp``'s Q is
+chosen by PSNR-Y on these same full-resolution clips (an oracle choice the models do not
+get) and used for the low-resolution files too. Differences are paired (same frames).
 3. Super-resolution, 4x: Temple and the first motion of the held-out photos prepared with
    ``--scale 4`` (blur, down-scale, then x264); the low-resolution compressed frames, spp's,
    and each model's enhanced frames (the model run on the low-resolution file as ``codecave
@@ -55,6 +61,8 @@ from spp_anchor import QS, spp_luma
 
 CRFS = (25.0, 35.0, 45.0)
 MARGIN = 8
+#: ORB finds no keypoints this close to the border (its default edgeThreshold).
+ORB_EDGE = 31
 TYPES = {0: "I", 1: "P", 2: "B"}
 
 
@@ -219,8 +227,9 @@ def epe(flow: np.ndarray, reference: np.ndarray) -> float:
 
 
 def orb_scores(y_t: np.ndarray, y_prev: np.ndarray, flow_past: np.ndarray) -> tuple[float, float]:
-    """(repeatability, matching precision) of ORB from frame t to t-1 under the true flow
-    ``flow_past`` ``(H, W, 2)``."""
+    """(repeatability, matching precision) of ORB from frame t to its neighbour under the
+    true flow ``flow_past`` ``(H, W, 2)`` (where frame t's pixels sit in the neighbour);
+    keypoints whose true position falls within ORB's edge band of the neighbour are left out."""
     import cv2
 
     orb = cv2.ORB_create(nfeatures=1000)
@@ -233,8 +242,8 @@ def orb_scores(y_t: np.ndarray, y_prev: np.ndarray, flow_past: np.ndarray) -> tu
     pts_p = np.array([k.pt for k in k_p], np.float32)
     ix = np.clip(np.round(pts_t).astype(int), 0, [w - 1, h - 1])
     true = pts_t + flow_past[ix[:, 1], ix[:, 0]]
-    inside = np.isfinite(true).all(1) & (true[:, 0] >= MARGIN) & (true[:, 0] < w - MARGIN) & \
-        (true[:, 1] >= MARGIN) & (true[:, 1] < h - MARGIN)
+    inside = np.isfinite(true).all(1) & (true[:, 0] >= ORB_EDGE) & (true[:, 0] < w - ORB_EDGE) & \
+        (true[:, 1] >= ORB_EDGE) & (true[:, 1] < h - ORB_EDGE)
     dist = np.linalg.norm(true[:, None, :] - pts_p[None, :, :], axis=-1)
     repeat = float((dist[inside].min(1) <= 2.5).mean()) if inside.any() else float("nan")
     matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(d_t, d_p)
@@ -293,7 +302,10 @@ def collect(clips: list[tuple[str, Path, str]], models: list[str], frames: int) 
             h, w = kinds["original"].shape[1:]
             kinds.update({f"spp{q}": spp_luma(video, q, n, h, w) for q in QS})
             flow_path = root / "clips" / clip / "flow.npz"
-            truth = np.load(flow_path)["flow_past"][:n].transpose(0, 2, 3, 1) if flow_path.exists() else None
+            truth = None
+            if flow_path.exists():
+                flows = np.load(flow_path)
+                truth = {k: flows[k][:n].transpose(0, 2, 3, 1) for k in ("flow_past", "flow_future")}
             data[f"{label}|{variant}"] = {"kinds": kinds, "types": prepared.priors["frame_type"][:n], "flow": truth,
                                           "crf": crf, "clip": label}
     return data
@@ -322,15 +334,17 @@ def measure(data: dict[str, object], models: list[str]) -> dict[str, object]:
             base = {"clip": d["clip"], "crf": d["crf"], "frame": t, "type": ftype}
             psnrs = {c: psnr(kinds[c][t], kinds["original"][t]) for c in columns if c != "original"}
             rows.append({**base, "task": "psnr_y", **psnrs})
-            if t == 0:
-                continue
+            # Frame t against t-1 (the flow to the past); the first frame, the intra one,
+            # against frame 1 (the flow to the future), so that I frames are scored too.
+            other, direction = (t - 1, "flow_past") if t else (1, "flow_future")
+            true = d["flow"][direction][t] if d["flow"] is not None else None
             for method, fn in FLOWS.items():
-                reference = d["flow"][t] if d["flow"] is not None else fn(kinds["original"][t], kinds["original"][t - 1])
-                errs = {c: epe(fn(kinds[c][t], kinds[c][t - 1]), reference) for c in columns
-                        if d["flow"] is not None or c != "original"}
+                reference = true if true is not None else fn(kinds["original"][t], kinds["original"][other])
+                errs = {c: epe(fn(kinds[c][t], kinds[c][other]), reference) for c in columns
+                        if true is not None or c != "original"}
                 rows.append({**base, "task": f"epe_{method}", **errs})
-            if d["flow"] is not None:
-                scores = {c: orb_scores(kinds[c][t], kinds[c][t - 1], d["flow"][t]) for c in columns}
+            if true is not None:
+                scores = {c: orb_scores(kinds[c][t], kinds[c][other], true) for c in columns}
                 rows.append({**base, "task": "orb_repeatability", **{c: s[0] for c, s in scores.items()}})
                 rows.append({**base, "task": "orb_precision", **{c: s[1] for c, s in scores.items()}})
     return {"rows": rows, "spp_q": {f"{k:g}": v for k, v in best.items()}, "columns": columns}
@@ -370,8 +384,9 @@ def tables(result: dict[str, object]) -> str:
         out.append("|---" * (len(head) + 1) + "|")
         for label, group in groups:
             mean = {c: float(np.nanmean([r[c] for r in group if c in r] or [np.nan])) for c in shown}
+            paired = {c: float(np.nanmean([r[c] - r["compressed"] for r in group])) for c in ["spp", *models]}
             cells = [str(len(group)), *("—" if np.isnan(mean[c]) else f"{mean[c]:.3f}" for c in shown),
-                     *(f"{mean[c] - mean['compressed']:+.3f}" for c in ["spp", *models])]
+                     *(f"{paired[c]:+.3f}" for c in ["spp", *models])]
             out.append(f"| {label} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
@@ -381,7 +396,7 @@ def summary(result: dict[str, object], model: str) -> str:
     """The README's table: change against the compressed frames, synthetic / Temple, per rate point."""
     rows = result["rows"]
 
-    def delta(task: str, column: str, crf: float, temple: bool | None, key: str = "") -> float:
+    def delta(task: str, column: str, crf: float, temple: bool | None) -> float:
         at = [r for r in rows if r["task"] == task and r["crf"] == crf
               and (temple is None or ("temple" in r["clip"]) == temple)]
         return float(np.nanmean([r[column] - r["compressed"] for r in at]))
@@ -395,8 +410,10 @@ def summary(result: dict[str, object], model: str) -> str:
     lines = ["| | " + " | ".join(f"CRF {c:g}" for c in CRFS) + " |", "|---" * (len(CRFS) + 1) + "|"]
     specs = [("PSNR-Y, synthetic / Temple", "psnr_y", " dB", 2), ("DIS flow EPE, synthetic / Temple", "epe_DIS", " px", 3),
              ("Farneback EPE, synthetic / Temple", "epe_Farneback", " px", 3)]
+    from codecave.models.registry import DEFAULT_MODEL
+
     for column in (model, "spp"):
-        name = "default" if column == model else "`spp`"
+        name = ("default" if model == DEFAULT_MODEL else model) if column == model else "`spp`"
         for label, task, unit, digits in specs:
             cells = [f"{delta(task, column, c, False):+.{digits}f} / {delta(task, column, c, True):+.{digits}f}{unit}"
                      for c in CRFS]
@@ -410,6 +427,21 @@ def summary(result: dict[str, object], model: str) -> str:
                          for c in CRFS]
                 lines.append(f"| 4x SR PSNR-Y, {'CAVSR' if upscaler == 'cavsr' else 'bicubic'}, synthetic / Temple, "
                              f"{name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Per clip (mean change of each of the {len(result['clips'])} clips' frames), {model}: smallest .. largest")
+    lines.append("")
+    lines.append("| | " + " | ".join(f"CRF {c:g}" for c in CRFS) + " |")
+    lines.append("|---" * (len(CRFS) + 1) + "|")
+    for task, label in (("psnr_y", "PSNR-Y (dB)"), ("epe_DIS", "DIS EPE (px)"), ("epe_Farneback", "Farneback EPE (px)"),
+                        ("orb_precision", "ORB matching precision")):
+        cells = []
+        for crf in CRFS:
+            per_clip = [float(np.nanmean([r[model] - r["compressed"] for r in rows
+                                          if r["task"] == task and r["crf"] == crf and r["clip"] == clip]))
+                        for clip in result["clips"] if any(r["clip"] == clip and r["task"] == task for r in rows)]
+            better = sum((v > 0) == (task in ("psnr_y", "orb_precision")) for v in per_clip if v != 0)
+            cells.append(f"{min(per_clip):+.3f} .. {max(per_clip):+.3f} ({better}/{len(per_clip)} better)")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -426,9 +458,12 @@ def main() -> None:
     args = ap.parse_args()
     if shutil.which("ffmpeg") is None:
         sys.exit("ffmpeg not found (apt-get install ffmpeg): spp is the classical line")
-    models = args.model or ["pnp_vcve"]
+    from codecave.models.registry import DEFAULT_MODEL
+
+    models = args.model or [DEFAULT_MODEL]
     if args.summary:
-        print(summary(json.loads((args.out / "downstream.json").read_text()), models[0]))
+        print(summary(json.loads((args.out / "downstream.json").read_text()),
+                      DEFAULT_MODEL if DEFAULT_MODEL in models else models[0]))
         return
     start = time.perf_counter()
     clips = clips_of(prepare_sets(args.out, args.frames))
@@ -438,7 +473,8 @@ def main() -> None:
         spp_q = {float(k): v for k, v in result["spp_q"].items()}
         result["super_resolution"] = super_resolution(prepare_sr_sets(args.out, args.sr_frames), models, spp_q,
                                                       args.sr_frames)
-    result.update({"models": {m: {"weights_sha256": weights_sha256(m)} for m in models},
+    hashed = [*models, *([] if args.no_sr else ["cavsr"])]
+    result.update({"models": {m: {"weights_sha256": weights_sha256(m)} for m in hashed}, "default": DEFAULT_MODEL,
                    "clips": [c[0] for c in clips], "crfs": list(CRFS), "seconds": round(time.perf_counter() - start, 1),
                    "machine": platform.processor() or platform.machine(),
                    "command": "python benchmarks/downstream.py " + " ".join(sys.argv[1:])})
@@ -448,9 +484,10 @@ def main() -> None:
     if "super_resolution" in result:
         text += "\n" + sr_table(result["super_resolution"], ["compressed", "spp", *models])
     head = (f"Clips: {', '.join(result['clips'])}; x264 CRF {', '.join(f'{c:g}' for c in CRFS)}; spp Q per rate "
-            f"point {result['spp_q']}; weights SHA-256 "
-            + ", ".join(f"{m} {v['weights_sha256']}" for m, v in result["models"].items()) + "\n")
-    brief = summary(result, models[0])
+            f"point {result['spp_q']}; weights SHA-256 (shipped): "
+            + ", ".join(f"{'default: ' if m == DEFAULT_MODEL else ''}{m} {v['weights_sha256']}"
+                        for m, v in result["models"].items()) + "\n")
+    brief = summary(result, DEFAULT_MODEL if DEFAULT_MODEL in models else models[0])
     (args.out / "downstream.md").write_text(head + "\nChange against the compressed frames (the README's table):\n\n"
                                             + brief + "\n" + text)
     print(head)

@@ -40,9 +40,18 @@ def test_the_downstream_table_measured_the_shipped_default() -> None:
 
     from codecave.models.registry import DEFAULT_MODEL, default_variant, weights_manifest
 
-    table = (Path(__file__).resolve().parents[1] / "docs" / "downstream.md").read_text()
-    measured = re.search(rf"{DEFAULT_MODEL} ([0-9a-f]{{64}})", table)
-    assert measured, "docs/downstream.md names no weights hash for the default model"
-    entry = weights_manifest()[f"{DEFAULT_MODEL}_{default_variant(DEFAULT_MODEL)}"]
-    shipped = hashlib.sha256((resources.files("codecave") / "weights" / str(entry["file"])).read_bytes()).hexdigest()
-    assert measured.group(1) == shipped, "the shipped default changed: rerun benchmarks/downstream.py"
+    repo = Path(__file__).resolve().parents[1]
+    table = (repo / "docs" / "downstream.md").read_text()
+
+    def shipped(model: str) -> str:
+        entry = weights_manifest()[f"{model}_{default_variant(model)}"]
+        return hashlib.sha256((resources.files("codecave") / "weights" / str(entry["file"])).read_bytes()).hexdigest()
+
+    measured = re.search(r"default: (\w+) ([0-9a-f]{64})", table)
+    assert measured, "docs/downstream.md names no default model and weights hash"
+    assert measured.group(1) == DEFAULT_MODEL, "the default model changed: rerun benchmarks/downstream.py"
+    assert measured.group(2) == shipped(DEFAULT_MODEL), "the shipped default changed: rerun benchmarks/downstream.py"
+    cavsr = re.search(r"cavsr ([0-9a-f]{64})", table)
+    assert cavsr and cavsr.group(1) == shipped("cavsr"), "CAVSR's weights changed: rerun benchmarks/downstream.py"
+    # The README quotes the table: its hash prefix must be the same.
+    assert f"`{shipped(DEFAULT_MODEL)[:8]}...`" in (repo / "README.md").read_text()

@@ -37,9 +37,13 @@ class Plugged:
             ignored with ``enhance=False``.
         window: frames per call: 1 (each frame), 2 (pairs ``(t-1, t)``, e.g. optical flow) or
             more; the first call comes when ``window`` frames are there.
-        frames: ``"rgb"``: ``(H, W, 3)`` uint8; ``"y"``: the luma plane ``(H, W)`` (uint8 for
-            8-bit video, uint16 holding 10-bit values otherwise), no colour conversion;
-            ``"yuv420"``: :class:`~codecave.codec.priors.YUVPlanes`.
+        frames: ``"rgb"``: ``(H, W, 3)`` uint8; ``"y"``: the luma plane ``(H, W)``;
+            ``"yuv420"``: :class:`~codecave.codec.priors.YUVPlanes`. For 4:2:0 input and a
+            YUV model (the default), and with ``enhance=False``, planes come at the
+            video's bit depth (uint16 holding 10-bit values for 10-bit video: OpenCV's DIS
+            takes 8-bit only) with no colour conversion; an RGB model (PnP-VCVE ``small``,
+            the default's fallback for other input) gives 8-bit planes converted from its
+            RGB output as the writer converts.
         enhance: False feeds the decoded frames unchanged (the comparison).
         crf: the sequence CRF to condition on (default: read from the file, as ``enhance``).
 
