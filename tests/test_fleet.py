@@ -108,6 +108,15 @@ def test_a_partial_file_of_a_killed_worker_is_removed_and_its_file_redone(tmp_pa
 def _job(key: str) -> str:
     if key == "die":
         os._exit(9)  # as a worker killed by the kernel's OOM killer or kill -9
+    if key == "die_after":  # the worker dies once its job is done, between jobs
+        import threading
+        import time
+
+        threading.Thread(target=lambda: (time.sleep(0.05), os._exit(9)), daemon=True).start()
+    if key.startswith("slow"):
+        import time
+
+        time.sleep(0.3)
     if key == "raise":
         raise ValueError("bad input")
     return key.upper()
@@ -150,6 +159,18 @@ def test_worker_processes_and_ray_give_identical_outputs_and_manifests(tmp_path:
     for name in ("a.mp4", "sub/b.mkv", "sub/deeper/c.mkv"):
         assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
     assert final_records(tmp_path / "local") == final_records(tmp_path / "ray")
+
+
+def test_a_worker_that_dies_between_jobs_costs_no_job_it_was_not_running() -> None:
+    jobs = [(k, (k,)) for k in ("die_after", "slow_a", "slow_b", "c")]
+    results = {key: (value, error) for key, value, error in run_jobs(_job, jobs, workers=2)}
+    # Every job gets a result and none raises (a pool found broken when a job is handed
+    # out once made the whole run fail). die_after's own job is done; slow_a and slow_b,
+    # in the pool when its worker died, may go with it; c runs in a fresh pool.
+    assert results["die_after"] == ("DIE_AFTER", None)
+    for key in ("slow_a", "slow_b"):
+        assert results[key] in ((key.upper(), None), (None, WORKER_DIED))
+    assert results["c"] == ("C", None)
 
 
 def test_ray_missing_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,10 +252,17 @@ def test_the_readme_many_videos_commands_run_as_written(tmp_path: Path, monkeypa
 
 
 WATCHER = """
-import os, signal, sys, time
+import glob, os, signal, sys, time
 out, parent = sys.argv[1], int(sys.argv[2])
-seen = set()
+seen, began = set(), None
 deadline = time.monotonic() + 120
+
+def workers():
+    pids = []
+    for path in glob.glob(f"/proc/{parent}/task/*/children"):
+        pids += [int(p) for p in open(path).read().split()]
+    return [p for p in pids if b"spawn_main" in open(f"/proc/{p}/cmdline", "rb").read()]
+
 while time.monotonic() < deadline:
     try:
         os.kill(parent, 0)
@@ -242,10 +270,18 @@ while time.monotonic() < deadline:
         break
     names = os.listdir(out) if os.path.isdir(out) else []
     seen.update(names)
-    for name in names:
+    for name in names:  # a worker caught writing its hidden partial file
         if name.startswith(".") and ".codecave-partial-" in name:
             os.kill(int(name.rsplit(".", 1)[0].rsplit("-", 1)[1]), signal.SIGKILL)
-            print("killed", name)
+            print("killed writing", name)
+            sys.exit(0)
+    manifest = os.path.join(out, "codecave-manifest.jsonl")
+    if began is None and os.path.exists(manifest) and '"started"' in open(manifest).read():
+        began = time.monotonic()
+    if began is not None and time.monotonic() - began > 3.0:  # at work, whatever its step
+        for pid in workers():
+            os.kill(pid, signal.SIGKILL)
+            print("killed working", pid, sorted(seen))
             sys.exit(0)
     time.sleep(0.005)
 print("saw only", sorted(seen))
@@ -271,10 +307,11 @@ def test_a_worker_killed_mid_file_leaves_no_partial_file_and_its_file_is_redone(
                              capture_output=True, text=True, timeout=300)
     stdout, stderr = run.communicate(timeout=300)
     killed = watcher.stdout.strip()
+    print(killed)  # which way the worker was caught (shown with pytest -rP)
     assert killed.startswith("killed"), f"{watcher.stdout} {watcher.stderr} | {stdout} {stderr}"
-    assert run.returncode == 1, stdout
+    assert run.returncode == 1, stdout + stderr
     # The killed worker's file failed (and perhaps the other one then in flight).
-    assert ": worker process died" in stdout
+    assert ": worker process died" in stdout, stdout + stderr
     assert not list(out.glob(".*partial*")), "a partial file was left behind"
     redo = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert redo.returncode == 0, redo.stdout + redo.stderr

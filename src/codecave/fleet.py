@@ -276,6 +276,7 @@ def _run_pool(func: Callable[..., object], jobs: Sequence[tuple[str, tuple]], wo
     pool: ProcessPoolExecutor | None = None
     pools: list[ProcessPoolExecutor] = []
     finished = False
+    refused = 0
     try:
         with _sigterm_as_exit():
             while queue or running:
@@ -283,11 +284,26 @@ def _run_pool(func: Callable[..., object], jobs: Sequence[tuple[str, tuple]], wo
                     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
                     pools.append(pool)
                 # At most `workers` jobs in the pool: a dying worker takes no queued job with it.
-                while queue and len(running) < workers:
-                    key, args = queue.pop()
+                while pool is not None and queue and len(running) < workers:
+                    key, args = queue[-1]
+                    try:
+                        future = pool.submit(_call, func, args, threads)
+                    except BrokenProcessPool:  # a worker died between jobs: a fresh pool takes this one
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        pool = None
+                        refused += 1
+                        if refused >= 3:  # pools that break before taking a job: give up on it
+                            queue.pop()
+                            refused = 0
+                            yield key, None, WORKER_DIED
+                        break
+                    refused = 0
+                    queue.pop()
                     if on_start:
                         on_start(key)
-                    running[pool.submit(_call, func, args, threads)] = (key, pool)
+                    running[future] = (key, pool)
+                if not running:
+                    continue
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
                     key, owner = running.pop(future)
