@@ -143,7 +143,7 @@ def super_resolution(sets: list[Path], models: list[str], spp_q: dict[float, int
     from codecave.plug import Plugged
 
     cavsr = Enhancer(create_model("cavsr"))
-    enhancers = {m: Enhancer(create_model(m)) for m in models}
+    enhancers = {m: Enhancer(build(m)) for m in models}
     rows = []
     for root in sets:
         for clip in sorted(load_manifest(root)["clips"]):
@@ -268,12 +268,27 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255**2 / mse) if mse > 0 else float("inf")
 
 
-def weights_sha256(model: str) -> str | None:
+def build(spec: str) -> object:
+    """A model from ``NAME`` (its shipped weights) or ``NAME=WEIGHTS`` (a .safetensors file or
+    a training run folder)."""
+    from codecave.models import create_model
+
+    name, _, weights = spec.partition("=")
+    return create_model(name, weights=weights or "default")
+
+
+def weights_sha256(spec: str) -> str | None:
+    """SHA-256 of the weights ``spec`` (see :func:`build`) names."""
     from importlib import resources
 
     from codecave.models.registry import default_variant, weights_manifest
 
-    entry = weights_manifest().get(f"{model}_{default_variant(model)}")
+    name, _, weights = spec.partition("=")
+    if weights:
+        path = Path(weights)
+        path = path / "model.safetensors" if path.is_dir() else path
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    entry = weights_manifest().get(f"{name}_{default_variant(name)}")
     if entry is None:
         return None
     return hashlib.sha256((resources.files("codecave") / "weights" / str(entry["file"])).read_bytes()).hexdigest()
@@ -284,9 +299,8 @@ def collect(clips: list[tuple[str, Path, str]], models: list[str], frames: int) 
     from codecave.data.prepare import load_clip
     from codecave.enhance import Enhancer
     from codecave.evaluate import enhance_prepared
-    from codecave.models import create_model
 
-    enhancers = {m: Enhancer(create_model(m)) for m in models}
+    enhancers = {m: Enhancer(build(m)) for m in models}
     data: dict[str, object] = {}
     for label, root, clip in clips:
         for crf in CRFS:
@@ -448,8 +462,9 @@ def summary(result: dict[str, object], model: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "downstream")
-    ap.add_argument("--model", action="append", default=None, help="registered model, shipped weights (repeatable; "
-                    "default: the shipped default, pnp_vcve)")
+    ap.add_argument("--model", action="append", default=None,
+                    help="NAME (shipped weights) or NAME=WEIGHTS (a .safetensors file or a run folder), repeatable; "
+                         "any registered enhancement model (default: the shipped default)")
     ap.add_argument("--frames", type=int, default=16, help="frames of Temple (the synthetic clips have 9)")
     ap.add_argument("--sr-frames", type=int, default=8, help="frames of each super-resolution clip")
     ap.add_argument("--no-sr", action="store_true", help="leave super-resolution out")
@@ -465,6 +480,16 @@ def main() -> None:
         print(summary(json.loads((args.out / "downstream.json").read_text()),
                       DEFAULT_MODEL if DEFAULT_MODEL in models else models[0]))
         return
+    from codecave.errors import CodecaveError
+
+    for spec in models:  # refuse a model that cannot run before ten minutes of work
+        try:
+            model = build(spec)
+        except CodecaveError as exc:
+            sys.exit(f"--model {spec}: {exc}")
+        if getattr(model, "scale", 1) != 1:
+            sys.exit(f"--model {spec}: a {model.scale}x super-resolution model, not an enhancement model "
+                     "(CAVSR is measured as the super-resolution task's up-scaler)")
     start = time.perf_counter()
     clips = clips_of(prepare_sets(args.out, args.frames))
     data = collect(clips, models, args.frames)
