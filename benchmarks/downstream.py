@@ -69,8 +69,9 @@ TYPES = {0: "I", 1: "P", 2: "B"}
 # --------------------------------------------------------------------------- data
 
 
-def prepare_sets(out: Path, frames: int) -> list[Path]:
-    """The datasets (cached): Temple, and the held-out photos with two camera motions."""
+def _prepare(out: Path, frames: int, sr: bool) -> list[Path]:
+    """Datasets (cached) from the validation split: Temple, and its held-out photos under two
+    camera motions (one for super-resolution, prepared at 4x in RGB)."""
     import yaml
 
     from codecave.data.prepare import PrepareSettings, prepare_dataset
@@ -78,36 +79,28 @@ def prepare_sets(out: Path, frames: int) -> list[Path]:
     split = yaml.safe_load((ROOT / "configs" / "validation_split.yaml").read_text())
     temple = [str(ROOT / p) for p in split["sequences"] if "temple" in p]
     stills = [str(ROOT / p) for p in split["stills"]]
+    plan = ([("sr_sequence", temple, 0, False), ("sr_stills", stills, 0, True)] if sr else
+            [("sequence", temple, 0, False), ("stills_a", stills, 0, True), ("stills_b", stills, 1000, True)])
+    extra = {"scale": 4, "domain": "rgb"} if sr else {}
     sets = []
-    for name, sources, seed, is_stills in (("sequence", temple, 0, False), ("stills_a", stills, 0, True),
-                                           ("stills_b", stills, 1000, True)):
-        settings = PrepareSettings(crfs=CRFS, max_frames=frames, still_frames=9, seed=seed)
+    for name, sources, seed, is_stills in plan:
+        settings = PrepareSettings(crfs=CRFS, max_frames=frames, still_frames=9, seed=seed, **extra)
         root = out / "data" / name
         result = prepare_dataset(sources, root, settings, workers=1, stills=is_stills)
         if result.failed:
             raise SystemExit(f"prepare failed: {result.failed}")
         sets.append(root)
     return sets
+
+
+def prepare_sets(out: Path, frames: int) -> list[Path]:
+    """The enhancement sets: Temple, and the held-out photos with two camera motions."""
+    return _prepare(out, frames, sr=False)
 
 
 def prepare_sr_sets(out: Path, frames: int) -> list[Path]:
-    """4x super-resolution sets (cached): Temple and the held-out photos, first motion."""
-    import yaml
-
-    from codecave.data.prepare import PrepareSettings, prepare_dataset
-
-    split = yaml.safe_load((ROOT / "configs" / "validation_split.yaml").read_text())
-    temple = [str(ROOT / p) for p in split["sequences"] if "temple" in p]
-    stills = [str(ROOT / p) for p in split["stills"]]
-    sets = []
-    for name, sources, is_stills in (("sr_sequence", temple, False), ("sr_stills", stills, True)):
-        settings = PrepareSettings(crfs=CRFS, max_frames=frames, still_frames=9, scale=4, domain="rgb")
-        root = out / "data" / name
-        result = prepare_dataset(sources, root, settings, workers=1, stills=is_stills)
-        if result.failed:
-            raise SystemExit(f"prepare failed: {result.failed}")
-        sets.append(root)
-    return sets
+    """4x super-resolution sets: Temple and the held-out photos, first motion."""
+    return _prepare(out, frames, sr=True)
 
 
 def spp_rgb(video: Path, q: int, frames: int, height: int, width: int) -> np.ndarray:
