@@ -23,17 +23,17 @@ Tasks (scored against ground truth that is really known):
    (frame-t keypoints whose true position in the other frame has a keypoint within 2.5 px,
    among those that land outside ORB's 31-pixel edge band) and matching precision
    (cross-checked Hamming matches landing within 3 px of the true position).
+3. Super-resolution, 4x: Temple and the first motion of the held-out photos prepared with
+   ``--scale 4`` (blur, down-scale, then x264); the low-resolution compressed frames, spp's,
+   and each model's enhanced frames (the model run on the low-resolution file as ``codecave
+   enhance`` runs it) are up-scaled by bicubic and by the shipped CAVSR (with the file's
+   priors), PSNR-Y against the high-resolution ground truth (Y of BT.601 from RGB).
 
 For tasks 1 and 2 the models run on the first N decoded frames of each prepared clip
 (``codecave.evaluate.enhance_prepared``, as ``codecave evaluate``); for task 3 on the whole
 low-resolution file, as ``codecave enhance`` and ``codecave.plug`` run them. ``spp``'s Q is
 chosen by PSNR-Y on these same full-resolution clips (an oracle choice the models do not
 get) and used for the low-resolution files too. Differences are paired (same frames).
-3. Super-resolution, 4x: Temple and the first motion of the held-out photos prepared with
-   ``--scale 4`` (blur, down-scale, then x264); the low-resolution compressed frames, spp's,
-   and each model's enhanced frames (the model run on the low-resolution file as ``codecave
-   enhance`` runs it) are up-scaled by bicubic and by the shipped CAVSR (with the file's
-   priors), PSNR-Y against the high-resolution ground truth (Y of BT.601 from RGB).
 
     python benchmarks/downstream.py --out runs/downstream [--model pnp_vcve] [--frames 16]
 
@@ -453,7 +453,10 @@ def summary(result: dict[str, object], model: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    class Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "downstream")
     ap.add_argument("--model", action="append", default=None,
                     help="NAME (shipped weights) or NAME=WEIGHTS (a .safetensors file or a run folder), repeatable; "

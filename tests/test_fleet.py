@@ -67,9 +67,14 @@ def test_a_folder_is_enhanced_file_by_file_and_a_second_run_does_nothing(tmp_pat
     assert third.done == ["sub/b.mkv"] and sorted(third.unchanged) == ["a.mp4", "sub/deeper/c.264"]
     assert outputs[1].stat().st_mtime_ns != stamps[1] and outputs[0].stat().st_mtime_ns == stamps[0]
 
-    # Other settings (or another model) redo everything this manifest made.
+    # Other settings (or another model) redo everything this manifest made, and --redo does.
     fourth = enhance_folder(folder, out, encode=LOSSLESS, frames=(0, 4))
     assert sorted(fourth.done) == ["a.mp4", "sub/b.mkv", "sub/deeper/c.264"] and fourth.frames == 12
+    assert len(enhance_folder(folder, out, encode=LOSSLESS, frames=(0, 4), redo=True).done) == 3
+    # Outputs under another name (--suffix) and back: each is still this manifest's own.
+    enhance_folder(folder, out, encode=LOSSLESS, suffix=".mkv")
+    back = enhance_folder(folder, out, encode=LOSSLESS)
+    assert not back.skipped and sorted(back.done) == ["a.mp4", "sub/b.mkv", "sub/deeper/c.264"]
 
 
 def test_outputs_this_manifest_did_not_make_are_skipped_unless_overwrite(tmp_path: Path) -> None:
@@ -198,9 +203,10 @@ def test_list_files_and_globs_name_videos(tmp_path: Path) -> None:
     root, files = find_videos(folder)
     assert [f.relative_to(folder).as_posix() for f in files] == ["a.mp4", "broken.mp4", "sub/b.mkv",
                                                                   "sub/deeper/c.264"]
-    listing.write_text("in/missing.mp4\n")
-    with pytest.raises(ConfigError, match="line 1: in/missing.mp4: no such file"):
-        find_videos(listing)
+    # A listed file that does not exist fails on its own; the others go on.
+    listing.write_text("in/missing.mp4\nin/a.mp4\n")
+    result = enhance_folder(listing, tmp_path / "out", encode=LOSSLESS)
+    assert result.done == ["in/a.mp4"] and "FileNotFoundError" in result.failed["in/missing.mp4"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no videos"):
         find_videos(tmp_path / "empty")
@@ -375,7 +381,9 @@ def test_one_run_at_a_time_per_output_folder_and_clear_errors(tmp_path: Path) ->
     out.mkdir()
     with _lock(out), pytest.raises(ConfigError, match="another codecave run"):
         enhance_folder(folder, out, encode=LOSSLESS)
-    with pytest.raises(ConfigError, match="is the output folder or inside it"):
-        enhance_folder(folder, folder, encode=LOSSLESS)
+    with pytest.raises(ConfigError, match="is inside IN"):
+        enhance_folder(folder, folder / "enhanced", encode=LOSSLESS)
+    with pytest.raises(ConfigError, match="looks like a video file name"):
+        enhance_folder(folder, tmp_path / "enhanced.mp4", encode=LOSSLESS)
     with pytest.raises(ConfigError, match="at least 1"):
         list(run_jobs(_job, [("a", ("a",))], threads=0))

@@ -126,7 +126,8 @@ def find_videos(spec: str | os.PathLike[str], exclude: str | os.PathLike[str] | 
         spec: a folder (every file with a video extension under it, following symbolic
             links to folders; hidden files and folders left out), a list file (``.txt``,
             ``.list``, ``.lst``: one path per line, relative to the list's folder; blank
-            lines and ``#`` comments ignored), or a glob pattern (``"clips/**/*.mp4"``;
+            lines and ``#`` comments ignored; a listed file that does not exist is kept, to
+            fail on its own), or a glob pattern (``"clips/**/*.mp4"``;
             quote it so the shell leaves it alone).
         exclude: a folder whose files are never taken (the output folder).
 
@@ -137,8 +138,8 @@ def find_videos(spec: str | os.PathLike[str], exclude: str | os.PathLike[str] | 
         under OUT does not depend on which files happen to match. Files sorted, each once.
 
     Raises:
-        ConfigError: nothing matches, a listed file does not exist, or the folder is
-            ``exclude`` or inside it.
+        ConfigError: nothing matches, a list names a folder, or the folder is ``exclude``
+            or inside it.
     """
     text = str(spec)
     path = Path(spec)
@@ -163,9 +164,9 @@ def find_videos(spec: str | os.PathLike[str], exclude: str | os.PathLike[str] | 
             if not line or line.startswith("#"):
                 continue
             file = _absolute(root / line)  # an absolute line stays as it is
-            if not file.is_file():
-                raise ConfigError(f"{path}, line {number}: {line}: no such file")
-            files.append(file)
+            if file.is_dir():
+                raise ConfigError(f"{path}, line {number}: {line}: a folder; list files")
+            files.append(file)  # one that does not exist is that file's failure, not the run's
     elif glob.has_magic(text):
         root = _glob_root(text)
         files = [_absolute(p) for p in glob.glob(text, recursive=True) if Path(p).is_file()]
@@ -197,6 +198,7 @@ def _call(func: Callable[..., object], args: tuple, threads: int | None) -> tupl
 
 
 def _worker_init() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Ctrl-C reaches the whole process group: the driver handles it and stops the workers,
     # which then end their file as SIGTERM does (the partial output removed).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -500,12 +502,29 @@ def enhance_job(job: EnhanceJob) -> dict[str, object]:
     if fields.get("codec") is None:
         fields["codec"] = choose_codec(job.output, None, read_info(job.source).hdr)
     Path(job.output).parent.mkdir(parents=True, exist_ok=True)
-    result = enhance_video(job.source, job.output, model=_ENHANCERS[key], encode=EncodeSettings(**fields),
-                           frames=job.frames, crf=job.crf, overwrite=job.overwrite, progress=False,
-                           on_damage=job.on_damage)
+    warnings = _Collect()
+    logging.getLogger("codecave").addHandler(warnings)
+    try:
+        result = enhance_video(job.source, job.output, model=_ENHANCERS[key], encode=EncodeSettings(**fields),
+                               frames=job.frames, crf=job.crf, overwrite=job.overwrite, progress=False,
+                               on_damage=job.on_damage)
+    finally:
+        logging.getLogger("codecave").removeHandler(warnings)
     return {"frames": result.frames, "seconds": round(result.seconds, 3), "variant": result.variant,
             "input_crf": result.crf, "input_crf_source": result.crf_source, "passed_through": result.passed_through,
-            "skipped_frames": result.skipped, "warnings": list(result.decode_problems)}
+            "skipped_frames": result.skipped,
+            "warnings": warnings.lines or list(result.decode_problems)}
+
+
+class _Collect(logging.Handler):
+    """The warnings codecave logs while one file is enhanced (for the manifest)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 def weights_identity(model: str, weights: str, variant: str | None) -> dict[str, object]:
@@ -600,6 +619,7 @@ def enhance_folder(
     crf: float | None = None,
     on_damage: str = "stop",
     overwrite: bool = False,
+    redo: bool = False,
     workers: int = 1,
     threads: int | None = None,
     ray: str | None = None,
@@ -624,13 +644,15 @@ def enhance_folder(
         frames, crf, on_damage: as :func:`codecave.enhance.enhance_video`, for every file.
         overwrite: replace outputs this manifest did not make (else they are skipped).
             Outputs it made are replaced whenever their source, model or settings change.
+        redo: enhance again the files done before with the same source, model and settings.
         workers: local worker processes (ignored with ``ray``).
         threads: PyTorch and encoder threads per worker or Ray task (default: the cores
             divided among the local workers; 1 per Ray task).
         ray: run as Ray tasks (see :func:`run_jobs`); IN and OUT on storage every node sees.
         gpus: GPUs per Ray task (the model then runs on CUDA unless ``options`` says otherwise).
         progress: one progress bar over files, with frames and failures.
-        report: called with one line per finished file (per-file lines).
+        report: called with one line per file (per-file lines): done, failed, skipped or
+            already done.
 
     Returns:
         A :class:`FleetResult`; ``failed`` non-empty means some files failed.
@@ -647,6 +669,11 @@ def enhance_folder(
         raise ConfigError(f"{out_dir}: is a file; give a folder for the outputs of many videos")
     if gpus < 0:
         raise ConfigError(f"gpus {gpus}: must be 0 or more")
+    if not out_dir.exists() and out_dir.suffix.lower() in video_suffixes():
+        raise ConfigError(f"{out_dir}: looks like a video file name; many videos go into a folder (give one)")
+    if Path(inputs).is_dir() and Path(os.path.realpath(out_dir)).is_relative_to(os.path.realpath(inputs)):
+        raise ConfigError(f"{out_dir}: is inside IN ({inputs}); a later run over IN would take the outputs as "
+                          "sources: choose OUT outside IN's tree")
     root, sources = find_videos(inputs, exclude=out_dir)
     options = options or EnhanceOptions(device="cuda" if gpus > 0 else "auto")
     per_worker = threads_per_worker(1, threads or 1) if ray else threads_per_worker(workers, threads)
@@ -684,15 +711,19 @@ def enhance_folder(
             previous = manifest.records.get(name)
             record: dict[str, object] = {"file": name, "output": target.relative_to(out_dir).as_posix(),
                                          "source": str(source), "model": model_id, "settings": settings}
-            made = (previous is not None and previous.get("output") == record["output"]
-                    and (previous.get("result") in ("done", "started") or bool(previous.get("output_made"))))
+            # The outputs this manifest has made for this file, under any name (--suffix changes it).
+            made_before = set(previous.get("made", [])) if previous else set()
+            if previous is not None and previous.get("output") and (
+                    previous.get("result") in ("done", "started") or previous.get("output_made")):
+                made_before.add(str(previous["output"]))
+            record["made"] = sorted(made_before)
+            made = record["output"] in made_before
             try:
                 record.update(source_identity(source, previous))
             except OSError as exc:  # unreadable, or gone since the folder was listed
                 error = f"{type(exc).__name__}: {exc}"
                 result.failed[name] = error
-                manifest.add({**record, "result": "failed", "error": error, "output_made": made and target.exists(),
-                              "time": _now()})
+                manifest.add({**record, "result": "failed", "error": error, "time": _now()})
                 tell(f"failed {name}: {error}")
                 continue
             elsewhere = (previous is not None and previous.get("source") not in (None, record["source"])
@@ -700,8 +731,9 @@ def enhance_folder(
             ours = made and not elsewhere
             same = (previous is not None and all(previous.get(k) == record[k] for k in ("output", "source_sha256", "settings"))
                     and _model_key(previous.get("model")) == _model_key(model_id))
-            if same and previous.get("result") == "done" and target.exists():
+            if same and previous.get("result") == "done" and target.exists() and not redo:
                 result.unchanged.append(name)
+                tell(f"already done {name}")
                 continue
             if target.exists() and not ours and not overwrite:
                 why = (f"the output was made from {previous['source']}, another file (--overwrite replaces it)"
@@ -709,9 +741,8 @@ def enhance_folder(
                 result.skipped[name] = why
                 if previous is None or previous.get("result") != "skipped" or previous.get("error") != why:
                     manifest.add({**record, "result": "skipped", "error": why, "time": _now()})
+                tell(f"skipped {name}: {why}")
                 continue
-            # Whether an output this manifest made sits at the target (it stays if the redo fails).
-            record["output_made"] = bool(ours and target.exists())
             base[name] = record
             jobs.append((name, (EnhanceJob(str(source), str(target), model, weights_arg, variant,
                                            {**dataclasses.asdict(options)},
@@ -730,7 +761,8 @@ def enhance_folder(
                                                gpus=gpus, on_start=started):
                 if error is None:
                     assert isinstance(value, dict)
-                    manifest.add({**base[name], "result": "done", "error": None, **value, "output_made": True,
+                    made_now = sorted({*base[name]["made"], str(base[name]["output"])})
+                    manifest.add({**base[name], "result": "done", "error": None, **value, "made": made_now,
                                   "time": _now()})
                     result.done.append(name)
                     result.frames += int(value["frames"])

@@ -76,7 +76,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     many.add_argument("--suffix", default=None,
                       help="output extension for every file (default: each source's own where FFmpeg writes it, "
                            "else .mkv)")
-    many.add_argument("--per-file", action="store_true", help="print one line per file as it ends")
+    many.add_argument("--per-file", action="store_true",
+                      help="print one line per file: done, failed, skipped or already done")
+    many.add_argument("--redo", action="store_true",
+                      help="enhance again files done before with the same source, model and settings")
     p.set_defaults(run=run)
 
 
@@ -115,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
     from codecave.models import create_model
 
     many = is_many(args.input)
-    if not many and (args.workers != 1 or args.ray or args.gpus_per_task or args.suffix or args.per_file):
-        raise ConfigError("--workers, --ray, --gpus-per-task, --suffix and --per-file are for many videos "
+    if not many and (args.workers != 1 or args.ray or args.gpus_per_task or args.suffix or args.per_file
+                     or args.redo):
+        raise ConfigError("--workers, --ray, --gpus-per-task, --suffix, --per-file and --redo are for many videos "
                           "(IN a folder, list file or glob)")
     if args.threads and not many:
         torch.set_num_threads(args.threads)
@@ -177,7 +181,7 @@ def run_many(args: argparse.Namespace) -> int:
     result = enhance_folder(args.input, args.output, model=args.model, weights=args.weights, variant=args.variant,
                             options=options, encode=encode_fields(args, args.codec), suffix=args.suffix,
                             frames=parse_range(args.frames), crf=args.input_crf, on_damage=args.on_damage,
-                            overwrite=args.overwrite, workers=args.workers, threads=args.threads or None,
+                            overwrite=args.overwrite, redo=args.redo, workers=args.workers, threads=args.threads or None,
                             ray=args.ray, gpus=args.gpus_per_task, progress=not args.no_progress,
                             report=print if args.per_file else None)
     print(f"{result.out_dir}: {len(result.done)} enhanced ({result.frames} frames), {len(result.unchanged)} "
