@@ -189,9 +189,10 @@ def test_shipped_small_weights_are_listed_honestly_and_trained() -> None:
     entry = weights_manifest()["crds_small"]
     blob = (resources.files("codecave") / "weights" / entry["file"]).read_bytes()
     assert hashlib.sha256(blob).hexdigest() == entry["sha256"]
-    # no validation clip among the training clips; three stages, the auto-encoder first
+    # no validation clip among the training clips; four stages, the auto-encoder first
     assert not set(entry["validation"]["clips"]) & set(entry["training"]["data"]["clips"])
-    assert [s["run"] for s in entry["training"]["stages"]] == ["crds_ldr", "crds_small", "crds_small_stage2"]
+    assert [s["run"] for s in entry["training"]["stages"]] == ["crds_ldr", "crds_small", "crds_small_stage2",
+                                                             "crds_small_stage3"]
     assert {"ldp22", "ldp37", "crf35"} <= set(entry["validation"]["frame_qp"])
     model = create_model("crds")
     assert model.config == VARIANTS["small"] and model.pass_through_qp == entry["pass_through_qp"]
