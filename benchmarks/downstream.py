@@ -272,19 +272,14 @@ def build(spec: str) -> object:
 
 def weights_sha256(spec: str) -> str | None:
     """SHA-256 of the weights ``spec`` (see :func:`build`) names."""
-    from importlib import resources
-
-    from codecave.models.registry import default_variant, weights_manifest
+    from codecave.models.registry import shipped_weights
 
     name, _, weights = spec.partition("=")
     if weights:
         path = Path(weights)
         path = path / "model.safetensors" if path.is_dir() else path
         return hashlib.sha256(path.read_bytes()).hexdigest()
-    entry = weights_manifest().get(f"{name}_{default_variant(name)}")
-    if entry is None:
-        return None
-    return hashlib.sha256((resources.files("codecave") / "weights" / str(entry["file"])).read_bytes()).hexdigest()
+    return hashlib.sha256(shipped_weights(name)[0].read_bytes()).hexdigest()
 
 
 def collect(clips: list[tuple[str, Path, str]], models: list[str], frames: int) -> dict[str, object]:

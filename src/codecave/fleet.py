@@ -247,9 +247,7 @@ def run_jobs(func: Callable[..., object], jobs: Sequence[tuple[str, tuple]], *, 
         ConfigError: ``ray`` without Ray installed or no Ray cluster at ``ray``, or
             ``workers`` or ``threads`` below 1, or ``gpus`` below 0.
     """
-    threads_per_worker(max(1, workers), threads)  # refuses values below 1
-    if workers < 1:
-        raise ConfigError(f"workers {workers}: must be at least 1")
+    threads_per_worker(workers, threads)  # refuses counts below 1
     if gpus < 0:
         raise ConfigError(f"gpus {gpus}: must be 0 or more")
     keys = [key for key, _ in jobs]
@@ -537,16 +535,11 @@ def weights_identity(model: str, weights: str, variant: str | None) -> dict[str,
     from importlib import resources
 
     from codecave.data.sources import file_hash
-    from codecave.models.registry import build_model, default_variant, weights_manifest
+    from codecave.models.registry import shipped_weights
 
     digest = None
     if weights == "default":
-        chosen = variant or default_variant(model)
-        entry = weights_manifest().get(f"{model}_{chosen}")
-        if entry is None:
-            build_model(model, chosen)  # names an unknown model or variant
-            raise ConfigError(f"no shipped weights for {model} ({chosen}); pass --weights PATH or --weights none")
-        with resources.as_file(resources.files("codecave") / "weights" / str(entry["file"])) as real:
+        with resources.as_file(shipped_weights(model, variant)[0]) as real:
             digest = file_hash(real)
     elif weights not in (None, "none"):
         path = Path(weights)

@@ -12,6 +12,7 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -105,6 +106,22 @@ def model_domain(name: str, variant: str = "small") -> str:
     return str(class_for(variants[variant]).domain)
 
 
+def shipped_weights(name: str, variant: str | None = None) -> tuple[Any, dict[str, object]]:
+    """The shipped weights file of a variant (default: :func:`default_variant`) as a package
+    resource (``importlib.resources``; ``resources.as_file`` gives a path), and its manifest entry.
+
+    Raises:
+        ConfigError: an unknown model or variant, or none shipped for it.
+    """
+    variant = variant or default_variant(name)
+    entry = weights_manifest().get(f"{name}_{variant}")
+    if entry is None:
+        build_model(name, variant)  # an unknown model or variant is named, with the registered ones
+        raise ConfigError(f"no shipped weights for {name} ({variant}); train them (configs/), or pass "
+                          "weights=PATH (--weights PATH) or weights=None (--weights none)")
+    return resources.files("codecave") / "weights" / str(entry["file"]), entry
+
+
 def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | None = "default",
                  variant: str | None = None, **overrides: object) -> nn.Module:
     """Build a model and load weights into it.
@@ -141,12 +158,7 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
         if variant is None and name == DEFAULT_MODEL and model_domain(name, DEFAULT_VARIANT) == "yuv420":
             fallback = FALLBACK_VARIANT
         variant = variant or default_variant(name)
-        entry = weights_manifest().get(f"{name}_{variant}")
-        if entry is None:
-            build_model(name, variant)  # an unknown variant is named, with the model's variants
-            raise ConfigError(f"no shipped weights for {name} ({variant}); train them (configs/), or pass "
-                              "weights=PATH (--weights PATH) or weights=None (--weights none)")
-        path = resources.files("codecave") / "weights" / str(entry["file"])
+        path, entry = shipped_weights(name, variant)
         arch = {**dict(entry.get("config", {})), **overrides}
         threshold = entry.get("pass_through_qp")
     else:
