@@ -55,6 +55,52 @@ def test_resume_skips_done_clips_and_refuses_other_settings(tmp_path: Path, loss
         prepare_dataset([path], tmp_path / "ds", PrepareSettings(crfs=(20.0,), max_frames=6, domain="rgb"))
 
 
+def test_rate_points_can_be_added_to_a_prepared_folder(tmp_path: Path, lossless: tuple[Path, np.ndarray],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """More CRFs on the same folder: only the new variants are encoded, the old ones are left
+    untouched, and a fresh folder with all rate points holds the same ground truth; dropping
+    a rate point or changing the ground truth is refused."""
+    from PIL import Image
+
+    import codecave.data.prepare as prep
+
+    path, _ = lossless
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    Image.fromarray(texture(96, 128, seed=3)).save(stills / "photo.png")
+    base: dict = {"max_frames": 6, "still_frames": 3, "still_size": (64, 96), "preset": "veryfast"}
+    first = prepare_dataset([path, stills], tmp_path / "ds", PrepareSettings(crfs=(25.0,), **base), stills=True)
+    assert sorted(first.prepared) == ["pan", "photo"]
+    old_video = (tmp_path / "ds" / "clips" / "pan" / "crf25" / "video.mp4").read_bytes()
+    encoded: list[str] = []
+    real = prep._encode_variant
+    monkeypatch.setattr(prep, "_encode_variant", lambda gt, folder, enc: encoded.append(folder.name) or real(gt, folder, enc))
+    more = PrepareSettings(crfs=(25.0, 40.0), **base)
+    second = prepare_dataset([path, stills], tmp_path / "ds", more, stills=True)
+    assert sorted(second.extended) == ["pan", "photo"] and second.skipped == [] and not second.failed
+    assert sorted(encoded) == [".crf40.tmp", ".crf40.tmp"]  # the new rate point only, built aside
+    assert (tmp_path / "ds" / "clips" / "pan" / "crf25" / "video.mp4").read_bytes() == old_video
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["settings"]["crfs"] == [25.0, 40.0]
+    for name in ("pan", "photo"):
+        assert set(manifest["clips"][name]["variants"]) == {"crf25", "crf40"}
+        clip = load_clip(tmp_path / "ds", name, "crf40")
+        assert clip.info["variants"]["crf40"]["encoder_crf"] == 40
+        assert not list((tmp_path / "ds" / "clips" / name).glob(".*"))
+    fresh = prepare_dataset([path, stills], tmp_path / "fresh", more, stills=True)
+    assert not fresh.extended
+    for name in ("pan", "photo"):
+        a, b = load_clip(tmp_path / "ds", name, "crf40"), load_clip(tmp_path / "fresh", name, "crf40")
+        assert np.array_equal(a.gt, b.gt) and a.decoded.shape == b.decoded.shape
+    assert prepare_dataset([path, stills], tmp_path / "ds", more, stills=True).skipped == ["pan", "photo"]
+    with pytest.raises(DatasetError, match="may only be added"):
+        prepare_dataset([path], tmp_path / "ds", PrepareSettings(crfs=(40.0,), **base))
+    # a photo whose camera motion is seeded differently (another place among the sources)
+    monkeypatch.setattr(prep, "_encode_variant", real)
+    result = prepare_dataset([stills], tmp_path / "ds", PrepareSettings(crfs=(25.0, 40.0, 45.0), **base), stills=True)
+    assert result.extended == [] and "differs" in result.failed["photo"]
+
+
 def test_interrupted_clip_leaves_no_partial_folder(tmp_path: Path, lossless: tuple[Path, np.ndarray],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     path, _ = lossless

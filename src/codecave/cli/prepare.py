@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    print(f"{result.root}: {len(result.prepared)} clip(s) prepared, {len(result.skipped)} already there, "
+    extended = f" ({len(result.extended)} of them given the new rate points)" if result.extended else ""
+    print(f"{result.root}: {len(result.prepared)} clip(s) prepared{extended}, {len(result.skipped)} already there, "
           f"{len(result.failed)} failed, {result.seconds:.1f} s")
     for name, error in result.failed.items():
         print(f"  failed {name}: {error}")

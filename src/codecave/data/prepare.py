@@ -28,7 +28,10 @@ sets). Manifests written before domains existed are ``rgb``.
 
 Each clip is built in a temporary folder and renamed when complete, so an
 interrupted run resumes where it stopped. A folder is bound to one set of
-settings: preparing into it with different settings is refused.
+settings: preparing into it with different settings is refused, with one exception:
+rate points may be added (the same settings with more CRFs, QPs or low-delay P QPs).
+Complete clips then gain only the new variants, encoded from their ground truth made
+again from the source and checked equal, sample for sample, to the stored one.
 """
 
 from __future__ import annotations
@@ -176,6 +179,8 @@ class PrepareResult:
         skipped: clips already complete (resumed).
         failed: clip name -> error message.
         seconds: wall time.
+        extended: clips that were complete and gained the rate points added to the folder's
+            settings in this run (also counted in ``prepared``).
     """
 
     root: Path
@@ -183,6 +188,7 @@ class PrepareResult:
     skipped: list[str]
     failed: dict[str, str]
     seconds: float
+    extended: list[str] = field(default_factory=list)
 
 
 def _crop(frames: np.ndarray, multiple: int) -> np.ndarray:
@@ -321,38 +327,102 @@ def _encode_variant(gt_input: np.ndarray | list[YUVPlanes], folder: Path, settin
     return summary
 
 
+@dataclass
+class _ClipInput:
+    """A clip's ground truth as stored (``file``, ``gt``) and what the encoder is given."""
+
+    file: str
+    gt: np.ndarray
+    net_input: np.ndarray | list[YUVPlanes]
+    flows: dict[str, np.ndarray]
+    depth: int
+    input_size: tuple[int, int]
+
+
+def _clip_input(source: Source, s: PrepareSettings, index: int) -> _ClipInput:
+    if s.domain == "yuv420":
+        planes, flows = _ground_truth_planes(source, s, index)
+        return _ClipInput("gt_yuv.npy", np.stack([pack_planes(p) for p in planes]), planes, flows,
+                          planes[0].bit_depth, tuple(planes[0].y.shape))
+    gt, flows = _ground_truth(source, s, index)
+    net_input = blur_downsample(gt, s.scale, s.blur_sigma) if s.scale > 1 else gt
+    return _ClipInput("gt.npy", gt, net_input, flows, 8, tuple(net_input.shape[1:3]))
+
+
+def _encode_settings(enc: EncodeSettings, threads: int | None) -> EncodeSettings:
+    return enc.with_(threads=threads) if threads and enc.threads is None else enc
+
+
+def _extend_clip(source: Source, root: Path, s: PrepareSettings, index: int, threads: int | None
+                 ) -> dict[str, object]:
+    """Add the variants a complete clip lacks (rate points added to the folder's settings).
+
+    The ground truth is made again from the source and must equal the stored one sample for
+    sample (same source file, same place among the sources for photos, whose camera motion
+    is seeded by it); each new variant is built in a temporary folder and renamed, and
+    ``info.json`` is rewritten after each, so an interrupted run resumes.
+
+    Raises:
+        DatasetError: the source changed, or its ground truth differs from the stored one.
+    """
+    final = root / "clips" / source.name
+    info = json.loads((final / "info.json").read_text())
+    missing = {n: e for n, e in s.variants().items() if n not in info["variants"]}
+    if not missing:
+        return info
+    if info.get("sha256") != file_hash(source.path):
+        raise DatasetError(f"{source.path} changed since {final} was prepared: prepare it into another folder")
+    made = _clip_input(source, s, index)
+    stored = np.load(final / made.file, mmap_mode="r")
+    if stored.shape != made.gt.shape or not np.array_equal(stored, made.gt):
+        raise DatasetError(f"{source.name}: its ground truth made again differs from {final / made.file} "
+                           "(photos: give the sources in the order they were first prepared)")
+    for name, enc in missing.items():
+        tmp = final / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(final / name, ignore_errors=True)  # left by an interrupted run: not in info.json
+        try:
+            info["variants"][name] = _encode_variant(made.net_input, tmp, _encode_settings(enc, threads))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        os.replace(tmp, final / name)
+        _write_json(final / "info.json", info)
+    return info
+
+
 def prepare_clip(source: Source, root: Path, s: PrepareSettings, index: int = 0,
                  threads: int | None = None) -> dict[str, object]:
     """Build one clip of a dataset (all its variants) atomically; ``threads``: encoder
-    threads (None: the encoder's choice, which follows the machine's cores).
+    threads (None: the encoder's choice, which follows the machine's cores). A clip that
+    is already complete only gains the variants it lacks (rate points added to the
+    folder's settings; see the module docstring).
 
     Returns:
         The clip's ``info.json`` content.
+
+    Raises:
+        DatasetError: unreadable source, or (adding rate points) a ground truth that no
+            longer matches the stored one.
     """
     import torch
 
     torch.set_num_threads(1)
     final = root / "clips" / source.name
+    if (final / "info.json").exists():
+        return _extend_clip(source, root, s, index, threads)
     tmp = root / "clips" / f".{source.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        if s.domain == "yuv420":
-            planes, flows = _ground_truth_planes(source, s, index)
-            np.save(tmp / "gt_yuv.npy", np.stack([pack_planes(p) for p in planes]))
-            net_input: np.ndarray | list[YUVPlanes] = planes
-            frames, (height, width), depth = len(planes), planes[0].y.shape, planes[0].bit_depth
-            input_size = (height, width)
-        else:
-            gt, flows = _ground_truth(source, s, index)
-            np.save(tmp / "gt.npy", gt)
-            net_input = blur_downsample(gt, s.scale, s.blur_sigma) if s.scale > 1 else gt
-            frames, (height, width), depth = len(gt), gt.shape[1:3], 8
-            input_size = net_input.shape[1:3]
+        made = _clip_input(source, s, index)
+        np.save(tmp / made.file, made.gt)
+        net_input, flows, depth, input_size = made.net_input, made.flows, made.depth, made.input_size
+        frames, (height, width) = len(made.gt), ((made.gt.shape[2] * 4, made.gt.shape[3] * 4)
+                                                 if s.domain == "yuv420" else made.gt.shape[1:3])
         if flows:
             np.savez(tmp / "flow.npz", **flows)
-        variants = {name: _encode_variant(net_input, tmp / name,
-                                          enc.with_(threads=threads) if threads and enc.threads is None else enc)
+        variants = {name: _encode_variant(net_input, tmp / name, _encode_settings(enc, threads))
                     for name, enc in s.variants().items()}
         info = {
             "name": source.name,
@@ -384,8 +454,13 @@ def _write_json(path: Path, data: object) -> None:
     os.replace(tmp, path)
 
 
+#: Settings that list rate points: a folder's lists may grow (new variants are added).
+RATE_POINT_KEYS = ("crfs", "qps", "ldp_qps")
+
+
 def _check_settings(root: Path, s: PrepareSettings) -> dict[str, object]:
-    """Load the manifest, refusing a folder prepared with other settings."""
+    """Load the manifest, refusing a folder prepared with other settings (more rate points
+    in :data:`RATE_POINT_KEYS` are allowed)."""
     path = root / MANIFEST
     if not path.exists():
         if root.exists() and any(p.name != "clips" for p in root.iterdir()):
@@ -394,10 +469,16 @@ def _check_settings(root: Path, s: PrepareSettings) -> dict[str, object]:
     manifest = json.loads(path.read_text())
     old = manifest.get("settings", {})
     new = json.loads(json.dumps(s.to_json()))
-    if old != new:
-        diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                         if old.get(k) != new.get(k))
-        raise DatasetError(f"{root} was prepared with other settings ({diff}); use another folder")
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    added = set(changed) <= set(RATE_POINT_KEYS) and all(
+        set(old.get(k) or ()) <= set(new.get(k) or ()) for k in changed)
+    if changed and not added:
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise DatasetError(f"{root} was prepared with other settings ({diff}); use another folder "
+                           "(rate points may only be added: give the old ones too)")
+    if changed:
+        log.info("%s: adding rate points (%s) to its clips", root,
+                 ", ".join(f"{k} {sorted(set(new[k]) - set(old.get(k) or ()))}" for k in changed))
     return manifest
 
 
@@ -447,8 +528,15 @@ def prepare_dataset(
     manifest = _check_settings(root, s)
     (root / "clips").mkdir(parents=True, exist_ok=True)
     clips: dict[str, object] = dict(manifest.get("clips", {}))  # type: ignore[arg-type]
-    todo = [(i, src) for i, src in enumerate(sources) if not (root / "clips" / src.name / "info.json").exists()]
-    skipped = [src.name for src in sources if (root / "clips" / src.name / "info.json").exists()]
+    wanted = set(s.variants())
+
+    def complete(src: Source) -> bool:  # built, with every rate point of the settings
+        info = root / "clips" / src.name / "info.json"
+        return info.exists() and wanted <= set(json.loads(info.read_text())["variants"])
+
+    todo = [(i, src) for i, src in enumerate(sources) if not complete(src)]
+    skipped = [src.name for src in sources if complete(src)]
+    extending = {src.name for _, src in todo if (root / "clips" / src.name / "info.json").exists()}
     for name in skipped:
         clips.setdefault(name, json.loads((root / "clips" / name / "info.json").read_text()))
     manifest = {
@@ -489,7 +577,8 @@ def prepare_dataset(
     for name, info, error in run_jobs(prepare_clip, jobs, workers=min(workers, max(1, len(todo))), ray=ray,
                                       threads=per_worker, start_method="fork" if os.name == "posix" else "spawn"):
         record(name, info, error)
-    return PrepareResult(root, prepared, skipped, failed, time.perf_counter() - start)
+    return PrepareResult(root, prepared, skipped, failed, time.perf_counter() - start,
+                         extended=[n for n in prepared if n in extending])
 
 
 def held_out_names(split: str | os.PathLike[str]) -> list[str]:
