@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The "learning that starts" study: every arm 10 minutes on one pinned core, then the
 # best two (mean 8-bit ΔPSNR-Y at CRF 25 and 35) continued to 30 minutes.
-# Usage: bash benchmarks/learning_study.sh TRAIN_DATA VAL_DATA OUT [CORE]
+# Usage: bash benchmarks/learning_study.sh TRAIN_DATA VAL_DATA OUT [CORE [ARM...]]
+# With ARMs named, only those run, 10 minutes each, and nothing is continued (a second
+# batch of arms: run `base` in it again, so that both batches share the machine's load).
 set -euo pipefail
 train=$1 val=$2 out=$3 core=${4:-0}
+shift $(( $# < 4 ? $# : 4 ))
+only=("$@")
 cfg=configs/pnp_vcve/fast.yaml
 run() {  # arm minutes overrides...
   local arm=$1 minutes=$2; shift 2
@@ -18,7 +22,18 @@ declare -A ARMS=(
   [lr3e-4]="train.lr=3e-4"
   [crop128]="data.crop=128 train.batch_size=4"
   [round]="train.round_output=true"
+  [init-he]="model.overrides.zero_init=false"
+  [norm-in]="model.overrides.input_scale=4"
+  [norm-res]="model.overrides.residual_scale=0.05"
 )
+if (( ${#only[@]} )); then
+  for arm in "${only[@]}"; do
+    [[ -v "ARMS[$arm]" ]] || { echo "unknown arm $arm; known: ${!ARMS[*]}" >&2; exit 2; }
+    # shellcheck disable=SC2086
+    run "$arm" 10 ${ARMS[$arm]}
+  done
+  exit 0
+fi
 for arm in base mse lr3e-4 crop128 round; do
   # shellcheck disable=SC2086
   run "$arm" 10 ${ARMS[$arm]}

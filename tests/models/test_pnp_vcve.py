@@ -178,3 +178,32 @@ def test_fast_ablations_build_and_run(ablation: dict[str, bool]) -> None:
     model = create_model("pnp_vcve", weights=None, variant="fast", **ablation)
     frames, priors = grid_clip(1, 3, 4, 4)
     assert model(frames, priors).shape == frames.shape
+
+
+def test_fast_study_switches_initialisation_and_normalisation() -> None:
+    """The learning-curve study's switches: centred/scaled inputs and a scaled residual keep an
+    untrained model the identity; without the zero start it is not; a missing neighbour
+    (first frame) is fed as zeros, not as a normalised black picture."""
+    frames, priors = grid_clip(1, 3, 8, 8)
+    for switches in ({"input_scale": 4.0}, {"residual_scale": 0.05}):
+        model = create_model("pnp_vcve", weights=None, variant="fast", **switches)
+        with torch.no_grad():
+            torch.testing.assert_close(model(frames, priors), frames)
+    torch.manual_seed(0)
+    model = create_model("pnp_vcve", weights=None, variant="fast", zero_init=False)
+    with torch.no_grad():
+        assert (model(frames, priors) - frames).abs().mean() > 1e-3
+    torch.manual_seed(0)
+    scaled = create_model("pnp_vcve", weights=None, variant="fast", zero_init=False, residual_scale=0.5)
+    scaled.load_state_dict(model.state_dict())
+    with torch.no_grad():  # the corrections scale: half of the unscaled model's at the CAA stage
+        _, caa = model(frames, priors, return_stages=True)
+        _, caa_half = scaled(frames, priors, return_stages=True)
+    torch.testing.assert_close(caa_half - frames, 0.5 * (caa - frames), rtol=1e-4, atol=1e-6)
+    seen: list[torch.Tensor] = []
+    normed = create_model("pnp_vcve", weights=None, variant="fast", input_scale=4.0)
+    normed.bae_fuse.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        normed(frames[:, :1], {k: v[:, :1] if v.dim() > 1 else v for k, v in priors.items()})
+    past = seen[0][:, 24:48]  # the first frame has no past neighbour
+    assert past.abs().max() == 0

@@ -76,6 +76,13 @@ class PnPVCVEFastConfig:
         pixel_branch: channels of a small luma network run at full resolution after the grid
             body (0: none): four 3x3 convolutions whose weights every sample shares, fed
             the enhanced Y plane, adding a correction to Y.
+        zero_init: the output layers start at zero, so an untrained model is the identity
+            (False: they keep the He-scale start of the other layers; learning-curve study).
+        input_scale: 0 feeds the layers the frames in [0, 1] as they are; else
+            ``(x - 0.5) * input_scale`` (inputs centred and scaled; learning-curve study).
+        residual_scale: factor on every correction the network adds (CAA, BAE, luma branch):
+            the layers then predict the residual divided by it (targets normalised;
+            learning-curve study).
     """
 
     channels: int = 32
@@ -86,6 +93,9 @@ class PnPVCVEFastConfig:
     mv_align: bool = True
     region_refine: bool = True
     pixel_branch: int = 16
+    zero_init: bool = True
+    input_scale: float = 0.0
+    residual_scale: float = 1.0
 
 
 VARIANTS: dict[str, PnPVCVEConfig | PnPVCVEFastConfig] = {
@@ -322,15 +332,16 @@ class PnPVCVEFast(nn.Module):
             # a single convolution gives sum_k m_k (W_k h).
             self.bae_refine = nn.ModuleList(nn.Conv2d(c * REFINED_REGIONS, c, 1) for _ in range(config.bae_blocks))
         self.bae_out = nn.Conv2d(c, cin, 3, padding=1)
-        _init_convs(self, [self.caa_out, self.bae_out])
+        _init_convs(self, [self.caa_out, self.bae_out] if config.zero_init else [])
         if config.pixel_branch:
             k = config.pixel_branch
             # PyTorch's default (smaller) initialisation: with the He scale above this branch did not learn
             self.pixel = nn.Sequential(nn.Conv2d(1, k, 3, padding=1), nn.ReLU(),
                                        nn.Conv2d(k, k, 3, padding=1), nn.ReLU(),
                                        nn.Conv2d(k, k, 3, padding=1), nn.ReLU(), nn.Conv2d(k, 1, 3, padding=1))
-            nn.init.zeros_(self.pixel[-1].weight)
-            nn.init.zeros_(self.pixel[-1].bias)
+            if config.zero_init:
+                nn.init.zeros_(self.pixel[-1].weight)
+                nn.init.zeros_(self.pixel[-1].bias)
         if config.caa:
             self.sequence_generator = SequenceWeightGenerator(n)
             self.frame_generator = FrameParameterGenerator(sum(m.out_channels for m in self._adapted()))
@@ -342,10 +353,15 @@ class PnPVCVEFast(nn.Module):
         """The full-resolution luma branch's correction, packed ``(N, 24, h, w)`` (chroma zero)."""
         from codecave.grid import CELL, luma
 
-        y = luma(x_hat).unsqueeze(1)
+        y = self._normalise(luma(x_hat).unsqueeze(1))
         n = y.shape[0]
-        r = F.pixel_unshuffle(self.pixel(y), CELL)
+        r = F.pixel_unshuffle(self.pixel(y), CELL) * self.config.residual_scale
         return torch.cat([r, r.new_zeros(n, 8, *r.shape[-2:])], dim=1)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """What the layers are fed (``config.input_scale``)."""
+        s = self.config.input_scale
+        return (x - 0.5) * s if s else x
 
     adapt = PnPVCVE.adapt
     _frame_scales = PnPVCVE._frame_scales
@@ -386,10 +402,11 @@ class PnPVCVEFast(nn.Module):
         every, kept = slice(0, t), slice(lo, hi)
         # NHWC: oneDNN's convolutions run about twice as fast on CPU in this layout.
         x = frames.flatten(0, 1).contiguous(memory_format=torch.channels_last)
-        f = F.relu(adapted(x, every))
+        rs = self.config.residual_scale
+        f = F.relu(adapted(self._normalise(x), every))
         for _ in range(self.config.caa_blocks):
             f = f + adapted(F.relu(adapted(f, every)), every)
-        x_caa = (x + self.caa_out(f)).unflatten(0, (b, t))
+        x_caa = (x + rs * self.caa_out(f)).unflatten(0, (b, t))
 
         n = hi - lo
         centre = x_caa[:, kept].flatten(0, 1)
@@ -402,10 +419,10 @@ class PnPVCVEFast(nn.Module):
             if self.config.mv_align:
                 nb = warp_packed(nb, priors[key][:, kept].flatten(0, 1).to(x.dtype), mask)
             weight = present.repeat(b).view(-1, 1, 1, 1)
-            neighbours.append(nb * weight)
+            neighbours.append(self._normalise(nb) * weight)
             masks.append(mask * weight)
         feat = f.view(b, t, *f.shape[1:])[:, kept].flatten(0, 1)
-        fused = torch.cat([centre, *neighbours, *masks, feat], dim=1).contiguous(memory_format=torch.channels_last)
+        fused = torch.cat([self._normalise(centre), *neighbours, *masks, feat], dim=1).contiguous(memory_format=torch.channels_last)
         g = F.relu(self.bae_fuse(fused))
         regions = priors["partition"][:, kept, :REFINED_REGIONS].flatten(0, 1).to(x.dtype)
         for i in range(self.config.bae_blocks):
@@ -414,7 +431,7 @@ class PnPVCVEFast(nn.Module):
             if self.config.region_refine:
                 y = y + self.bae_refine[i](torch.cat([h * regions[:, k : k + 1] for k in range(REFINED_REGIONS)], 1))
             g = g + y
-        x_hat = centre + self.bae_out(g)
+        x_hat = centre + rs * self.bae_out(g)
         if self.config.pixel_branch:
             x_hat = x_hat + self._pixel(x_hat)
         x_hat = x_hat.unflatten(0, (b, n))
