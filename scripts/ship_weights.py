@@ -173,6 +173,9 @@ def main() -> None:
                     help="how the model runs while validated (default fp32, whatever the model's own choice)")
     ap.add_argument("--no-pass-through", action="store_true",
                     help="do not set a pass-through QP (by default it is chosen from the frame-QP validation)")
+    ap.add_argument("--entry", default=None,
+                    help="ship under this manifest entry and file name instead of MODEL_VARIANT (e.g. "
+                         "pnp_vcve_fast_high: the default's weights for high-CRF streams, see scripts/rate_switch.py)")
     ap.add_argument("--rd", action="store_true",
                     help="a codec wrapper (neural_wrapper): validate by rate-distortion against plain x264 at CRF "
                          "23/28/33/38 and ship the pre- and post-processor only")
@@ -207,7 +210,7 @@ def main() -> None:
             # The frame-QP scores of the same frames, for a like-for-like comparison.
             results["frame_qp_same_frames"] = _first_frames(full, variants, frames)
         print(report.to_markdown())
-    name = f"{cfg.model.name}_{cfg.model.variant}"
+    name = args.entry or f"{cfg.model.name}_{cfg.model.variant}"
     target = WEIGHTS / f"{name}.safetensors"
     shutil.copyfile(args.run / "model.safetensors", target)
     val_manifest = load_manifest(args.val)

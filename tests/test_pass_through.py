@@ -156,3 +156,52 @@ def test_per_stream_thresholds_count_every_frame_at_its_sequence_qp() -> None:
     assert choice["threshold"] == 22  # the QP 22 stream passes whole; CRF 25's stream is kept (net gain)
     assert choice["gain_after"]["crf22"] == 0 and choice["gain_after"]["crf25"] == pytest.approx(0.01)
     assert set(choice["by_qp"]) == {"22", "25", "37"}
+
+
+def test_rate_switch_is_the_lowest_crf_from_which_the_high_weights_stay_ahead() -> None:
+    from codecave.errors import DatasetError
+    from codecave.evaluate import choose_rate_switch
+
+    def scores(**gains: float) -> dict[str, dict[str, float]]:
+        return {k: {"delta_psnr": v} for k, v in gains.items()}
+
+    low = scores(crf15=0.01, crf25=0.18, crf28=0.17, crf35=0.12, crf38=0.10)
+    assert choose_rate_switch(low, scores(crf15=-0.1, crf25=0.16, crf28=0.17, crf35=0.15, crf38=0.13)) == 28
+    # ahead at 25 but behind at 28: only 35 and up
+    assert choose_rate_switch(low, scores(crf15=-0.1, crf25=0.19, crf28=0.16, crf35=0.15, crf38=0.13)) == 35
+    assert choose_rate_switch(low, scores(crf15=0.2, crf25=0.2, crf28=0.2, crf35=0.2, crf38=0.0)) is None
+    with pytest.raises(DatasetError):
+        choose_rate_switch(low, scores(ldp37=0.1))
+
+
+def test_streams_at_or_above_the_switch_point_get_the_high_crf_weights(tiny_yuv_dataset: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routing by sequence CRF, for clips and for streams: the high-CRF weights (here an
+    untrained model, the identity) take whole streams at or above the switch point."""
+    from codecave.codec.encode import EncodeSettings, encode_frames
+    from codecave.codec.reader import open_video
+    from codecave.grid import unpack_planes
+    from codecave.models import registry
+
+    identity = create_model("pnp_vcve", weights=None, variant="fast")
+    monkeypatch.setattr(registry, "create_model_entry", lambda entry: identity)
+    model = busy_model()
+    model.high_crf = {"entry": "pnp_vcve_fast_high", "from_crf": 30.0}
+    clip = load_clip(tiny_yuv_dataset, "pan0", "crf35")
+    decoded = np.asarray(clip.decoded)
+    enhancer = Enhancer(model, EnhanceOptions(device="cpu", pass_through_qp=-1))
+    assert np.array_equal(enhancer.enhance_clip(decoded, clip.priors, 35.0), decoded)  # the high weights
+    assert not np.array_equal(enhancer.enhance_clip(decoded, clip.priors, 29.0), decoded)  # the main ones
+    off = Enhancer(model, EnhanceOptions(device="cpu", pass_through_qp=-1, high_crf=False))
+    assert not np.array_equal(off.enhance_clip(decoded, clip.priors, 35.0), decoded)
+    src = tmp_path / "switch.mp4"
+    encode_frames([unpack_planes(c) for c in decoded], src, EncodeSettings(crf=35, threads=1))
+    for crf, switched in ((35.0, True), (20.0, False)):
+        report: dict[str, object] = {}
+        with open_video(src) as video:
+            coded = list(video)
+        with open_video(src) as video:
+            out = list(enhancer.stream(video, crf=crf, report=report, output="yuv420"))
+        assert len(out) == len(coded)
+        same = all(np.array_equal(f.planes.y, o.y) for f, o in zip(coded, out))
+        assert same == switched and (report.get("weights") == "pnp_vcve_fast_high") == switched

@@ -81,6 +81,10 @@ class EnhanceOptions:
             and the residual addition stay float32), or None for the model's own choice
             (``model.inference_precision``, else fp32): VIG and CAVSR run in bf16, measured
             against fp32 on validation (``benchmarks/vig_precision.py``; README, CAVSR).
+        high_crf: streams whose sequence CRF is at or above the shipped default's switch
+            point (``model.high_crf``, chosen on validation) are enhanced with its high-CRF
+            weights (same architecture, trained further on the high rate points); False
+            keeps one set of weights for every stream. Only the shipped default has them.
     """
 
     chunk: int | None = None
@@ -90,6 +94,7 @@ class EnhanceOptions:
     slice_type: bool = False
     pass_through_qp: float | None = None
     precision: str | None = None
+    high_crf: bool = True
 
     def __post_init__(self) -> None:
         if self.precision not in (None, "fp32", "bf16"):
@@ -156,6 +161,9 @@ class Enhancer:
         #: Frames at or below this QP are passed through unchanged (None: none are).
         self.pass_through_qp = None if threshold is None or threshold < 0 else float(threshold)
         self._fallback: Enhancer | None = None
+        #: ``{"entry": manifest entry, "from_crf": CRF}`` of the weights for high-CRF streams, or None.
+        self.high_crf = getattr(model, "high_crf", None) if options.high_crf else None
+        self._high: Enhancer | None = None
         #: ``fp32`` or ``bf16``: how the model runs.
         self.precision = options.precision or str(getattr(model, "inference_precision", "fp32"))
         if self.domain == "y" and not hasattr(model, "streamer"):
@@ -179,6 +187,20 @@ class Enhancer:
         if self._fallback is None:
             self._fallback = Enhancer(create_model(DEFAULT_MODEL, variant=variant), self.options)
         return self._fallback
+
+    def for_crf(self, crf: float) -> Enhancer:
+        """The enhancer for a stream of this sequence CRF: the one with the high-CRF weights
+        (``self.high_crf``; built on first use, same options) at or above their switch
+        point, else this one."""
+        from codecave.models.registry import create_model_entry
+
+        if self.high_crf is None or crf < float(self.high_crf["from_crf"]):
+            return self
+        if self._high is None:
+            model = create_model_entry(str(self.high_crf["entry"]))
+            model.fallback_variant = getattr(self.model, "fallback_variant", None)
+            self._high = Enhancer(model, self.options)
+        return self._high
 
     def for_input(self, is_420: bool) -> Enhancer:
         """The enhancer that takes this input: :meth:`fallback` when this is a YUV model
@@ -240,6 +262,8 @@ class Enhancer:
                               f"takes {want}")
         if self.domain == "y":
             return self._luma_clip(frames, crf, bit_depth)
+        if self.for_crf(crf) is not self:
+            return self.for_crf(crf).enhance_clip(frames, priors, crf, bit_depth)
         n = len(frames)
         s = self.scale
         out = np.empty((n, s * frames.shape[1], s * frames.shape[2], 3), frames.dtype) if s > 1 else np.empty_like(frames)
@@ -331,6 +355,11 @@ class Enhancer:
                     log.info("sequence CRF %.1f (%s)", crf, source)
                 if report is not None:
                     report.update(crf=crf, source=source)
+                if self.for_crf(crf) is not self:  # nothing yielded yet: the other weights take the whole stream
+                    if report is not None:
+                        report["weights"] = self.high_crf["entry"]
+                    yield from self.for_crf(crf).stream(chain([f for f, _ in buffer], it), crf, encoder, report, output)
+                    return
                 sequence = self._adapt(crf)
             end = min(done + self.chunk, first + len(buffer))
             if end <= done:

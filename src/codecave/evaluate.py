@@ -177,6 +177,34 @@ PROTECTED_CRF = 15.0
 PROTECTED_QP = 22.0
 
 
+def choose_rate_switch(low: dict[str, dict[str, float]], high: dict[str, dict[str, float]]) -> float | None:
+    """Where a model's high-CRF weights take over from its main ones, from validation.
+
+    Args:
+        low, high: per rate point (``"crf35"``...), the two weight sets' scores on the same
+            frames with pass-through off (``{"delta_psnr": dB, ...}``, as
+            ``scripts/ship_weights.py`` records them).
+
+    Returns:
+        The lowest validated CRF from which the high-CRF weights gain at least as much as
+        the main ones at that CRF and every validated CRF above it (streams at or above it
+        get them), or None where they are not ahead at the highest validated CRF.
+
+    Raises:
+        DatasetError: no CRF rate point is scored for both.
+    """
+    crfs = sorted(float(v.removeprefix("crf")) for v in set(low) & set(high) if v.startswith("crf"))
+    if not crfs:
+        raise DatasetError("no CRF rate point is scored for both weight sets")
+    switch = None
+    for c in reversed(crfs):
+        key = f"crf{c:g}"
+        if high[key]["delta_psnr"] < low[key]["delta_psnr"]:
+            break
+        switch = c
+    return switch
+
+
 def choose_pass_through(report: EvalReport, protected_crf: float = PROTECTED_CRF,
                         protected_qp: float = PROTECTED_QP, per_stream: bool = False) -> dict[str, object]:
     """The pass-through threshold a model's validation supports, from per-frame 8-bit gains.

@@ -527,7 +527,8 @@ class _Collect(logging.Handler):
 
 def weights_identity(model: str, weights: str, variant: str | None) -> dict[str, object]:
     """What the manifest records of the model: name, requested variant, the weights as
-    given and their SHA-256 (None for ``none``: untrained).
+    given and their SHA-256 (None for ``none``: untrained), and for the shipped default
+    the SHA-256 of its high-CRF weights too (``high_crf_sha256``; they enhance high-CRF streams).
 
     Raises:
         ConfigError: an unknown model or variant, or weights that do not exist.
@@ -535,26 +536,31 @@ def weights_identity(model: str, weights: str, variant: str | None) -> dict[str,
     from importlib import resources
 
     from codecave.data.sources import file_hash
-    from codecave.models.registry import shipped_weights
+    from codecave.models.registry import shipped_weights, shipped_weights_entry
 
-    digest = None
+    digest, high = None, None
     if weights == "default":
-        with resources.as_file(shipped_weights(model, variant)[0]) as real:
+        path, entry = shipped_weights(model, variant)
+        with resources.as_file(path) as real:
             digest = file_hash(real)
+        if entry.get("high_crf"):
+            with resources.as_file(shipped_weights_entry(str(entry["high_crf"]["entry"]))) as real:
+                high = file_hash(real)
     elif weights not in (None, "none"):
         path = Path(weights)
         path = path / "model.safetensors" if path.is_dir() else path
         if not path.is_file():
             raise ConfigError(f"{weights}: no such weights file")
         digest = file_hash(path)
-    return {"name": model, "variant": variant, "weights": str(weights), "weights_sha256": digest}
+    return {"name": model, "variant": variant, "weights": str(weights), "weights_sha256": digest,
+            **({"high_crf_sha256": high} if high else {})}
 
 
 def _model_key(model: object) -> tuple:
     """What decides whether a model is the same: name, variant asked for, weights' SHA-256
     (not the path they were given by)."""
     entry = model if isinstance(model, dict) else {}
-    return entry.get("name"), entry.get("variant"), entry.get("weights_sha256")
+    return entry.get("name"), entry.get("variant"), entry.get("weights_sha256"), entry.get("high_crf_sha256")
 
 
 def output_path(out_dir: Path, relative: Path, codec: str | None, suffix: str | None) -> Path:

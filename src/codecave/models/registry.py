@@ -150,9 +150,9 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
 
     if weights is None or weights == "none":
         model = build_model(name, variant or default_variant(name), **overrides)
-        model.pass_through_qp, model.fallback_variant = None, None
+        model.pass_through_qp, model.fallback_variant, model.high_crf = None, None, None
         return model.eval()
-    fallback = None
+    fallback, high_crf = None, None
     _entry(name)  # an unknown name is named, with the registered ones
     if weights == "default":
         if variant is None and name == DEFAULT_MODEL and model_domain(name, DEFAULT_VARIANT) == "yuv420":
@@ -161,6 +161,7 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
         path, entry = shipped_weights(name, variant)
         arch = {**dict(entry.get("config", {})), **overrides}
         threshold = entry.get("pass_through_qp")
+        high_crf = entry.get("high_crf")
     else:
         path = Path(weights)
         if path.is_dir():
@@ -184,6 +185,40 @@ def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | No
     model.pass_through_qp = None if threshold is None else float(threshold)
     #: Variant for input this one cannot take (not 4:2:0), when the choice was left to the default.
     model.fallback_variant = fallback
+    #: Shipped weights for streams of high sequence CRF (``{"entry", "from_crf"}``), or None.
+    model.high_crf = None if overrides else high_crf
+    return model.eval()
+
+
+def shipped_weights_entry(entry: str) -> Any:
+    """The weights file of one manifest entry, as a package resource.
+
+    Raises:
+        ConfigError: no such entry.
+    """
+    found = weights_manifest().get(entry)
+    if found is None:
+        raise ConfigError(f"no shipped weights {entry!r}; have {', '.join(sorted(weights_manifest()))}")
+    return resources.files("codecave") / "weights" / str(found["file"])
+
+
+def create_model_entry(entry: str) -> nn.Module:
+    """The model of one entry of the shipped weights' manifest (e.g. ``pnp_vcve_fast_high``,
+    the default's weights for high-CRF streams), with its pass-through QP.
+
+    Raises:
+        ConfigError: no such entry.
+    """
+    from safetensors.torch import load_file
+
+    path = shipped_weights_entry(entry)
+    found = weights_manifest()[entry]
+    model = build_model(str(found["model"]), str(found["variant"]), **dict(found.get("config", {})))
+    with resources.as_file(path) as real:
+        model.load_state_dict(load_file(str(real)))
+    threshold = found.get("pass_through_qp")
+    model.pass_through_qp = None if threshold is None else float(threshold)
+    model.fallback_variant, model.high_crf = None, None
     return model.eval()
 
 
