@@ -205,3 +205,31 @@ def test_streams_at_or_above_the_switch_point_get_the_high_crf_weights(tiny_yuv_
         assert len(out) == len(coded)
         same = all(np.array_equal(f.planes.y, o.y) for f, o in zip(coded, out))
         assert same == switched and (report.get("weights") == "pnp_vcve_fast_high") == switched
+
+
+def test_the_shipped_default_high_crf_weights_and_their_switch_point_come_from_validation() -> None:
+    import hashlib
+    from importlib import resources
+
+    from codecave.evaluate import choose_rate_switch
+    from codecave.models.registry import DEFAULT_VARIANT, weights_manifest
+
+    manifest = weights_manifest()
+    low = manifest[f"pnp_vcve_{DEFAULT_VARIANT}"]
+    switch = low["high_crf"]
+    high = manifest[switch["entry"]]
+    blob = (resources.files("codecave") / "weights" / high["file"]).read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == high["sha256"]
+    assert high["file"] != low["file"]
+    assert not set(high["validation"]["clips"]) & set(high["training"]["data"]["clips"])
+    assert high["validation"]["clips"] == low["validation"]["clips"]
+    assert high["validation"]["frames"] == low["validation"]["frames"]
+    assert switch["from_crf"] == choose_rate_switch(low["validation"]["frame_qp"], high["validation"]["frame_qp"])
+    from codecave.models.registry import create_model_entry
+
+    model = create_model("pnp_vcve")
+    assert model.high_crf["from_crf"] == switch["from_crf"]
+    assert create_model_entry(switch["entry"]).config == model.config  # the same architecture
+    enhancer = Enhancer(model, EnhanceOptions(device="cpu"))
+    assert enhancer.for_crf(switch["from_crf"] - 0.5) is enhancer
+    assert enhancer.for_crf(switch["from_crf"]).model.high_crf is None

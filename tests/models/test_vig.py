@@ -104,3 +104,22 @@ def test_streaming_equals_the_whole_clip_and_holds_four_frames() -> None:
 def test_refuses_sizes_off_the_grid() -> None:
     with pytest.raises(ValueError, match="multiples of 4"):
         VIG().step(torch.rand(1, 4, 1, 18, 24), qp=torch.tensor([30.0]))
+
+
+def test_shipped_small_weights_are_listed_honestly_and_trained() -> None:
+    import hashlib
+    from importlib import resources
+
+    from codecave.models import create_model
+    from codecave.models.registry import weights_manifest
+
+    entry = weights_manifest()["vig_small"]
+    blob = (resources.files("codecave") / "weights" / entry["file"]).read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == entry["sha256"]
+    # no validation clip among the training clips; TGD first, then two fine-tuning stages
+    assert not set(entry["validation"]["clips"]) & set(entry["training"]["data"]["clips"])
+    assert [s["run"] for s in entry["training"]["stages"]] == ["vig_small_tgd", "vig_small", "vig_small_stage3"]
+    assert {"ldp22", "ldp37", "crf35"} <= set(entry["validation"]["frame_qp"])
+    model = create_model("vig")
+    assert model.config == VARIANTS["small"] and model.pass_through_qp == entry["pass_through_qp"]
+    assert model.fusion.weight.abs().sum() > 0  # trained: no longer the identity start

@@ -51,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pass-through-qp", type=float, default=None, metavar="QP",
                    help="pass frames at or below this QP through unchanged (default: the model's own, measured "
                         "on validation and listed with its weights; a negative value turns it off)")
+    p.add_argument("--one-weights", action="store_true",
+                   help="the shipped default enhances high-CRF streams with its high-CRF weights (the switch point "
+                        "is listed with them); this keeps its main weights for every stream")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the model (default: all cores); with many videos, per worker or Ray task "
@@ -136,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
     fields = encode_fields(args, codec)
     frames = parse_range(args.frames)
     options = EnhanceOptions(chunk=args.chunk, tile=args.tile, tile_overlap=args.tile_overlap, device=args.device,
-                             precision=args.precision,
-                             pass_through_qp=args.pass_through_qp)
+                             precision=args.precision, pass_through_qp=args.pass_through_qp,
+                             high_crf=not args.one_weights)
     enhancer = Enhancer(create_model(args.model, weights=args.weights, variant=args.variant), options)
     result = enhance_video(args.input, args.output, model=enhancer, encode=EncodeSettings(**fields), frames=frames,
                            crf=args.input_crf, overwrite=args.overwrite, progress=not args.no_progress,
@@ -177,7 +180,8 @@ def run_many(args: argparse.Namespace) -> int:
 
     device = "cuda" if args.gpus_per_task > 0 and args.device == "auto" else args.device
     options = EnhanceOptions(chunk=args.chunk, tile=args.tile, tile_overlap=args.tile_overlap, device=device,
-                             precision=args.precision, pass_through_qp=args.pass_through_qp)
+                             precision=args.precision, pass_through_qp=args.pass_through_qp,
+                             high_crf=not args.one_weights)
     result = enhance_folder(args.input, args.output, model=args.model, weights=args.weights, variant=args.variant,
                             options=options, encode=encode_fields(args, args.codec), suffix=args.suffix,
                             frames=parse_range(args.frames), crf=args.input_crf, on_damage=args.on_damage,

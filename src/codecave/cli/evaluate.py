@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="frames per model call (default: the model's, 4; CAVSR 16)")
     p.add_argument("--pass-through-qp", type=float, default=None, metavar="QP",
                    help="pass frames at or below this QP through (default: the model's own; negative: off)")
+    p.add_argument("--one-weights", action="store_true",
+                   help="keep the shipped default's main weights at every CRF (default: its high-CRF weights "
+                        "take streams at or above their switch point, as `enhance` does)")
     p.add_argument("--precision", choices=("fp32", "bf16"),
                    help="run the model in fp32 or under bf16 autocast, as `enhance --precision` (default: the "
                         "model's choice)")
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     model = create_model(args.model, weights=args.weights, variant=args.variant)
     enhancer = Enhancer(model, EnhanceOptions(chunk=args.chunk, device=args.device, slice_type=args.slice_type,
                                                 pass_through_qp=args.pass_through_qp,
-                                                precision=args.precision))
+                                                precision=args.precision, high_crf=not args.one_weights))
     variants = [f"crf{v.strip()}" for v in args.crf.split(",")] if args.crf else None
     if args.variants:
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
