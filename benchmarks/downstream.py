@@ -282,6 +282,21 @@ def weights_sha256(spec: str) -> str | None:
     return hashlib.sha256(shipped_weights(name)[0].read_bytes()).hexdigest()
 
 
+def high_crf_weights(spec: str) -> dict[str, object]:
+    """For shipped weights with high-CRF weights beside them (the default): their SHA-256 and
+    switch point, which the Enhancer follows per clip; else nothing."""
+    from codecave.models.registry import shipped_weights, shipped_weights_entry
+
+    name, _, weights = spec.partition("=")
+    if weights:
+        return {}
+    switch = shipped_weights(name)[1].get("high_crf")
+    if not switch:
+        return {}
+    blob = shipped_weights_entry(str(switch["entry"])).read_bytes()
+    return {"high_crf_sha256": hashlib.sha256(blob).hexdigest(), "high_crf_from": float(switch["from_crf"])}
+
+
 def collect(clips: list[tuple[str, Path, str]], models: list[str], frames: int) -> dict[str, object]:
     """Y planes of every kind for every clip and rate point, and the frame types."""
     from codecave.data.prepare import load_clip
@@ -490,7 +505,8 @@ def main() -> None:
         result["super_resolution"] = super_resolution(prepare_sr_sets(args.out, args.sr_frames), models, spp_q,
                                                       args.sr_frames)
     hashed = [*models, *([] if args.no_sr else ["cavsr"])]
-    result.update({"models": {m: {"weights_sha256": weights_sha256(m)} for m in hashed}, "default": DEFAULT_MODEL,
+    result.update({"models": {m: {"weights_sha256": weights_sha256(m), **high_crf_weights(m)} for m in hashed},
+                   "default": DEFAULT_MODEL,
                    "clips": [c[0] for c in clips], "crfs": list(CRFS), "seconds": round(time.perf_counter() - start, 1),
                    "machine": platform.processor() or platform.machine(),
                    "command": "python benchmarks/downstream.py " + " ".join(sys.argv[1:])})
@@ -502,6 +518,8 @@ def main() -> None:
     head = (f"Clips: {', '.join(result['clips'])}; x264 CRF {', '.join(f'{c:g}' for c in CRFS)}; spp Q per rate "
             f"point {result['spp_q']}; weights SHA-256 (shipped): "
             + ", ".join(f"{'default: ' if m == DEFAULT_MODEL else ''}{m} {v['weights_sha256']}"
+                        + (f" (high-CRF weights from CRF {v['high_crf_from']:g}: {v['high_crf_sha256']})"
+                           if "high_crf_sha256" in v else "")
                         for m, v in result["models"].items()) + "\n")
     brief = summary(result, DEFAULT_MODEL if DEFAULT_MODEL in models else models[0])
     (args.out / "downstream.md").write_text(head + "\nChange against the compressed frames (the README's table):\n\n"

@@ -158,20 +158,24 @@ def test_per_stream_thresholds_count_every_frame_at_its_sequence_qp() -> None:
     assert set(choice["by_qp"]) == {"22", "25", "37"}
 
 
-def test_rate_switch_is_the_lowest_crf_from_which_the_high_weights_stay_ahead() -> None:
+def test_rate_switch_is_the_lowest_crf_from_which_the_high_weights_are_ahead_on_every_clip() -> None:
     from codecave.errors import DatasetError
     from codecave.evaluate import choose_rate_switch
 
-    def scores(**gains: float) -> dict[str, dict[str, float]]:
-        return {k: {"delta_psnr": v} for k, v in gains.items()}
+    def scores(**gains: tuple[float, float]) -> dict[str, dict[str, float]]:
+        return {k: {"a": a, "b": b} for k, (a, b) in gains.items()}
 
-    low = scores(crf15=0.01, crf25=0.18, crf28=0.17, crf35=0.12, crf38=0.10)
-    assert choose_rate_switch(low, scores(crf15=-0.1, crf25=0.16, crf28=0.17, crf35=0.15, crf38=0.13)) == 28
-    # ahead at 25 but behind at 28: only 35 and up
-    assert choose_rate_switch(low, scores(crf15=-0.1, crf25=0.19, crf28=0.16, crf35=0.15, crf38=0.13)) == 35
-    assert choose_rate_switch(low, scores(crf15=0.2, crf25=0.2, crf28=0.2, crf35=0.2, crf38=0.0)) is None
+    low = scores(crf15=(0.01, 0.0), crf25=(0.18, 0.2), crf28=(0.17, 0.2), crf35=(0.12, 0.1), crf38=(0.1, 0.1))
+    ahead = scores(crf15=(-1, -1), crf25=(0.1, 0.1), crf28=(0.3, 0.2), crf35=(0.2, 0.2), crf38=(0.2, 0.1))
+    assert choose_rate_switch(low, ahead) == 28
+    # ahead on the mean at 28 but behind on one clip: only 35 and up
+    one_clip = scores(crf15=(-1, -1), crf25=(0.1, 0.1), crf28=(0.4, 0.19), crf35=(0.2, 0.2), crf38=(0.2, 0.1))
+    assert choose_rate_switch(low, one_clip) == 35
+    # ahead at 25 but behind at 28: not from 25
+    assert choose_rate_switch(low, scores(crf25=(0.3, 0.3), crf28=(0.1, 0.1), crf35=(0.2, 0.2))) == 35
+    assert choose_rate_switch(low, scores(crf38=(0.0, 0.2))) is None
     with pytest.raises(DatasetError):
-        choose_rate_switch(low, scores(ldp37=0.1))
+        choose_rate_switch(low, {"ldp37": {"a": 0.1, "b": 0.1}})
 
 
 def test_streams_at_or_above_the_switch_point_get_the_high_crf_weights(tiny_yuv_dataset: Path, tmp_path: Path,
@@ -224,7 +228,14 @@ def test_the_shipped_default_high_crf_weights_and_their_switch_point_come_from_v
     assert not set(high["validation"]["clips"]) & set(high["training"]["data"]["clips"])
     assert high["validation"]["clips"] == low["validation"]["clips"]
     assert high["validation"]["frames"] == low["validation"]["frames"]
-    assert switch["from_crf"] == choose_rate_switch(low["validation"]["frame_qp"], high["validation"]["frame_qp"])
+    table = switch["chosen_on"]  # per rate point, per clip: [main, high-CRF] ΔPSNR-Y
+    assert switch["from_crf"] == choose_rate_switch({v: {c: d[0] for c, d in t.items()} for v, t in table.items()},
+                                                    {v: {c: d[1] for c, d in t.items()} for v, t in table.items()})
+    assert set(table["crf35"]) == set(low["validation"]["clips"])
+    for v, t in table.items():  # the per-clip scores are those the two entries' means come from
+        for k, entry in enumerate((low, high)):
+            mean = np.mean([d[k] for d in t.values()])
+            assert mean == pytest.approx(entry["validation"]["frame_qp"][v]["delta_psnr"], abs=0.02)
     from codecave.models.registry import create_model_entry
 
     model = create_model("pnp_vcve")

@@ -51,6 +51,12 @@ def test_the_downstream_table_measured_the_shipped_default() -> None:
     assert measured, "docs/downstream.md names no default model and weights hash"
     assert measured.group(1) == DEFAULT_MODEL, "the default model changed: rerun benchmarks/downstream.py"
     assert measured.group(2) == shipped(DEFAULT_MODEL), "the shipped default changed: rerun benchmarks/downstream.py"
+    switch = weights_manifest()[f"{DEFAULT_MODEL}_{default_variant(DEFAULT_MODEL)}"].get("high_crf")
+    if switch:  # its high-CRF weights enhance the clips at or above the switch point
+        high = hashlib.sha256((resources.files("codecave") / "weights"
+                               / str(weights_manifest()[switch["entry"]]["file"])).read_bytes()).hexdigest()
+        assert f"(high-CRF weights from CRF {switch['from_crf']:g}: {high})" in table, \
+            "the default's high-CRF weights changed: rerun benchmarks/downstream.py"
     cavsr = re.search(r"cavsr ([0-9a-f]{64})", table)
     assert cavsr and cavsr.group(1) == shipped("cavsr"), "CAVSR's weights changed: rerun benchmarks/downstream.py"
     # The README quotes the table: its hash prefix must be the same.

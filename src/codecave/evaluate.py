@@ -181,25 +181,26 @@ def choose_rate_switch(low: dict[str, dict[str, float]], high: dict[str, dict[st
     """Where a model's high-CRF weights take over from its main ones, from validation.
 
     Args:
-        low, high: per rate point (``"crf35"``...), the two weight sets' scores on the same
-            frames with pass-through off (``{"delta_psnr": dB, ...}``, as
-            ``scripts/ship_weights.py`` records them).
+        low, high: per rate point (``"crf35"``...), per validation clip, the two weight
+            sets' ΔPSNR-Y (dB) on the same frames with pass-through off.
 
     Returns:
         The lowest validated CRF from which the high-CRF weights gain at least as much as
-        the main ones at that CRF and every validated CRF above it (streams at or above it
-        get them), or None where they are not ahead at the highest validated CRF.
+        the main ones on every validation clip, at that CRF and every validated CRF above
+        it (streams at or above it get them), or None where they are not ahead on every
+        clip at the highest validated CRF.
 
     Raises:
-        DatasetError: no CRF rate point is scored for both.
+        DatasetError: no CRF rate point is scored for both on the same clips.
     """
-    crfs = sorted(float(v.removeprefix("crf")) for v in set(low) & set(high) if v.startswith("crf"))
+    crfs = sorted(float(v.removeprefix("crf")) for v in set(low) & set(high)
+                  if v.startswith("crf") and set(low[v]) == set(high[v]) and low[v])
     if not crfs:
-        raise DatasetError("no CRF rate point is scored for both weight sets")
+        raise DatasetError("no CRF rate point is scored for both weight sets on the same clips")
     switch = None
     for c in reversed(crfs):
         key = f"crf{c:g}"
-        if high[key]["delta_psnr"] < low[key]["delta_psnr"]:
+        if any(high[key][clip] < low[key][clip] for clip in low[key]):
             break
         switch = c
     return switch
