@@ -209,6 +209,11 @@ def test_streams_at_or_above_the_switch_point_get_the_high_crf_weights(tiny_yuv_
         assert len(out) == len(coded)
         same = all(np.array_equal(f.planes.y, o.y) for f, o in zip(coded, out))
         assert same == switched and (report.get("weights") == "pnp_vcve_fast_high") == switched
+    from codecave.enhance import enhance_video
+
+    lossless = EncodeSettings(codec="ffv1", crf=None, preset=None, pix_fmt="source")
+    assert enhance_video(src, tmp_path / "a.mkv", model=enhancer, encode=lossless).weights == "pnp_vcve_fast_high"
+    assert enhance_video(src, tmp_path / "b.mkv", model=off, encode=lossless).weights is None
 
 
 def test_the_shipped_default_high_crf_weights_and_their_switch_point_come_from_validation() -> None:

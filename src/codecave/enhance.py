@@ -612,6 +612,8 @@ class EnhanceResult:
         variant: the model variant that ran (PnP-VCVE ``small`` when the default ``fast``
             met input that is not 4:2:0).
         skipped: damaged frames left out (``on_damage="skip"``).
+        weights: the manifest entry of other weights that took the stream (the default's
+            high-CRF weights, ``pnp_vcve_fast_high``, at or above their switch point), else None.
     """
 
     output: Path
@@ -624,6 +626,7 @@ class EnhanceResult:
     pass_through_qp: float | None = None
     variant: str | None = None
     skipped: int = 0
+    weights: str | None = None
 
     @property
     def fps(self) -> float:
@@ -826,7 +829,8 @@ def enhance_video(
         log.warning("%s: %s", source, line)
     return EnhanceResult(output, writer.frames, time.perf_counter() - start_time, float(crf_info["crf"]),
                          str(crf_info["source"]), problems, int(crf_info.get("passed_through", 0)),
-                         crf_info.get("pass_through_qp"), crf_info.get("variant"), int(skipped))
+                         crf_info.get("pass_through_qp"), crf_info.get("variant"), int(skipped),
+                         crf_info.get("weights"))
 
 
 #: ``on_damage`` choices of :func:`enhance_video`.

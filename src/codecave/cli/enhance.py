@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
                            crf=args.input_crf, overwrite=args.overwrite, progress=not args.no_progress,
                            on_damage=args.on_damage)
     print(f"{result.output}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps) with "
-          f"{args.model} {result.variant}; input CRF {result.crf:g} ({result.crf_source})")
+          f"{args.model} {result.variant}" + (f" ({result.weights} weights)" if result.weights else "")
+          + f"; input CRF {result.crf:g} ({result.crf_source})")
     if result.passed_through:
         print(f"{result.passed_through} frame(s) at QP <= {result.pass_through_qp:g} passed through unchanged "
               "(the model was measured not to help there; --pass-through-qp -1 enhances them too)")
