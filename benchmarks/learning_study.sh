@@ -2,8 +2,9 @@
 # The "learning that starts" study: every arm 10 minutes on one pinned core, then the
 # best two (mean 8-bit ΔPSNR-Y at CRF 25 and 35) continued to 30 minutes.
 # Usage: bash benchmarks/learning_study.sh TRAIN_DATA VAL_DATA OUT [CORE [ARM...]]
-# With ARMs named, only those run, 10 minutes each, and nothing is continued (a second
-# batch of arms: run `base` in it again, so that both batches share the machine's load).
+# With ARMs named, only those run, 10 minutes each (MINUTES=10,30,60 to go on), and nothing
+# else is continued (a second batch of arms: run `base` in it again, so that both batches
+# share the machine's load).
 set -euo pipefail
 train=$1 val=$2 out=$3 core=${4:-0}
 shift $(( $# < 4 ? $# : 4 ))
@@ -25,12 +26,13 @@ declare -A ARMS=(
   [init-he]="model.overrides.zero_init=false"
   [norm-in]="model.overrides.input_scale=4"
   [norm-res]="model.overrides.residual_scale=0.05"
+  [norm-in-round]="model.overrides.input_scale=4 train.round_output=true"
 )
 if (( ${#only[@]} )); then
   for arm in "${only[@]}"; do
     [[ -v "ARMS[$arm]" ]] || { echo "unknown arm $arm; known: ${!ARMS[*]}" >&2; exit 2; }
     # shellcheck disable=SC2086
-    run "$arm" 10 ${ARMS[$arm]}
+    run "$arm" "${MINUTES:-10}" ${ARMS[$arm]}
   done
   exit 0
 fi

@@ -248,4 +248,6 @@ def test_the_shipped_default_high_crf_weights_and_their_switch_point_come_from_v
     assert create_model_entry(switch["entry"]).config == model.config  # the same architecture
     enhancer = Enhancer(model, EnhanceOptions(device="cpu"))
     assert enhancer.for_crf(switch["from_crf"] - 0.5) is enhancer
-    assert enhancer.for_crf(switch["from_crf"]).model.high_crf is None
+    high_enhancer = enhancer.for_crf(switch["from_crf"])
+    assert high_enhancer.model.high_crf is None
+    assert high_enhancer.pass_through_qp == enhancer.pass_through_qp  # never validated below it

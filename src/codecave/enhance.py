@@ -191,13 +191,17 @@ class Enhancer:
     def for_crf(self, crf: float) -> Enhancer:
         """The enhancer for a stream of this sequence CRF: the one with the high-CRF weights
         (``self.high_crf``; built on first use, same options) at or above their switch
-        point, else this one."""
+        point, else this one. Where the high-CRF weights have no pass-through QP of their
+        own, frames at or below the main weights' threshold are passed through there too
+        (they were never validated at such QPs)."""
         from codecave.models.registry import create_model_entry
 
         if self.high_crf is None or crf < float(self.high_crf["from_crf"]):
             return self
         if self._high is None:
             model = create_model_entry(str(self.high_crf["entry"]))
+            if model.pass_through_qp is None:
+                model.pass_through_qp = getattr(self.model, "pass_through_qp", None)
             model.fallback_variant = getattr(self.model, "fallback_variant", None)
             self._high = Enhancer(model, self.options)
         return self._high

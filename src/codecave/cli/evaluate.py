@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     clips = args.clips.split(",") if args.clips else None
     report = evaluate(enhancer, args.dataset, variants, clips, args.frames,
                       model_info={"name": args.model, "variant": getattr(model, "variant", args.variant),
-                                  "weights": str(args.weights), "precision": enhancer.precision},
+                                  "weights": str(args.weights), "precision": enhancer.precision,
+                                  **({"high_crf_weights": enhancer.high_crf} if enhancer.high_crf else {})},
                       progress=lambda m: print(f"evaluating {m}", file=sys.stderr))
     paths = write_report(report, args.out)
     print(report.to_markdown())
