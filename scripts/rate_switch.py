@@ -48,10 +48,14 @@ def main() -> None:
     (low, low_frames), (high, high_frames) = per_clip(args.low_report), per_clip(args.high_report)
     if low_frames != high_frames:
         raise SystemExit("the two reports scored other clips or frames: validate both on the same")
+    points = sorted((v for v in set(low) & set(high) if v.startswith("crf") and set(low[v]) == set(high[v])),
+                    key=lambda v: float(v.removeprefix("crf")))
+    if not points:
+        raise SystemExit("the reports share no CRF rate point scored on the same clips")
+    low, high = {v: low[v] for v in points}, {v: high[v] for v in points}
     switch = choose_rate_switch(low, high)
-    points = sorted(set(low) & set(high), key=lambda v: float(v.removeprefix("crf")))
     print(f"ΔPSNR-Y per clip (dB), 8-bit, pass-through off: {args.low} -> {args.high}")
-    clips = sorted(next(iter(low.values())))
+    clips = sorted(low[points[0]])
     print("| rate point | " + " | ".join(clips) + " |\n|---|" + "---|" * len(clips))
     for v in points:
         print(f"| {v} | " + " | ".join(f"{low[v][c]:+.3f} -> {high[v][c]:+.3f}" for c in clips) + " |")

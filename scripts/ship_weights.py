@@ -234,8 +234,12 @@ def main() -> None:
             **({"pass_through": gate} if not args.no_pass_through else {}),
         },
     }
+    old_entry = json.loads((WEIGHTS / "manifest.json").read_text()).get(name, {})
     path = write_entry(name, entry)
     print(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB) and its entry in {path}")
+    if old_entry.get("high_crf"):
+        print(f"the switch to {old_entry['high_crf']['entry']} was chosen against the weights just replaced and "
+              "is dropped: rerun scripts/rate_switch.py to choose it again")
 
 
 if __name__ == "__main__":

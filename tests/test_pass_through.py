@@ -212,7 +212,8 @@ def test_streams_at_or_above_the_switch_point_get_the_high_crf_weights(tiny_yuv_
     from codecave.enhance import enhance_video
 
     lossless = EncodeSettings(codec="ffv1", crf=None, preset=None, pix_fmt="source")
-    assert enhance_video(src, tmp_path / "a.mkv", model=enhancer, encode=lossless).weights == "pnp_vcve_fast_high"
+    result = enhance_video(src, tmp_path / "a.mkv", model=enhancer, encode=lossless)
+    assert result.weights == "pnp_vcve_fast_high" and result.crf == 35 and result.crf_source == "encoder crf"
     assert enhance_video(src, tmp_path / "b.mkv", model=off, encode=lossless).weights is None
 
 

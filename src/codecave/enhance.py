@@ -81,10 +81,12 @@ class EnhanceOptions:
             and the residual addition stay float32), or None for the model's own choice
             (``model.inference_precision``, else fp32): VIG and CAVSR run in bf16, measured
             against fp32 on validation (``benchmarks/vig_precision.py``; README, CAVSR).
-        high_crf: streams whose sequence CRF is at or above the shipped default's switch
-            point (``model.high_crf``, chosen on validation) are enhanced with its high-CRF
-            weights (same architecture, trained further on the high rate points); False
-            keeps one set of weights for every stream. Only the shipped default has them.
+        high_crf: streams whose sequence CRF is at or above the switch point listed with
+            the shipped ``pnp_vcve`` ``fast`` weights (``model.high_crf``, chosen on validation)
+            are enhanced with their high-CRF weights (same architecture, trained further on
+            the high rate points); False keeps one set of weights for every stream. The
+            sequence CRF is the one the model is conditioned on: x264's, x265's and
+            SVT-AV1's mapped to x264's scale, estimated from the frame QPs when unknown.
     """
 
     chunk: int | None = None
@@ -293,7 +295,7 @@ class Enhancer:
 
     def stream(self, frames: Iterable[CodedFrame], crf: float | None = None,
                encoder: object | None = None, report: dict[str, object] | None = None,
-               output: str = "rgb") -> Iterator[np.ndarray] | Iterator[YUVPlanes]:
+               output: str = "rgb", crf_source: str = "given") -> Iterator[np.ndarray] | Iterator[YUVPlanes]:
         """Enhance frames as they are decoded, with bounded memory.
 
         Args:
@@ -303,10 +305,13 @@ class Enhancer:
             encoder: :class:`~codecave.codec.priors.EncoderSettings` of the stream, if known.
             report: if given, receives ``crf`` and its ``source``, ``passed_through``:
                 how many frames were passed through unchanged (``EnhanceOptions.pass_through_qp``),
-                ``variant``: the model variant that ran, and ``pass_through_qp``: its threshold.
+                ``variant``: the model variant that ran, ``pass_through_qp``: its threshold,
+                and ``weights``: the manifest entry of other weights that took the stream
+                (the default's high-CRF weights, :meth:`for_crf`), when they did.
             output: ``"rgb"`` yields ``(H, W, 3)`` uint8 RGB (what downstream vision
                 models want); ``"yuv420"`` yields :class:`~codecave.codec.priors.YUVPlanes`
                 at the input's bit depth (what an encoder wants).
+            crf_source: what ``report`` says a given ``crf`` came from.
 
         Yields:
             One enhanced picture per input frame, in order.
@@ -353,16 +358,19 @@ class Enhancer:
                 buffer.append((frame, compact_priors(frame.priors, frame.height, frame.width)))
             if not adapted:
                 adapted = True
-                source = "given"
+                source = crf_source
                 if crf is None:
                     crf, source = sequence_crf(encoder, [c.qp for _, c in buffer], [c.frame_type for _, c in buffer])
                     log.info("sequence CRF %.1f (%s)", crf, source)
                 if report is not None:
                     report.update(crf=crf, source=source)
                 if self.for_crf(crf) is not self:  # nothing yielded yet: the other weights take the whole stream
+                    log.info("sequence CRF %.1f >= %g: enhancing with the high-CRF weights (%s)", crf,
+                             float(self.high_crf["from_crf"]), self.high_crf["entry"])
                     if report is not None:
                         report["weights"] = self.high_crf["entry"]
-                    yield from self.for_crf(crf).stream(chain([f for f, _ in buffer], it), crf, encoder, report, output)
+                    yield from self.for_crf(crf).stream(chain([f for f, _ in buffer], it), crf, encoder, report, output,
+                                                        crf_source=source)
                     return
                 sequence = self._adapt(crf)
             end = min(done + self.chunk, first + len(buffer))

@@ -525,10 +525,11 @@ class _Collect(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def weights_identity(model: str, weights: str, variant: str | None) -> dict[str, object]:
+def weights_identity(model: str, weights: str, variant: str | None, high_crf: bool = True) -> dict[str, object]:
     """What the manifest records of the model: name, requested variant, the weights as
     given and their SHA-256 (None for ``none``: untrained), and for the shipped default
-    the SHA-256 of its high-CRF weights too (``high_crf_sha256``; they enhance high-CRF streams).
+    the SHA-256 of its high-CRF weights too (``high_crf_sha256``; they enhance high-CRF
+    streams unless ``high_crf`` is off: ``EnhanceOptions.high_crf``).
 
     Raises:
         ConfigError: an unknown model or variant, or weights that do not exist.
@@ -543,7 +544,7 @@ def weights_identity(model: str, weights: str, variant: str | None) -> dict[str,
         path, entry = shipped_weights(model, variant)
         with resources.as_file(path) as real:
             digest = file_hash(real)
-        if entry.get("high_crf"):
+        if entry.get("high_crf") and high_crf:
             with resources.as_file(shipped_weights_entry(str(entry["high_crf"]["entry"]))) as real:
                 high = file_hash(real)
     elif weights not in (None, "none"):
@@ -676,7 +677,7 @@ def enhance_folder(
     root, sources = find_videos(inputs, exclude=out_dir)
     options = options or EnhanceOptions(device="cuda" if gpus > 0 else "auto")
     per_worker = threads_per_worker(1, threads or 1) if ray else threads_per_worker(workers, threads)
-    model_id = weights_identity(model, weights, variant)
+    model_id = weights_identity(model, weights, variant, options.high_crf)
     # Workers (Ray's on other nodes too) start in their own folders: they get absolute paths.
     weights_arg = weights if weights in (None, "none", "default") else str(_absolute(weights))
     settings = {"encode": dict(sorted((encode or {}).items())), "suffix": suffix, "frames": list(frames) if frames else None,

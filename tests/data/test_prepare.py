@@ -87,8 +87,7 @@ def test_rate_points_can_be_added_to_a_prepared_folder(tmp_path: Path, lossless:
         clip = load_clip(tmp_path / "ds", name, "crf40")
         assert clip.info["variants"]["crf40"]["encoder_crf"] == 40
         assert not list((tmp_path / "ds" / "clips" / name).glob(".*"))
-    fresh = prepare_dataset([path, stills], tmp_path / "fresh", more, stills=True)
-    assert not fresh.extended
+    prepare_dataset([path, stills], tmp_path / "fresh", more, stills=True)
     for name in ("pan", "photo"):
         a, b = load_clip(tmp_path / "ds", name, "crf40"), load_clip(tmp_path / "fresh", name, "crf40")
         assert np.array_equal(a.gt, b.gt) and a.decoded.shape == b.decoded.shape
@@ -99,6 +98,15 @@ def test_rate_points_can_be_added_to_a_prepared_folder(tmp_path: Path, lossless:
     monkeypatch.setattr(prep, "_encode_variant", real)
     result = prepare_dataset([stills], tmp_path / "ds", PrepareSettings(crfs=(25.0, 40.0, 45.0), **base), stills=True)
     assert result.extended == [] and "differs" in result.failed["photo"]
+    # the folder still says what every clip holds: not CRF 45 (pan was not given, photo failed)
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["settings"]["crfs"] == [25.0, 40.0]
+    assert prepare_dataset([path, stills], tmp_path / "ds", more, stills=True).skipped == ["pan", "photo"]
+    # given in the first order, both gain CRF 45, and then the folder lists it
+    done = prepare_dataset([path, stills], tmp_path / "ds", PrepareSettings(crfs=(25.0, 40.0, 45.0), **base),
+                           stills=True)
+    assert sorted(done.extended) == ["pan", "photo"] and not done.failed
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["settings"]["crfs"] == [25.0, 40.0, 45.0]
 
 
 def test_interrupted_clip_leaves_no_partial_folder(tmp_path: Path, lossless: tuple[Path, np.ndarray],

@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(enhancer, args.dataset, variants, clips, args.frames,
                       model_info={"name": args.model, "variant": getattr(model, "variant", args.variant),
                                   "weights": str(args.weights), "precision": enhancer.precision,
-                                  **({"high_crf_weights": enhancer.high_crf} if enhancer.high_crf else {})},
+                                  **({"high_crf_weights": {k: enhancer.high_crf[k] for k in ("entry", "from_crf")}}
+                                     if enhancer.high_crf else {})},
                       progress=lambda m: print(f"evaluating {m}", file=sys.stderr))
     paths = write_report(report, args.out)
     print(report.to_markdown())

@@ -538,11 +538,18 @@ def prepare_dataset(
     skipped = [src.name for src in sources if complete(src)]
     extending = {src.name for _, src in todo if (root / "clips" / src.name / "info.json").exists()}
     for name in skipped:
-        clips.setdefault(name, json.loads((root / "clips" / name / "info.json").read_text()))
+        clips[name] = json.loads((root / "clips" / name / "info.json").read_text())
+
+    def holds_all() -> bool:
+        return all(wanted <= set(c["variants"]) for c in clips.values())  # type: ignore[index]
+
+    # Rate points being added: the manifest keeps the old settings (the rate points every
+    # clip holds) until every clip holds the new ones too.
+    old_settings = manifest.get("settings")
     manifest = {
         "codecave": codecave.__version__,
         "versions": library_versions(),
-        "settings": s.to_json(),
+        "settings": s.to_json() if not old_settings or holds_all() else old_settings,
         "domain": s.domain,
         "clips": clips,
     }
@@ -577,6 +584,9 @@ def prepare_dataset(
     for name, info, error in run_jobs(prepare_clip, jobs, workers=min(workers, max(1, len(todo))), ray=ray,
                                       threads=per_worker, start_method="fork" if os.name == "posix" else "spawn"):
         record(name, info, error)
+    if manifest["settings"] != s.to_json() and holds_all():
+        manifest["settings"] = s.to_json()  # every clip now holds every rate point
+        _write_json(root / MANIFEST, manifest)
     return PrepareResult(root, prepared, skipped, failed, time.perf_counter() - start,
                          extended=[n for n in prepared if n in extending])
 
