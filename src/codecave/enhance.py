@@ -268,8 +268,9 @@ class Enhancer:
                               f"takes {want}")
         if self.domain == "y":
             return self._luma_clip(frames, crf, bit_depth)
-        if self.for_crf(crf) is not self:
-            return self.for_crf(crf).enhance_clip(frames, priors, crf, bit_depth)
+        other = self.for_crf(crf)
+        if other is not self:
+            return other.enhance_clip(frames, priors, crf, bit_depth)
         n = len(frames)
         s = self.scale
         out = np.empty((n, s * frames.shape[1], s * frames.shape[2], 3), frames.dtype) if s > 1 else np.empty_like(frames)
@@ -364,13 +365,14 @@ class Enhancer:
                     log.info("sequence CRF %.1f (%s)", crf, source)
                 if report is not None:
                     report.update(crf=crf, source=source)
-                if self.for_crf(crf) is not self:  # nothing yielded yet: the other weights take the whole stream
+                other = self.for_crf(crf)
+                if other is not self:  # nothing yielded yet: the other weights take the whole stream
                     log.info("sequence CRF %.1f >= %g: enhancing with the high-CRF weights (%s)", crf,
                              float(self.high_crf["from_crf"]), self.high_crf["entry"])
                     if report is not None:
                         report["weights"] = self.high_crf["entry"]
-                    yield from self.for_crf(crf).stream(chain([f for f, _ in buffer], it), crf, encoder, report, output,
-                                                        crf_source=source)
+                    yield from other.stream(chain([f for f, _ in buffer], it), crf, encoder, report, output,
+                                            crf_source=source)
                     return
                 sequence = self._adapt(crf)
             end = min(done + self.chunk, first + len(buffer))

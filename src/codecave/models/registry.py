@@ -119,7 +119,7 @@ def shipped_weights(name: str, variant: str | None = None) -> tuple[Any, dict[st
         build_model(name, variant)  # an unknown model or variant is named, with the registered ones
         raise ConfigError(f"no shipped weights for {name} ({variant}); train them (configs/), or pass "
                           "weights=PATH (--weights PATH) or weights=None (--weights none)")
-    return resources.files("codecave") / "weights" / str(entry["file"]), entry
+    return shipped_weights_entry(f"{name}_{variant}"), entry
 
 
 def create_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike[str] | None = "default",
