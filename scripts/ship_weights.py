@@ -58,9 +58,23 @@ def _first_frames(report: EvalReport, variants: list[str], n: int | None) -> dic
 REPO = Path(__file__).resolve().parents[1]
 
 
+def shipped_entry_of(init: str, default_entry: str) -> dict[str, Any] | None:
+    """The manifest entry of the shipped weights ``train.init`` names: ``default`` (the
+    entry ``default_entry``) or a file of the package's weights folder (the entry listing that
+    file, e.g. ``pnp_vcve_fast_high.safetensors``); None for anything else."""
+    manifest = json.loads((WEIGHTS / "manifest.json").read_text())
+    if init == "default":
+        return manifest.get(default_entry)
+    path = Path(init)
+    if not init or not path.is_file() or path.resolve().parent != WEIGHTS.resolve():
+        return None
+    return next((e for e in manifest.values() if isinstance(e, dict) and e.get("file") == path.name), None)
+
+
 def training_stages(run: Path) -> list[dict[str, Any]]:
     """The run and, following ``train.init`` back through run folders, the runs it started from
-    (``init: default``: the stages of the shipped weights, from their manifest entry).
+    (``init: default`` or a shipped weights file: the stages of those shipped weights, from
+    their manifest entry).
 
     Returns one entry per stage, first stage first: run name, recipe (when the run's
     name matches a config under ``configs/``), steps, wall minutes and the settings.
@@ -82,9 +96,9 @@ def training_stages(run: Path) -> list[dict[str, Any]]:
                        "wall_minutes": round(float(state["extra"]["seconds"]) / 60, 1),
                        "settings": settings})
         init = cfg.train.init
-        if init == "default":  # started from the shipped weights: their stages come first
-            entry = json.loads((WEIGHTS / "manifest.json").read_text()).get(f"{cfg.model.name}_{cfg.model.variant}")
-            shipped = (entry or {}).get("training", {}).get("stages", [])
+        entry = shipped_entry_of(init, f"{cfg.model.name}_{cfg.model.variant}")
+        if entry is not None:  # started from shipped weights: their stages come first
+            shipped = entry.get("training", {}).get("stages", [])
             return [*shipped, *stages[::-1]]
         current = Path(init) if init and Path(init).is_dir() else None
     return stages[::-1]

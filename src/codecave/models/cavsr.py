@@ -77,6 +77,9 @@ class CAVSRConfig:
         hr_channels: channels of the up-sampler's full-resolution layers (the paper: the
             same as ``channels``); ``small`` halves them, which halves its cost per frame
             (``benchmarks/cavsr_cost.py``).
+        hr_steps: how many of the up-sampler's x2 steps, counted from the last, already
+            give ``hr_channels`` (1: only the full-resolution layers; 2 at scale 4: the
+            half-resolution layers too, the ``fast`` variant).
         negative_slope: of the leaky ReLUs.
     """
 
@@ -92,6 +95,7 @@ class CAVSRConfig:
     bicubic_skip: bool = True
     scale: int = 4
     hr_channels: int = 16
+    hr_steps: int = 1
     negative_slope: float = 0.1
 
     def __post_init__(self) -> None:
@@ -103,6 +107,8 @@ class CAVSRConfig:
             raise ValueError(f"scale {self.scale}: use a power of two (4 is the paper's)")
         if not 0 < self.momentum <= 1:
             raise ValueError(f"momentum {self.momentum}: use (0, 1] (1 = off)")
+        if not 1 <= self.hr_steps <= self.scale.bit_length() - 1:
+            raise ValueError(f"hr_steps {self.hr_steps}: use 1 to {self.scale.bit_length() - 1} at scale {self.scale}")
 
 
 #: ``small`` is SPECS 4.7's CPU variant (about 0.6 M parameters); ``paper`` the published
@@ -289,16 +295,18 @@ class MetaAlignment(nn.Module):
 class Upsampler(nn.Module):
     """Reconstruction and pixel-shuffle up-sampling (SPECS 4.2.3):
     ``conv(LReLU(conv(cat(h_b, h_f)))) + F_shallow``, then ``[conv C->4C, shuffle 2, LReLU]``
-    per factor of two, ``conv C->C, LReLU, conv C->3``; the last shuffle may give fewer
-    channels (``out_channels``) to the full-resolution layers, where most of the cost is."""
+    per factor of two, ``conv C->C, LReLU, conv C->3``; the last ``hr_steps`` shuffles may give
+    fewer channels (``out_channels``) to the layers after them, where most of the cost is."""
 
-    def __init__(self, channels: int, scale: int, slope: float, out_channels: int | None = None) -> None:
+    def __init__(self, channels: int, scale: int, slope: float, out_channels: int | None = None,
+                 hr_steps: int = 1) -> None:
         super().__init__()
         c, steps = channels, scale.bit_length() - 1
         hr = out_channels or c
         self.fuse1 = _conv(2 * c, c)
         self.fuse2 = _conv(c, c)
-        self.ups = nn.ModuleList(_conv(c, 4 * (hr if i == steps - 1 else c)) for i in range(steps))
+        width = [hr if i >= steps - hr_steps else c for i in range(steps)]  # channels after step i
+        self.ups = nn.ModuleList(_conv(c if i == 0 else width[i - 1], 4 * width[i]) for i in range(steps))
         self.hr = _conv(hr, hr)
         self.out = _conv(hr, 3)
         self.slope = slope
@@ -357,7 +365,7 @@ class CAVSR(nn.Module):
         if c.alignment == "refined":
             self.backward_align = MetaAlignment(c.channels, c.gate, c.negative_slope)
             self.forward_align = MetaAlignment(c.channels, c.gate, c.negative_slope)
-        self.upsampler = Upsampler(c.channels, c.scale, c.negative_slope, c.hr_channels)
+        self.upsampler = Upsampler(c.channels, c.scale, c.negative_slope, c.hr_channels, c.hr_steps)
         if c.bicubic_skip:  # start from bicubic up-sampling: the residual branch's output is zero
             nn.init.zeros_(self.upsampler.out.weight)
             nn.init.zeros_(self.upsampler.out.bias)
