@@ -44,12 +44,30 @@ def test_shapes_4x_and_gradients(variant: str) -> None:
     assert count("small") < 1_000_000 and count("paper") > 5_000_000
 
 
-def test_small_starts_at_bicubic_upsampling() -> None:
-    model = CAVSR(VARIANTS["small"]).eval()
+@pytest.mark.parametrize("variant", ["small", "fast"])
+def test_small_and_fast_start_at_bicubic_upsampling(variant: str) -> None:
+    model = CAVSR(VARIANTS[variant]).eval()
     frames = torch.rand(1, 2, 3, 8, 8)
     out = model(frames, _priors(1, 2, 8, 8, [0, 1]))
     bicubic = F.interpolate(frames.flatten(0, 1), scale_factor=4, mode="bicubic", align_corners=False)
     assert torch.equal(out.flatten(0, 1), bicubic)
+
+
+def test_fast_runs_no_convolution_at_full_resolution() -> None:
+    """``fast`` reaches its speed by leaving the 4x grid to the last pixel shuffle (and the
+    bicubic skip); ``small`` convolves there twice."""
+    sizes: dict[str, list[int]] = {}
+    for variant in ("small", "fast"):
+        model = CAVSR(VARIANTS[variant]).eval()
+        seen: list[int] = []
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.register_forward_hook(lambda mod, inp, out, seen=seen: seen.append(out.shape[-1]))
+        with torch.no_grad():
+            model(torch.rand(1, 2, 3, 8, 12), _priors(1, 2, 8, 12, [0, 1]))
+        sizes[variant] = seen
+    assert max(sizes["fast"]) == 24 and sizes["small"].count(48) == 2  # 2x at most; small: hr and out
+    assert count("fast") < count("small")
 
 
 def test_targets_give_the_same_frames_as_a_full_run() -> None:
