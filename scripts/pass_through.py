@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--crf", default="15,18,25,28,35,38")
     ap.add_argument("--frames", type=int, default=None)
     ap.add_argument("--out", default=None, help="write the evaluation report here")
+    ap.add_argument("--per-clip", action="store_true",
+                    help="hold every validation clip, not only their mean, not worse in each protected group")
     ap.add_argument("--ship", action="store_true", help="record the threshold in the shipped weights' manifest")
     args = ap.parse_args()
     # The variant asked for, or the default's, with no fallback: the threshold is that model's own.
@@ -90,7 +92,7 @@ def main() -> None:
     missing = [v for v in variants if v not in sources]
     if report is None or missing:
         raise SystemExit(f"no validation set has rate point(s) {', '.join(missing or variants)}")
-    choice = choose_pass_through(report)
+    choice = choose_pass_through(report, per_clip=args.per_clip)
     if args.out:
         write_report(report, args.out)
         plot(choice, Path(args.out) / "pass_through.png", f"{args.model} {model.variant} on {', '.join(args.val)}")
@@ -112,6 +114,7 @@ def main() -> None:
         entry["pass_through_qp"] = None if choice["threshold"] < 0 else round(choice["threshold"], 3)
         entry.setdefault("validation", {})["pass_through"] = {
             "data": {v: str(r) for v, r in sources.items()}, "rate_points": variants, "frames": args.frames or "all",
+            "rule": "each protected group of every clip" if args.per_clip else "each protected group, mean of the clips",
             **{k: choice[k] for k in ("threshold", "gain_before", "gain_after", "protected", "by_qp")}}
         path.write_text(json.dumps(manifest, indent=2) + "\n")
         print(f"recorded in {path}")

@@ -56,9 +56,9 @@ def test_the_models_own_threshold_applies_and_skips_the_model(tiny_yuv_dataset: 
     assert off.pass_through_qp is None
 
 
-def score(crf: float, qp: list[float], delta: list[float], types: str) -> ClipScore:
+def score(crf: float, qp: list[float], delta: list[float], types: str, clip: str = "c") -> ClipScore:
     n = len(qp)
-    return ClipScore(clip="c", variant=f"crf{crf:g}", crf=crf, frame_types=types, psnr_in=[30.0] * n,
+    return ClipScore(clip=clip, variant=f"crf{crf:g}", crf=crf, frame_types=types, psnr_in=[30.0] * n,
                      psnr_out=[30.0 + d for d in delta], ssim_in=[0.9] * n, ssim_out=[0.9] * n, seconds=0.0,
                      frame_qp=qp)
 
@@ -103,6 +103,19 @@ def test_low_qp_frames_of_other_rate_points_are_protected_by_type() -> None:
     assert set(choice["protected"]) == {"QP<=22 I", "QP<=22 P"}
     assert choice["protected"]["QP<=22 I"] == 0 and choice["protected"]["QP<=22 P"] == pytest.approx(0.02)
     assert choice["gain_after"]["crf25"] == pytest.approx((0.02 - 0.01) / 3)
+
+
+def test_per_clip_keeps_every_clip_not_worse() -> None:
+    # clip b loses at CRF 12 where clip a gains more: their mean is not harmed, clip b is
+    report = EvalReport(model={}, mode="frame QP", scores=[
+        score(12, [14, 18], [0.0, 0.05], "IB", clip="a"),
+        score(12, [14, 18], [0.0, -0.02], "IB", clip="b"),
+        score(35, [33, 36], [0.1, 0.2], "IB", clip="a"),
+    ])
+    assert choose_pass_through(report)["threshold"] == -1
+    choice = choose_pass_through(report, per_clip=True)
+    assert choice["threshold"] == 18
+    assert choice["protected"]["b crf12 B"] == 0 and "a crf12 I" in choice["protected"]
 
 
 def test_no_threshold_when_nothing_is_harmed() -> None:

@@ -207,7 +207,8 @@ def choose_rate_switch(low: dict[str, dict[str, float]], high: dict[str, dict[st
 
 
 def choose_pass_through(report: EvalReport, protected_crf: float = PROTECTED_CRF,
-                        protected_qp: float = PROTECTED_QP, per_stream: bool = False) -> dict[str, object]:
+                        protected_qp: float = PROTECTED_QP, per_stream: bool = False,
+                        per_clip: bool = False) -> dict[str, object]:
     """The pass-through threshold a model's validation supports, from per-frame 8-bit gains.
 
     The report must be of the model with pass-through off. Frames whose QP (the
@@ -219,29 +220,32 @@ def choose_pass_through(report: EvalReport, protected_crf: float = PROTECTED_CRF
     worse than the input, the one with the largest total gain over all frames is chosen
     (ties: the lowest); -1 means no pass-through is needed. With ``per_stream`` (luma
     models, which hold back whole streams: :meth:`codecave.enhance.Enhancer.holds_back`)
-    every frame counts at its rate point's sequence QP/CRF instead of its own QP.
+    every frame counts at its rate point's sequence QP/CRF instead of its own QP. With
+    ``per_clip`` each group is also split by clip (``"temple crf12 B"``): no validation clip
+    may get worse on average in any protected group, not only their mean.
 
     Returns:
         ``threshold``; ``by_qp``: per integer QP, frames and mean ΔPSNR-Y;
         ``gain_before`` / ``gain_after``: mean ΔPSNR-Y per rate point without and with it;
         ``protected``: mean ΔPSNR-Y of each protected group (``"crf15 I"``, ``"QP<=22 P"``...), with it.
     """
-    rows = []  # (qp, delta, crf, type, variant)
+    rows = []  # (qp, delta, crf, type, variant, clip)
     for s in report.scores:
         qps = s.frame_qp if s.frame_qp and not per_stream else [float("nan")] * len(s.psnr_in)
         for q, a, b, kind in zip(qps, s.psnr_in, s.psnr_out, s.frame_types):
             if np.isfinite(a) and np.isfinite(b):
-                rows.append((s.crf if not np.isfinite(q) else q, b - a, s.crf, kind, s.variant))
+                rows.append((s.crf if not np.isfinite(q) else q, b - a, s.crf, kind, s.variant, s.clip))
     if not rows:
         raise DatasetError("the report holds no scored frames")
     qp = np.array([r[0] for r in rows])
     delta = np.array([r[1] for r in rows])
     groups: dict[str, list[int]] = {}
-    for i, (q, _, crf, kind, variant) in enumerate(rows):
+    for i, (q, _, crf, kind, variant, clip) in enumerate(rows):
+        where = f"{clip} " if per_clip else ""
         if crf <= protected_crf:
-            groups.setdefault(f"{variant} {kind}", []).append(i)
+            groups.setdefault(f"{where}{variant} {kind}", []).append(i)
         elif q <= protected_qp:
-            groups.setdefault(f"QP<={protected_qp:g} {kind}", []).append(i)
+            groups.setdefault(f"{where}QP<={protected_qp:g} {kind}", []).append(i)
     protected = [np.array(idx) for idx in groups.values()]
 
     def after(t: float) -> np.ndarray:
