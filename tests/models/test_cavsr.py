@@ -168,24 +168,26 @@ def test_enhancer_runs_cavsr_in_bf16_unless_told_otherwise() -> None:
     assert Enhancer(model, EnhanceOptions(device="cpu", precision="fp32")).precision == "fp32"
 
 
-def test_shipped_small_weights_are_listed_honestly_and_trained() -> None:
+@pytest.mark.parametrize("variant", ["small", "fast"])
+def test_shipped_weights_are_listed_honestly_and_trained(variant: str) -> None:
     import hashlib
     from importlib import resources
 
     from codecave.models import create_model
-    from codecave.models.registry import weights_manifest
+    from codecave.models.registry import default_variant, weights_manifest
 
-    entry = weights_manifest()["cavsr_small"]
+    entry = weights_manifest()[f"cavsr_{variant}"]
     blob = (resources.files("codecave") / "weights" / entry["file"]).read_bytes()
     assert hashlib.sha256(blob).hexdigest() == entry["sha256"]
     # no validation clip among the training clips; gains over bicubic listed per rate point
     assert not set(entry["validation"]["clips"]) & set(entry["training"]["data"]["clips"])
     assert set(entry["validation"]["frame_qp"]) >= {"crf15", "crf25"}
-    model = create_model("cavsr")
-    assert model.config == VARIANTS["small"]
+    model = create_model("cavsr", variant=variant)
+    assert model.config == VARIANTS[variant]
     lr = torch.rand(1, 3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         out = model(lr, _priors(1, 3, 16, 16, [0, 1, 1]))
     bicubic = F.interpolate(lr[0], scale_factor=4, mode="bicubic", align_corners=False)
     assert out.shape == (1, 3, 3, 64, 64)
     assert (out[0] - bicubic).abs().mean() > 1e-3  # trained: no longer the bicubic start
+    assert default_variant("cavsr") == "fast"  # the faster one, which also scored higher (README)

@@ -33,7 +33,7 @@ DEFAULT_MODEL = "pnp_vcve"
 #: Its variant: PnP-VCVE ``fast`` works on the YUV 4:2:0 planes the decoder gives.
 DEFAULT_VARIANT = "fast"
 #: The variant each model gets when none is named.
-_DEFAULT_VARIANTS = {"pnp_vcve": DEFAULT_VARIANT, "vig": "small", "cavsr": "small", "crds": "small", "neural_wrapper": "small"}
+_DEFAULT_VARIANTS = {"pnp_vcve": DEFAULT_VARIANT, "vig": "small", "cavsr": "fast", "crds": "small", "neural_wrapper": "small"}
 
 
 def default_variant(name: str) -> str:
