@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--chunk", type=int, default=None, help="output frames per window (default: the model's)")
-    ap.add_argument("--variant", default="small", help="one variant or several, comma-separated")
+    ap.add_argument("--variant", default="small,fast", help="one variant or several, comma-separated")
     ap.add_argument("--weights", default="none",
                     help="a run folder or .safetensors (speed does not depend on it; one variant only)")
     args = ap.parse_args()

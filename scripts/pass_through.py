@@ -12,7 +12,8 @@ CRF 10 to 18, so that "CRF 15 and below" is validated below 15 too); each rate p
 taken from the first set that has it.
 
 Usage:
-    python scripts/pass_through.py data/val_yuv6 data/val_yuv_hq --variant fast --crf 10,12,15,18,25,28,35,38 --frames 6 [--ship]
+    python scripts/pass_through.py data/val_yuv6 data/val_yuv_hq --variant fast --crf 10,12,15,18,25,28,35,38 --frames 6 \
+        --per-clip [--ship]          # the default's rule: no validation clip worse in any protected group
     python scripts/pass_through.py data/val_yuv6 --weights runs/pnp_vcve_fast --frames 6
 """
 

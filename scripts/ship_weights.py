@@ -99,7 +99,11 @@ def training_stages(run: Path) -> list[dict[str, Any]]:
         entry = shipped_entry_of(init, f"{cfg.model.name}_{cfg.model.variant}")
         if entry is not None:  # started from shipped weights: their stages come first
             shipped = entry.get("training", {}).get("stages", [])
-            return [*shipped, *stages[::-1]]
+            ours = stages[::-1]
+            names = [st.get("run") for st in shipped]
+            if ours[0]["run"] in names:  # these runs are shipped already (a re-validation): list them once
+                shipped = shipped[:names.index(ours[0]["run"])]
+            return [*shipped, *ours]
         current = Path(init) if init and Path(init).is_dir() else None
     return stages[::-1]
 
@@ -185,6 +189,9 @@ def main() -> None:
     ap.add_argument("--slice-type-frames", type=int, default=8, help="first N frames for the slice-type check")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                     help="how the model runs while validated (default fp32, whatever the model's own choice)")
+    ap.add_argument("--per-clip", action="store_true",
+                    help="choose the pass-through QP so that no validation clip, not only their mean, is worse "
+                         "in any protected group (scripts/pass_through.py --per-clip)")
     ap.add_argument("--no-pass-through", action="store_true",
                     help="do not set a pass-through QP (by default it is chosen from the frame-QP validation)")
     ap.add_argument("--entry", default=None,
@@ -215,7 +222,8 @@ def main() -> None:
         if mode == "frame_qp":
             full = report
             per_stream = getattr(model, "domain", "") == "y"  # luma models hold back whole streams
-            gate = (choose_pass_through(report, per_stream=per_stream) if not args.no_pass_through
+            gate = (choose_pass_through(report, per_stream=per_stream, per_clip=args.per_clip)
+                    if not args.no_pass_through
                     else {"threshold": -1.0})
             if not args.no_pass_through:
                 print(f"pass-through QP {gate['threshold']:g}: mean ΔPSNR-Y per frame {gate['gain_before']} -> "

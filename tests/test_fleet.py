@@ -304,23 +304,33 @@ def test_a_worker_killed_mid_file_leaves_no_partial_file_and_its_file_is_redone(
     for seed in range(3):  # long enough (about a second each) to be caught while writing
         encode_frames(pan_frames(48, 192, 320, seed=seed), folder / f"clip{seed}.mp4",
                       EncodeSettings(codec="x264", crf=35, threads=1))
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "codecave", "enhance", str(folder), str(out), "--workers", "2", "--codec",
-               "ffv1", "--no-progress"]
-    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # The watcher runs in its own process: it kills the worker whose hidden partial file it
     # sees first, or, if it sees none 3 s after the first file started (seen in the full
-    # suite on one core), every worker then at work; it says which.
-    watcher = subprocess.run([sys.executable, "-c", WATCHER, str(out), str(run.pid)], check=False,
-                             capture_output=True, text=True, timeout=300)
-    stdout, stderr = run.communicate(timeout=300)
-    killed = watcher.stdout.strip()
-    print(killed)  # which way the worker was caught (shown with pytest -rP)
-    assert killed.startswith("killed"), f"{watcher.stdout} {watcher.stderr} | {stdout} {stderr}"
-    assert run.returncode == 1, stdout + stderr
+    # suite on one core), every worker then at work; it says which. On a loaded machine that
+    # fallback can land between files (a worker still importing, or done and not yet handed
+    # the next): then the run must simply finish every file (a broken pool is replaced), and
+    # the scenario is tried again in a fresh folder, at most three times.
+    for attempt in range(3):
+        out = tmp_path / f"out{attempt}"
+        command = [sys.executable, "-m", "codecave", "enhance", str(folder), str(out), "--workers", "2",
+                   "--codec", "ffv1", "--no-progress"]
+        run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        watcher = subprocess.run([sys.executable, "-c", WATCHER, str(out), str(run.pid)], check=False,
+                                 capture_output=True, text=True, timeout=300)
+        stdout, stderr = run.communicate(timeout=300)
+        killed = watcher.stdout.strip()
+        print(attempt, killed, "| returncode", run.returncode)  # shown with pytest -rP
+        assert killed.startswith("killed"), f"{watcher.stdout} {watcher.stderr} | {stdout} {stderr}"
+        assert not list(out.glob(".*partial*")), "a partial file was left behind"
+        if run.returncode == 1:
+            break
+        # The kill missed every file: nothing may have failed, and every file is done.
+        assert run.returncode == 0 and ": worker process died" not in stdout, stdout + stderr
+        assert all(r["result"] == "done" for r in Manifest(out).records.values())
+    else:
+        raise AssertionError("three runs and no worker was caught inside a file")
     # The killed worker's file failed (and perhaps the other one then in flight).
     assert ": worker process died" in stdout, stdout + stderr
-    assert not list(out.glob(".*partial*")), "a partial file was left behind"
     redo = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert redo.returncode == 0, redo.stdout + redo.stderr
     assert sorted(p.name for p in out.glob("*.mp4")) == [f"clip{i}.mp4" for i in range(3)]

@@ -1,4 +1,4 @@
-"""CAVSR: shapes of both variants, the ranking loss, the modulation (the official code's bypass
+"""CAVSR: shapes of every variant, the ranking loss, the modulation (the official code's bypass
 bug cannot return), the alignment, the B-frame momentum, the frozen encoder."""
 
 from __future__ import annotations

@@ -30,8 +30,9 @@ the input's resolution): ``frame_type``, ``mv_past``, ``mv_future``, ``mv_valid`
 
 Deviations, all named in ``describe()`` through the config: the residual is computed
 from the decoded frames along the bitstream's vectors (the official code's choice)
-rather than read from the bitstream; ``small`` adds a bicubic skip to the output
-(SPECS 4.6 i) and shares one CAMRB stack between both directions (4.6 d); missing
+rather than read from the bitstream; ``small`` and ``fast`` add a bicubic skip to the
+output (SPECS 4.6 i) and share one CAMRB stack between both directions (4.6 d); ``fast``
+pixel-shuffles its RGB output from half resolution (no full-resolution layer); missing
 vectors (intra blocks, I-frames, the sequence's ends) are zero and left to the refinement.
 """
 
@@ -74,16 +75,18 @@ class CAVSRConfig:
         bicubic_skip: add bicubic up-sampling of the input to the output (our deviation
             for fast convergence on CPU; absent in the paper and its code).
         scale: up-sampling factor (4; a power of two).
-        hr_channels: channels of the up-sampler's full-resolution layers (the paper: the
-            same as ``channels``); ``small`` halves them, which halves its cost per frame
-            (``benchmarks/cavsr_cost.py``).
+        hr_channels: channels of the up-sampler's layers after its last ``hr_steps`` x2
+            steps (the paper: the same as ``channels``); ``small`` halves them in its
+            full-resolution layers, which halves its cost per frame
+            (``benchmarks/cavsr_cost.py``). With ``shuffle_out`` the last step gives the
+            output's 3 channels, so ``hr_channels`` acts only with ``hr_steps`` >= 2.
         hr_steps: how many of the up-sampler's x2 steps, counted from the last, already
             give ``hr_channels`` (1: only the full-resolution layers; 2 at scale 4: the
             half-resolution layers too, the ``fast`` variant).
         shuffle_out: the last x2 step's convolution gives the RGB output itself, pixel-shuffled
             (ESPCN-style), with no convolution at full resolution; the ``fast`` variant's way
-            to the issue's 2 frames/s (profiled: the full-resolution layers were about a third
-            of ``small``'s time).
+            to the issue's 2 frames/s (profiled: the up-sampler's full-resolution layers and its
+            half-resolution convolution were about a third of ``small``'s time).
         negative_slope: of the leaky ReLUs.
     """
 
@@ -125,7 +128,8 @@ VARIANTS = {
     # 320x180 in bf16 on two cores): one CAM block instead of two (their 1x1 convolutions on
     # every frame were about a seventh of the time), 4 residual blocks per trunk instead of 7,
     # 16 channels from the first x2 step on and the RGB output pixel-shuffled from half
-    # resolution (the full-resolution convolutions were about a third of the time).
+    # resolution (the full-resolution convolutions and the half-resolution one were about a
+    # third of the time).
     "fast": CAVSRConfig(cam_blocks=1, blocks=4, hr_steps=2, shuffle_out=True),
     "paper": CAVSRConfig(channels=64, encoder_width=32, cam_blocks=5, shared_cam=False, blocks=25,
                          bicubic_skip=False, hr_channels=64),

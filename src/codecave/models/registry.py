@@ -37,7 +37,7 @@ _DEFAULT_VARIANTS = {"pnp_vcve": DEFAULT_VARIANT, "vig": "small", "cavsr": "fast
 
 
 def default_variant(name: str) -> str:
-    """The variant of model ``name`` used when none is named (PnP-VCVE ``fast``; VIG, CAVSR and CRDS ``small``)."""
+    """The variant of model ``name`` used when none is named (PnP-VCVE and CAVSR ``fast``; VIG and CRDS ``small``)."""
     return _DEFAULT_VARIANTS.get(name, DEFAULT_VARIANT)
 #: The variant that takes over, when the variant was left to the default, for input the
 #: default cannot take (not 4:2:0: 4:2:2, 4:4:4, RGB, gray): an RGB model.
