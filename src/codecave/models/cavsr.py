@@ -323,12 +323,12 @@ class Upsampler(nn.Module):
         hr = out_channels or c
         self.fuse1 = _conv(2 * c, c)
         self.fuse2 = _conv(c, c)
-        width = [hr if i >= steps - hr_steps else c for i in range(steps)]  # channels after step i
+        width = [c] + [hr if i >= steps - hr_steps else c for i in range(steps)]  # channels before/after each step
         body = steps - 1 if shuffle_out else steps
-        self.ups = nn.ModuleList(_conv(c if i == 0 else width[i - 1], 4 * width[i]) for i in range(body))
+        self.ups = nn.ModuleList(_conv(width[i], 4 * width[i + 1]) for i in range(body))
         self.shuffle_out = shuffle_out
         if shuffle_out:
-            self.out = _conv(c if body == 0 else width[body - 1], 4 * 3)
+            self.out = _conv(width[body], 4 * 3)
         else:
             self.hr = _conv(hr, hr)
             self.out = _conv(hr, 3)
