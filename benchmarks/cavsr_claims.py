@@ -15,9 +15,19 @@ its cosine schedule is set to the steps that fit the budget.
 ``score`` runs ``codecave evaluate`` on every arm over a prepared ``--scale 4`` validation
 set and prints mean ΔPSNR-Y over bicubic per rate point, and Temple's alone.
 
+``twin`` trains the codec-free twin of the *shipped* weights from scratch: every stage of
+the manifest's chain (``small``, its continuation, ``fast``) again with ``plain``'s switches,
+each stage given the steps that take the codec-aware stage's compute on this machine (both
+timed by a probe here, over the second half of 80 steps: steps x codec-aware seconds per step / codec-free seconds per step;
+the ranker's compute is added to the first stage, which the twin does not need). The
+arm's folder is ``OUT/twin`` (``OUT/twin/stageN/run``; the last stage's run is the arm's)
+and ``score`` scores it beside the others (the shipped weights: ``codecave evaluate`` with
+the same set, frames and ``--precision fp32``).
+
     taskset -c 0 python benchmarks/cavsr_claims.py train runs/cavsr_claims --arm full --minutes 60 &
     taskset -c 1 python benchmarks/cavsr_claims.py train runs/cavsr_claims --arm plain --minutes 60
     python benchmarks/cavsr_claims.py score runs/cavsr_claims --val data/sr_val --frames 8
+    python benchmarks/cavsr_claims.py twin runs/cavsr_twin      # about 100 minutes of one core
 
 (``score --arms full,plain --threads 1`` on one core and the rest on the other, then a
 plain ``score`` tabulates the reports already written.)
@@ -31,6 +41,9 @@ from pathlib import Path
 
 import torch
 from arms import add_score_parser, check_arms, score_arms, seconds_per_step, train_planned
+
+from codecave.engine.config import load_config
+from codecave.engine.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs/cavsr/small.yaml"
@@ -62,6 +75,54 @@ def train_arm(out: Path, arm: str, minutes: float, threads: int, init: str) -> N
     train_planned(RECIPE, {**base, "train.snapshot_every": max(1, steps // 4)}, folder)
 
 
+SHIPPED = ROOT / "src/codecave/weights/manifest.json"
+
+
+def train_twin(out: Path, threads: int, probe_steps: int) -> None:
+    """Train the codec-free twin of the shipped ``cavsr`` weights, stage by stage (resumable)."""
+    stages = json.loads(SHIPPED.read_text())["cavsr_fast"]["training"]["stages"]
+    folder = out / "twin"
+    plan_file = folder / "plan.json"
+    if not plan_file.exists():
+        plan, extra = [], 0.0
+        for stage in stages:
+            recipe = ROOT / stage["recipe"]
+            timing = {"train.threads": threads, "train.init": ""}
+            full = seconds_per_step(recipe, timing, folder, probe_steps, probe_steps // 2)
+            if stage["settings"]["objective"]["name"] != "super_resolution":  # the ranker: its compute goes on
+                extra += stage["steps"] * full
+                print(f"{stage['recipe']}: {full:.3f} s/step, {stage['steps']} steps: "
+                      f"{extra / 60:.1f} min carried to the next stage")
+                continue
+            plain = seconds_per_step(recipe, {**timing, "model.overrides": PLAIN}, folder, probe_steps, probe_steps // 2)
+            steps = round((stage["steps"] * full + extra) / plain)
+            print(f"{stage['recipe']}: codec-aware {full:.3f} s/step x {stage['steps']} "
+                  f"(+{extra / 60:.1f} min) -> codec-free {plain:.3f} s/step x {steps}")
+            plan.append({"recipe": stage["recipe"], "shipped_steps": stage["steps"],
+                         "shipped_minutes": stage["wall_minutes"], "seconds_per_step_codec": full,
+                         "seconds_per_step_plain": plain, "carried_seconds": extra, "steps": steps})
+            extra = 0.0
+        folder.mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(json.dumps({"arm": "twin", "stages": plan, "overrides": PLAIN}, indent=1))
+    plan = json.loads(plan_file.read_text())
+    init, seconds = "", 0.0
+    for i, stage in enumerate(plan["stages"]):
+        run = folder / f"stage{i}" / "run"
+        overrides = {"model.overrides": PLAIN, "train.threads": threads, "train.init": init,
+                     "train.steps": stage["steps"], "train.max_minutes": 0.0, "out": str(run)}
+        result = train(load_config(ROOT / stage["recipe"], overrides), progress=False)
+        if not result.finished:
+            raise SystemExit(f"{run}: stopped before its {stage['steps']} steps; run again to resume")
+        seconds += result.seconds
+        init = str(run)
+    last = folder / f"stage{len(plan['stages']) - 1}" / "run"
+    (folder / "run").unlink(missing_ok=True)
+    (folder / "run").symlink_to(last.resolve())
+    (folder / "arm.json").write_text(json.dumps({**plan, "steps": sum(s["steps"] for s in plan["stages"]),
+                                                 "trained_seconds": round(seconds, 1), "finished": True},
+                                                indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -71,11 +132,18 @@ def main() -> None:
     t.add_argument("--minutes", type=float, default=35.0)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--init", default="runs/cavsr_ranker", help="the ranker run (stage 1) every arm starts from")
+    w = sub.add_parser("twin", help="train the codec-free twin of the shipped weights at equal compute")
+    w.add_argument("out", type=Path)
+    w.add_argument("--threads", type=int, default=1)
+    w.add_argument("--probe-steps", type=int, default=80, help="timed over the second half")
     add_score_parser(sub, "data/sr_val", "crf0,crf15,crf25,crf35")
     args = ap.parse_args()
     check_arms(ap, args, ARMS)
     if args.cmd == "train":
         train_arm(args.out, args.arm, args.minutes, args.threads, args.init)
+    elif args.cmd == "twin":
+        torch.set_num_threads(args.threads)
+        train_twin(args.out, args.threads, args.probe_steps)
     else:
         torch.set_num_threads(args.threads)
         score_arms(args.out, "cavsr", args.val, args.frames, args.variants.split(","),
