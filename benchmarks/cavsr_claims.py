@@ -89,10 +89,10 @@ def train_twin(out: Path, threads: int, probe_steps: int) -> None:
     folder = out / "twin"
     plan_file = folder / "plan.json"
     if not plan_file.exists():
-        plan, extra = [], 0.0
+        planned, extra = [], 0.0
+        timing = {"train.threads": threads, "train.init": ""}
         for stage in stages:
             recipe = ROOT / stage["recipe"]
-            timing = {"train.threads": threads, "train.init": ""}
             full = seconds_per_step(recipe, timing, folder, probe_steps, probe_steps // 2)
             if stage["settings"]["objective"]["name"] != "super_resolution":  # the ranker: its compute goes on
                 extra += stage["steps"] * full
@@ -103,12 +103,12 @@ def train_twin(out: Path, threads: int, probe_steps: int) -> None:
             steps = round((stage["steps"] * full + extra) / plain)
             print(f"{stage['recipe']}: codec-aware {full:.3f} s/step x {stage['steps']} "
                   f"(+{extra / 60:.1f} min) -> codec-free {plain:.3f} s/step x {steps}")
-            plan.append({"recipe": stage["recipe"], "shipped_steps": stage["steps"],
+            planned.append({"recipe": stage["recipe"], "shipped_steps": stage["steps"],
                          "shipped_minutes": stage["wall_minutes"], "seconds_per_step_codec": full,
                          "seconds_per_step_plain": plain, "carried_seconds": extra, "steps": steps})
             extra = 0.0
         folder.mkdir(parents=True, exist_ok=True)
-        plan_file.write_text(json.dumps({"arm": "twin", "stages": plan, "overrides": PLAIN}, indent=1))
+        plan_file.write_text(json.dumps({"arm": "twin", "stages": planned, "overrides": PLAIN}, indent=1))
     plan = json.loads(plan_file.read_text())
     init, seconds = "", 0.0
     for i, stage in enumerate(plan["stages"]):

@@ -130,8 +130,8 @@ def main() -> None:
                       f"{s['gain_db'] - m['gain_db']:+.3f} |")
             print("| frame type | frames | default: all | spp: all | default: strong | spp: strong |")
             print("|---|---|---|---|---|---|")
+            m, s = rows["model"], rows["spp"]
             for t in sorted(set(types), key="IPB".index):
-                m, s = rows["model"], rows["spp"]
                 print(f"| {t} | {types.count(t)} | {m['all']['by_type'][t]:+.3f} | {s['all']['by_type'][t]:+.3f} | "
                       f"{m['strong']['by_type'][t]:+.3f} | {s['strong']['by_type'][t]:+.3f} |")
     if args.json:
