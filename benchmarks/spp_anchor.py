@@ -8,10 +8,15 @@ ground-truth planes, like ``codecave evaluate``. Printed per rate point: the inp
 PSNR-Y, the gain of each Q and the best Q (mean over clips), optionally beside a
 ``codecave evaluate`` report (``scores.json``) of the same frames.
 
+``--shrink SOURCE`` (repeatable) adds the default's shifted-DCT shrinkage stage alone
+(:class:`codecave.layers.dct.ShiftedDCTShrinkage`: spp's method with thresholds set by each
+frame's QP, rounded to 8 bits) as a column: ``init`` for its untrained start (1.0, 0.5), or
+a weights file / run folder whose ``shrink.*`` tensors it loads (the learned thresholds).
+
 Needs the ``ffmpeg`` command (Debian: ``apt-get install ffmpeg``).
 
 Usage: python benchmarks/spp_anchor.py data/val_yuv [--crf 15,25,35 | --variants ldp22,ldp37] [--frames 6]
-       [--clips temple,...] [--compare evaluation/scores.json] [--json out.json]
+       [--clips temple,...] [--compare evaluation/scores.json] [--shrink init --shrink RUN] [--json out.json]
 """
 
 from __future__ import annotations
@@ -29,9 +34,27 @@ import torch
 
 from codecave.data.prepare import load_clip, load_manifest
 from codecave.grid import luma
+from codecave.layers.dct import ShiftedDCTShrinkage
 from codecave.metrics.quality import psnr_plane
 
 QS = (2, 4, 8, 12, 16)
+
+
+def shrinkage(source: str) -> ShiftedDCTShrinkage:
+    """The shrinkage stage at its start (``init``) or with the ``shrink.*`` tensors of a
+    weights file or run folder."""
+    stage = ShiftedDCTShrinkage()
+    if source != "init":
+        from safetensors.torch import load_file
+
+        path = Path(source) / "model.safetensors" if Path(source).is_dir() else Path(source)
+        if not path.is_file():
+            sys.exit(f"--shrink {source}: no such weights file")
+        state = {k.removeprefix("shrink."): v for k, v in load_file(str(path)).items() if k.startswith("shrink.")}
+        if not state:
+            sys.exit(f"{path}: no shrink.* tensors (not a model trained with dct_shrink)")
+        stage.load_state_dict(state)
+    return stage.eval()
 
 
 def spp_luma(video: Path, q: int, frames: int, height: int, width: int) -> np.ndarray:
@@ -53,8 +76,11 @@ def main() -> None:
     ap.add_argument("--clips", default=None, help="comma-separated clip names (default all)")
     ap.add_argument("--compare", type=Path, action="append", default=[],
                     help="scores.json of `codecave evaluate` on the same frames (repeatable)")
+    ap.add_argument("--shrink", action="append", default=[],
+                    help="score the shifted-DCT shrinkage stage alone: 'init' or a run / weights file (repeatable)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    stages = {source: shrinkage(source) for source in args.shrink}
     if shutil.which("ffmpeg") is None:
         sys.exit("ffmpeg not found (apt-get install ffmpeg)")
     manifest = load_manifest(args.dataset)
@@ -66,6 +92,7 @@ def main() -> None:
     result: dict[str, dict[str, object]] = {}
     for variant in variants:
         gains: dict[int, list[float]] = {q: [] for q in QS}
+        shrunk: dict[str, list[float]] = {source: [] for source in stages}
         inputs = []
         for name in clips:
             clip = load_clip(args.dataset, name, variant)
@@ -78,18 +105,28 @@ def main() -> None:
             for q in QS:
                 out = torch.from_numpy(spp_luma(video, q, n, *gt.shape[-2:]).astype(np.float64))
                 gains[q].append(float(psnr_plane(out, gt).mean()) - p_in)
+            qp = torch.from_numpy(np.asarray(clip.priors["qp"][:n], dtype=np.float32))
+            for source, stage in stages.items():
+                with torch.no_grad():
+                    out = stage((dec / 255).float().unsqueeze(1), qp).squeeze(1).double()
+                out = (out * 255).round().clamp(0, 255)
+                shrunk[source].append(float(psnr_plane(out, gt).mean()) - p_in)
         mean = {q: float(np.mean(g)) for q, g in gains.items()}
         best = max(mean, key=mean.get)  # type: ignore[arg-type]
         result[variant] = {"psnr_in": float(np.mean(inputs)), "gain_by_q": mean, "best_q": best,
-                           "best_gain": mean[best], "per_clip_best": dict(zip(clips, gains[best]))}
+                           "best_gain": mean[best], "per_clip_best": dict(zip(clips, gains[best])),
+                           "shrink": {src: {"gain": float(np.mean(g)), "per_clip": dict(zip(clips, g))}
+                                      for src, g in shrunk.items()}}
     header = "| rate point | PSNR-Y in | " + " | ".join(f"spp Q={q}" for q in QS) + " | best spp |"
     compare = [json.loads(p.read_text()) for p in args.compare]
+    header += "".join(f" shrinkage alone ({src}) |" for src in stages)
     header += "".join(f" {c['model'].get('name')} {c['model'].get('variant', '')} |" for c in compare)
     print(header)
-    print("|---" * (3 + len(QS) + len(compare)) + "|")
+    print("|---" * (3 + len(QS) + len(stages) + len(compare)) + "|")
     for variant, r in result.items():
         row = f"| {variant} | {r['psnr_in']:.3f} | " + " | ".join(f"{r['gain_by_q'][q]:+.3f}" for q in QS)
         row += f" | {r['best_gain']:+.3f} (Q={r['best_q']}) |"
+        row += "".join(f" {r['shrink'][src]['gain']:+.3f} |" for src in stages)
         for c in compare:
             m = c["mean"].get(variant)
             row += f" {m['delta_psnr']:+.3f} |" if m else " - |"

@@ -207,3 +207,28 @@ def test_fast_study_switches_initialisation_and_normalisation() -> None:
         normed(frames[:, :1], {k: v[:, :1] if v.dim() > 1 else v for k, v in priors.items()})
     past = seen[0][:, 24:48]  # the first frame has no past neighbour
     assert past.abs().max() == 0
+
+
+def test_fast_dct_shrink_stage_reads_the_frame_qp_and_runs_in_float32() -> None:
+    """``dct_shrink``: an untrained model gives the shrunk Y and the chroma as it came; the
+    stage falls back to the sequence CRF where the frame QP is unknown, passes a picture
+    with neither through, and is exact under bf16 autocast (bf16 cannot hold a code value)."""
+    from codecave.grid import Y_CHANNELS, luma
+
+    frames, priors = grid_clip(1, 3, 8, 8)
+    frames = 0.5 + (frames - 0.5) * 0.05  # small detail, so thresholds of a few code values matter
+    model = create_model("pnp_vcve", weights=None, variant="fast", dct_shrink=1.0)
+    with torch.no_grad():
+        out = model(frames, priors)
+        expected = model.shrink(luma(frames).flatten(0, 1).unsqueeze(1), priors["qp"].flatten())
+        torch.testing.assert_close(luma(out).flatten(0, 1).unsqueeze(1), expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(out[:, :, Y_CHANNELS.stop :], frames[:, :, Y_CHANNELS.stop :])
+        assert (out - frames).abs().max() > 1e-3
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = model(frames, priors)
+        torch.testing.assert_close(fast.float(), out, atol=1e-6, rtol=0)
+        unknown = {**priors, "qp": torch.full_like(priors["qp"], float("nan"))}
+        by_crf = model(frames, unknown)
+        assert (by_crf - frames).abs().max() > 1e-3 and (by_crf - out).abs().max() > 1e-4  # CRF 30, not QP 32
+        torch.testing.assert_close(model._shrunk(frames, {**unknown, "crf": torch.tensor([float("nan")])}),
+                                   frames, atol=1e-5, rtol=0)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codecave.layers.blocks import crop_to, pad_to_multiple
+from codecave.layers.dct import ShiftedDCTShrinkage
 from codecave.layers.dynamic import ExpertConv2d, FrameParameterGenerator, SequenceWeightGenerator, frame_code
 from codecave.layers.warp import flow_warp
 
@@ -83,6 +84,11 @@ class PnPVCVEFastConfig:
         residual_scale: factor on every correction the network adds (CAA, BAE, luma branch):
             the layers then predict the residual divided by it (targets normalised;
             learning-curve study).
+        dct_shrink: 0: none; else the Y plane first goes through a shifted-DCT shrinkage
+            whose thresholds follow the frame QP (:class:`~codecave.layers.dct.ShiftedDCTShrinkage`,
+            FFmpeg ``spp``'s method with learned thresholds ``s_k x Qstep(QP)^g`` code values),
+            ``s_k`` started at this value and ``g`` at 0.5; the network then works on its output (ours: where the model
+            trailed ``spp`` was measured to be strong edges and 8x8 block borders; README).
     """
 
     channels: int = 32
@@ -96,6 +102,7 @@ class PnPVCVEFastConfig:
     zero_init: bool = True
     input_scale: float = 0.0
     residual_scale: float = 1.0
+    dct_shrink: float = 0.0
 
 
 VARIANTS: dict[str, PnPVCVEConfig | PnPVCVEFastConfig] = {
@@ -290,6 +297,8 @@ class PnPVCVEFast(nn.Module):
     The paper's two stages (Zeng et al., CVPR 2025, section 3) with their body on the
     4x4 luma-block grid of :mod:`codecave.grid`:
 
+    * Optionally first (``dct_shrink``): the Y plane through a shifted-DCT shrinkage whose
+      thresholds follow the frame QP (FFmpeg ``spp``'s method with learned thresholds).
     * **CAA**: adapted convolutions (``N`` experts mixed by the sequence CRF,
       re-weighted per frame by QP or slice type) give a first enhanced frame
       ``x_caa`` for every frame of the clip.
@@ -345,9 +354,25 @@ class PnPVCVEFast(nn.Module):
         if config.caa:
             self.sequence_generator = SequenceWeightGenerator(n)
             self.frame_generator = FrameParameterGenerator(sum(m.out_channels for m in self._adapted()))
+        self.shrink = ShiftedDCTShrinkage(config.dct_shrink) if config.dct_shrink else None
 
     def _adapted(self) -> list[ExpertConv2d]:
         return [self.caa_in, *self.caa_body, *self.bae_adapted]
+
+    def _shrunk(self, frames: torch.Tensor, priors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``frames`` ``(B, T, 24, h, w)`` with Y through :attr:`shrink`, at the quantiser step
+        of each frame's QP (the sequence CRF where the QP is unknown; no shrinkage where both
+        are). Runs in float32 whatever the autocast: bf16 cannot carry one code value."""
+        from codecave.grid import CELL, Y_CHANNELS, luma
+
+        b, t = frames.shape[:2]
+        qp = priors["qp"].float().reshape(b, t)
+        crf = priors["crf"].float().reshape(b, 1).expand(b, t)
+        qp = torch.where(torch.isfinite(qp), qp, crf)
+        with torch.autocast(frames.device.type, enabled=False):
+            y = luma(frames.float()).flatten(0, 1).unsqueeze(1)
+            y = F.pixel_unshuffle(self.shrink(y, qp.flatten()), CELL).unflatten(0, (b, t))
+        return torch.cat([y.to(frames.dtype), frames[:, :, Y_CHANNELS.stop :]], dim=2)
 
     def _pixel(self, x_hat: torch.Tensor) -> torch.Tensor:
         """The full-resolution luma branch's correction, packed ``(N, 24, h, w)`` (chroma zero)."""
@@ -400,6 +425,8 @@ class PnPVCVEFast(nn.Module):
             return y.flatten(0, 1)
 
         every, kept = slice(0, t), slice(lo, hi)
+        if self.shrink is not None:
+            frames = self._shrunk(frames, priors)
         # NHWC: oneDNN's convolutions run about twice as fast on CPU in this layout.
         x = frames.flatten(0, 1).contiguous(memory_format=torch.channels_last)
         rs = self.config.residual_scale

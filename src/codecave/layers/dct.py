@@ -1,0 +1,98 @@
+"""Shifted-DCT shrinkage with a threshold set by the codec's quantiser.
+
+Re-application of the block transform (Nosratinia, "Enhancement of JPEG-compressed images by
+re-application of JPEG", J. VLSI Signal Processing 27, 2001), the method of FFmpeg's ``spp``
+filter: the picture is cut into 8x8 blocks at many shifts of the grid, each block's DCT
+coefficients below a threshold are set to zero, and the inverse transforms of all shifts
+are averaged. Quantisation noise that the codec's own transform left in one block position
+shows up as small coefficients at the others and is removed; edges, whose coefficients are
+large at every shift, stay.
+
+Ours: the shifts are the 16 even ones of the 8x8 grid (``spp`` at quality 4 uses 16 too,
+in another pattern); the threshold of frequency ``k`` is ``s_k x Qstep(QP)^g`` code values,
+with the H.264 quantiser step ``Qstep(QP) = 0.625 x 2^(QP / 6)`` (ITU-T H.264 section 8.6,
+1 at QP 4) of the frame's QP, and ``s_k`` and ``g`` learned, where ``spp`` takes one
+constant Q for the picture. The best constant threshold measured on training clips grows
+with QP more slowly than the step (about as its square root: 1.8, 4.0 and 5.3 code values
+at QP 17, 28 and 35), hence ``g``, started at 0.5. The hard threshold is a steep sigmoid
+so that the thresholds can be learned. The DC coefficient is never touched.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Side of the transform block.
+BLOCK = 8
+#: Distance between two shifts of the block grid (16 shifts of the 64).
+SHIFT_STEP = 2
+
+
+def qstep(qp: torch.Tensor) -> torch.Tensor:
+    """H.264 / HEVC quantiser step in 8-bit code values: ``0.625 * 2 ** (qp / 6)`` (1.0 at QP 4)."""
+    return 0.625 * torch.pow(2.0, qp / 6.0)
+
+
+def dct_basis(n: int = BLOCK) -> torch.Tensor:
+    """Orthonormal 2-D DCT-II basis ``(n*n, 1, n, n)``: filter ``u * n + v`` is the
+    product of the 1-D cosines of frequencies ``u`` (rows) and ``v`` (columns)."""
+    i = torch.arange(n, dtype=torch.float64)
+    c = torch.cos(math.pi * (2 * i[None, :] + 1) * i[:, None] / (2 * n))
+    c = c * torch.where(i[:, None] == 0, math.sqrt(1 / n), math.sqrt(2 / n))
+    return torch.einsum("ux,vy->uvxy", c, c).reshape(n * n, 1, n, n).float()
+
+
+class ShiftedDCTShrinkage(nn.Module):
+    """Quantiser-adaptive shifted-DCT shrinkage of one plane (``spp`` with learned thresholds).
+
+    Args:
+        init_scale: starting ``s_k`` for every AC frequency.
+        init_exponent: starting ``g``.
+        softness: width of the sigmoid gate, as a fraction of the threshold.
+
+    Shapes: :meth:`forward` takes a plane ``(N, 1, H, W)`` in [0, 1] and each picture's QP
+    ``(N,)`` (NaN where unknown: that picture comes back unchanged) and returns
+    ``(N, 1, H, W)``. ``H`` and ``W`` may be anything: the plane is padded by edge
+    replication. Thresholds are in 8-bit code values (``peak`` 255).
+    """
+
+    def __init__(self, init_scale: float = 1.0, init_exponent: float = 0.5, softness: float = 0.1,
+                 peak: float = 255.0) -> None:
+        super().__init__()
+        self.register_buffer("basis", dct_basis(), persistent=False)
+        self.log_scale = nn.Parameter(torch.full((BLOCK * BLOCK,), math.log(init_scale)))
+        self.exponent = nn.Parameter(torch.tensor(float(init_exponent)))
+        self.softness = softness
+        self.peak = peak
+
+    def thresholds(self, qp: torch.Tensor) -> torch.Tensor:
+        """``(N, 64, 1, 1)`` thresholds per frequency in [0, 1] units for pictures of QP
+        ``qp`` ``(N,)``; DC's is 0, and all are 0 where the QP is NaN."""
+        known = torch.isfinite(qp)
+        step = torch.pow(qstep(torch.where(known, qp, torch.zeros_like(qp))), self.exponent)
+        step = torch.where(known, step, torch.zeros_like(step)) / self.peak
+        scale = torch.exp(self.log_scale) * (torch.arange(BLOCK * BLOCK, device=qp.device) > 0)
+        return (scale[None, :] * step[:, None])[..., None, None]
+
+    def forward(self, plane: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
+        """Shrink ``plane`` ``(N, 1, H, W)`` at each picture's QP ``qp`` ``(N,)``; same shape back."""
+        h, w = plane.shape[-2:]
+        pad = BLOCK
+        # pad so every pixel is covered by all 16 shifts and the grid stays aligned to the codec's
+        bottom, right = pad + (-(h + 2 * pad)) % SHIFT_STEP, pad + (-(w + 2 * pad)) % SHIFT_STEP
+        x = F.pad(plane, (pad, right, pad, bottom), mode="replicate")
+        basis = self.basis.to(plane.dtype)
+        coeff = F.conv2d(x, basis, stride=SHIFT_STEP)
+        t = self.thresholds(qp.to(plane.dtype)).to(plane.dtype)
+        gate = torch.sigmoid((coeff.abs() - t) / (self.softness * t + 1e-6))
+        gate = torch.cat([torch.ones_like(gate[:, :1]), gate[:, 1:]], dim=1)
+        out = F.conv_transpose2d(coeff * gate, basis, stride=SHIFT_STEP)
+        shifts = (BLOCK // SHIFT_STEP) ** 2
+        return out[..., pad : pad + h, pad : pad + w] / shifts
+
+
+__all__ = ["BLOCK", "SHIFT_STEP", "ShiftedDCTShrinkage", "dct_basis", "qstep"]
