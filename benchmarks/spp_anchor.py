@@ -10,8 +10,9 @@ PSNR-Y, the gain of each Q and the best Q (mean over clips), optionally beside a
 
 ``--shrink SOURCE`` (repeatable) adds the default's shifted-DCT shrinkage stage alone
 (:class:`codecave.layers.dct.ShiftedDCTShrinkage`: spp's method with thresholds set by each
-frame's QP, rounded to 8 bits) as a column: ``init`` for its untrained start (1.0, 0.5), or
-a weights file / run folder whose ``shrink.*`` tensors it loads (the learned thresholds).
+frame's QP, rounded to 8 bits) as a column: ``init`` for its untrained start (1.0, 0.5),
+``fixed:S:G`` for thresholds ``S x Qstep(QP)^G`` code values at every frequency, or a
+weights file / run folder whose ``shrink.*`` tensors it loads (the learned thresholds).
 
 Needs the ``ffmpeg`` command (Debian: ``apt-get install ffmpeg``).
 
@@ -41,8 +42,15 @@ QS = (2, 4, 8, 12, 16)
 
 
 def shrinkage(source: str) -> ShiftedDCTShrinkage:
-    """The shrinkage stage at its start (``init``) or with the ``shrink.*`` tensors of a
-    weights file or run folder."""
+    """The shrinkage stage at its start (``init``), with fixed thresholds ``fixed:S:G``
+    (every ``s_k = S``, exponent ``G``), or with the ``shrink.*`` tensors of a weights file
+    or run folder."""
+    if source.startswith("fixed:"):
+        try:
+            scale, exponent = (float(v) for v in source.split(":")[1:])
+        except ValueError:
+            sys.exit(f"--shrink {source}: write fixed:S:G, e.g. fixed:1.0:0.5")
+        return ShiftedDCTShrinkage(scale, exponent).eval()
     stage = ShiftedDCTShrinkage()
     if source != "init":
         from safetensors.torch import load_file
@@ -77,7 +85,8 @@ def main() -> None:
     ap.add_argument("--compare", type=Path, action="append", default=[],
                     help="scores.json of `codecave evaluate` on the same frames (repeatable)")
     ap.add_argument("--shrink", action="append", default=[],
-                    help="score the shifted-DCT shrinkage stage alone: 'init' or a run / weights file (repeatable)")
+                    help="score the shifted-DCT shrinkage stage alone: 'init', 'fixed:S:G' or a run / weights file "
+                         "(repeatable)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     stages = {source: shrinkage(source) for source in args.shrink}
