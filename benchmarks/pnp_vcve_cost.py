@@ -5,9 +5,10 @@ with grid priors) at 320x180, 640x360 and 1280x720, on CPU and (when one is pres
 on a CUDA GPU. FLOPs are counted by ``torch.utils.flop_counter`` (2 per
 multiply-add; convolutions and matrix products, not warping or activations).
 A clip of ``--frames`` frames is enhanced in one call; time is per frame, median of
-``--repeats`` runs after a warm-up (the FLOP-counting run).
+``--repeats`` runs after a warm-up (the FLOP-counting run). ``fast+dct_shrink`` is ``fast``
+with the shifted-DCT shrinkage stage in front, as the shipped main weights have it.
 
-Usage: python benchmarks/pnp_vcve_cost.py [--device cpu|cuda|all] [--variants small,paper,fast]
+Usage: python benchmarks/pnp_vcve_cost.py [--device cpu|cuda|all] [--variants small,paper,fast,fast+dct_shrink]
        [--frames 3] [--json out.json]
 """
 
@@ -41,7 +42,11 @@ def priors(t: int, h: int, w: int, device: torch.device) -> dict[str, torch.Tens
 
 
 def measure(variant: str, size: tuple[int, int], device: torch.device, frames: int, repeats: int) -> dict[str, object]:
-    model = create_model("pnp_vcve", weights=None, variant=variant).to(device)
+    name, _, extra = variant.partition("+")
+    overrides = {"dct_shrink": 1.0} if extra == "dct_shrink" else {}
+    if extra and not overrides:
+        sys.exit(f"{variant}: the only addition is +dct_shrink")
+    model = create_model("pnp_vcve", weights=None, variant=name, **overrides).to(device)
     w, h = size
     if model.domain == "yuv420":  # packed 4:2:0 on the 4x4 grid, priors on the same grid
         h, w = -(-h // 16) * 4, -(-w // 16) * 4

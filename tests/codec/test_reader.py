@@ -201,6 +201,25 @@ def test_odd_sizes_and_444_and_10bit(tmp_path: Path) -> None:
         assert any(len(f.priors.mvs) for f in frames)
 
 
+def test_10bit_h264_qp_is_on_the_8bit_scale(tmp_path: Path) -> None:
+    """FFmpeg exports QP'Y = QP + 12 for 10-bit H.264; ``qp`` (and the map) stay on the 8-bit
+    scale, so one CRF gives about the same frame QPs at both depths, and ``codec_qp`` keeps
+    the exported value."""
+    qps = {}
+    for pix_fmt in ("yuv420p", "yuv420p10le"):
+        path = tmp_path / f"{pix_fmt}.mp4"
+        encode_frames(pan_frames(4, 64, 96), path, EncodeSettings(codec="x264", crf=25, pix_fmt=pix_fmt))
+        frames = read_all(path)
+        qps[pix_fmt] = [f.priors.qp for f in frames]
+        for f in frames:
+            assert f.priors.qp_map.mean() == pytest.approx(f.priors.qp, abs=1e-4)
+            if pix_fmt == "yuv420p":
+                assert f.priors.codec_qp is None
+            else:
+                assert f.priors.codec_qp == pytest.approx(f.priors.qp + 12.0)
+    assert abs(np.mean(qps["yuv420p10le"]) - np.mean(qps["yuv420p"])) < 4.0
+
+
 def test_not_a_video(tmp_path: Path) -> None:
     path = tmp_path / "notes.mp4"
     path.write_text("hello, I am text")

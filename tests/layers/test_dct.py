@@ -27,6 +27,18 @@ def test_unknown_qp_returns_the_picture_and_a_known_one_changes_it() -> None:
     assert (out[1] - x[1]).abs().mean() > 1e-3
 
 
+def test_pictures_go_through_in_groups_with_the_same_result(monkeypatch) -> None:
+    from codecave.layers import dct
+
+    g = torch.Generator().manual_seed(3)
+    x = 0.5 + torch.randn(5, 1, 16, 24, generator=g) * 3 / 255
+    qp = torch.tensor([20.0, 30.0, float("nan"), 35.0, 25.0])
+    shrink = ShiftedDCTShrinkage()
+    whole = shrink(x, qp)
+    monkeypatch.setattr(dct, "CHUNK_PIXELS", 2 * 16 * 24)  # two pictures per group
+    torch.testing.assert_close(shrink(x, qp), whole, atol=0, rtol=0)
+
+
 def test_removes_small_noise_and_keeps_an_edge() -> None:
     """A step edge plus noise of about a quantiser step: the output is closer to the clean
     picture than the input, and the edge's height survives."""

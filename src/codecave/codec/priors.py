@@ -167,7 +167,8 @@ class FramePriors:
         codec_qp: the frame's mean quantiser in its codec's own units, where they differ
             from H.264's QP scale that ``qp`` and ``qp_map`` always use: for MPEG-1/2/4
             Part 2 and H.263, FFmpeg's ``quantiser_scale`` (twice the qscale, 2 to 62),
-            mapped to ``qp`` by :func:`mpeg_quantiser_to_qp`. None for H.264.
+            mapped to ``qp`` by :func:`mpeg_quantiser_to_qp`; for H.264 above 8 bits, the
+            exported ``QP'Y = qp + 6 x (bit depth - 8)``. None for 8-bit H.264.
     """
 
     frame_type: FrameType

@@ -678,6 +678,13 @@ class VideoReader:
             codec_qp = qp
             qp_map = mpeg_quantiser_to_qp(qp_map) if qp_map is not None and qp_map.size else qp_map
             qp = float(qp_map.mean()) if qp_map is not None and qp_map.size else mpeg_quantiser_to_qp(qp)
+        elif qp is not None and self.info.codec == "h264" and self.bit_depth > 8:
+            # FFmpeg exports QP'Y = QPY + QpBdOffsetY (H.264 7.4.2.2: 6 x (bit depth - 8)); qp stays
+            # on the 8-bit scale every model, threshold and quantiser step here is measured on
+            codec_qp = qp
+            offset = 6.0 * (self.bit_depth - 8)
+            qp -= offset
+            qp_map = qp_map - offset if qp_map is not None else qp_map
         if frame.is_corrupt:
             self.report.corrupt_frames.append(index)
             self.report.spans.append(_concealed(index, frame.time))

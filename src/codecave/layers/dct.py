@@ -30,6 +30,8 @@ from torch import nn
 BLOCK = 8
 #: Distance between two shifts of the block grid (16 shifts of the 64).
 SHIFT_STEP = 2
+#: Pixels shrunk in one go (bounds the memory of the 16-per-pixel coefficients).
+CHUNK_PIXELS = 1 << 21
 
 
 def qstep(qp: torch.Tensor) -> torch.Tensor:
@@ -79,7 +81,16 @@ class ShiftedDCTShrinkage(nn.Module):
         return (scale[None, :] * step[:, None])[..., None, None]
 
     def forward(self, plane: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
-        """Shrink ``plane`` ``(N, 1, H, W)`` at each picture's QP ``qp`` ``(N,)``; same shape back."""
+        """Shrink ``plane`` ``(N, 1, H, W)`` at each picture's QP ``qp`` ``(N,)``; same shape back.
+
+        The coefficients take 16 values per pixel, so pictures go through in groups of at most
+        :data:`CHUNK_PIXELS` pixels (one picture at a time from 1920x1080 up)."""
+        per = max(1, CHUNK_PIXELS // (plane.shape[-2] * plane.shape[-1]))
+        if plane.shape[0] > per:
+            return torch.cat([self._shrink(p, q) for p, q in zip(plane.split(per), qp.split(per))])
+        return self._shrink(plane, qp)
+
+    def _shrink(self, plane: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
         h, w = plane.shape[-2:]
         pad = BLOCK
         # pad so every pixel is covered by all 16 shifts and the grid stays aligned to the codec's
@@ -95,4 +106,4 @@ class ShiftedDCTShrinkage(nn.Module):
         return out[..., pad : pad + h, pad : pad + w] / shifts
 
 
-__all__ = ["BLOCK", "SHIFT_STEP", "ShiftedDCTShrinkage", "dct_basis", "qstep"]
+__all__ = ["BLOCK", "CHUNK_PIXELS", "SHIFT_STEP", "ShiftedDCTShrinkage", "dct_basis", "qstep"]
