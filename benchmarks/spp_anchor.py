@@ -10,7 +10,7 @@ PSNR-Y, the gain of each Q and the best Q (mean over clips), optionally beside a
 
 ``--shrink SOURCE`` (repeatable) adds the default's shifted-DCT shrinkage stage alone
 (:class:`codecave.layers.dct.ShiftedDCTShrinkage`: spp's method with thresholds set by each
-frame's QP, rounded to 8 bits) as a column: ``init`` for its untrained start (1.0, 0.5),
+frame's QP, the rate point's CRF where the file has none, rounded to 8 bits) as a column: ``init`` for its untrained start (1.0, 0.5),
 ``fixed:S:G`` for thresholds ``S x Qstep(QP)^G`` code values at every frequency, or a
 weights file / run folder whose ``shrink.*`` tensors it loads (the learned thresholds).
 
@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
 from codecave.grid import luma
 from codecave.layers.dct import ShiftedDCTShrinkage
@@ -115,6 +116,7 @@ def main() -> None:
                 out = torch.from_numpy(spp_luma(video, q, n, *gt.shape[-2:]).astype(np.float64))
                 gains[q].append(float(psnr_plane(out, gt).mean()) - p_in)
             qp = torch.from_numpy(np.asarray(clip.priors["qp"][:n], dtype=np.float32))
+            qp = torch.where(torch.isfinite(qp), qp, torch.tensor(variant_crf(clip.info, variant)))  # as the model
             for source, stage in stages.items():
                 with torch.no_grad():
                     out = stage((dec / 255).float().unsqueeze(1), qp).squeeze(1).double()
