@@ -96,14 +96,32 @@ class ShiftedDCTShrinkage(nn.Module):
         # pad so every pixel is covered by all 16 shifts and the grid stays aligned to the codec's
         bottom, right = pad + (-(h + 2 * pad)) % SHIFT_STEP, pad + (-(w + 2 * pad)) % SHIFT_STEP
         x = F.pad(plane, (pad, right, pad, bottom), mode="replicate")
-        basis = self.basis.to(plane.dtype)
-        coeff = F.conv2d(x, basis, stride=SHIFT_STEP)
+        coeff = F.conv2d(x, self.basis.to(plane.dtype), stride=SHIFT_STEP)
         t = self.thresholds(qp.to(plane.dtype)).to(plane.dtype)
-        gate = torch.sigmoid((coeff.abs() - t) / (self.softness * t + 1e-6))
-        gate = torch.cat([torch.ones_like(gate[:, :1]), gate[:, 1:]], dim=1)
-        out = F.conv_transpose2d(coeff * gate, basis, stride=SHIFT_STEP)
+        scale = 1.0 / (self.softness * t + 1e-6)
+        if torch.is_grad_enabled():
+            gate = torch.sigmoid((coeff.abs() - t) * scale)
+            gate = torch.cat([torch.ones_like(gate[:, :1]), gate[:, 1:]], dim=1)
+            kept = coeff * gate
+        else:  # the same values, in place: the coefficients are 16 values per pixel
+            gate = coeff.abs().sub_(t).mul_(scale).sigmoid_()
+            gate[:, 0] = 1.0
+            kept = gate.mul_(coeff)
+        out = self._inverse(kept)
         shifts = (BLOCK // SHIFT_STEP) ** 2
         return out[..., pad : pad + h, pad : pad + w] / shifts
 
+    def _inverse(self, coeff: torch.Tensor) -> torch.Tensor:
+        """``conv_transpose2d(coeff, basis, stride=2)`` as a convolution whose four outputs are
+        the four phases of the 2x finer grid, then a pixel shuffle: the same sums, about three
+        times faster on CPU than the transposed convolution.
+
+        Output pixel ``(2p + a, 2q + b)`` sums ``coeff[k, p - m, q - n] x basis[k, 2m + a, 2n + b]``
+        over ``k`` and ``m, n`` in 0..3."""
+        taps = BLOCK // SHIFT_STEP
+        b = self.basis.to(coeff.dtype).reshape(-1, taps, SHIFT_STEP, taps, SHIFT_STEP)  # k, m, a, n, b
+        weight = b.flip(1, 3).permute(2, 4, 0, 1, 3).reshape(SHIFT_STEP * SHIFT_STEP, -1, taps, taps)
+        phases = F.conv2d(F.pad(coeff, (taps - 1,) * 4), weight)
+        return F.pixel_shuffle(phases, SHIFT_STEP)
 
 __all__ = ["BLOCK", "CHUNK_PIXELS", "SHIFT_STEP", "ShiftedDCTShrinkage", "dct_basis", "qstep"]
