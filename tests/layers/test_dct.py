@@ -17,6 +17,19 @@ def test_basis_is_orthonormal_and_qstep_follows_h264() -> None:
                                torch.tensor([0.625, 1.0, 1.25, 2.5, 16.0]), rtol=0.01, atol=0)
 
 
+def test_inverse_equals_the_transposed_convolution_and_no_grad_path_the_graded_one() -> None:
+    g = torch.Generator().manual_seed(4)
+    shrink = ShiftedDCTShrinkage()
+    coeff = torch.randn(2, 64, 9, 13, generator=g, dtype=torch.float64)
+    expected = torch.nn.functional.conv_transpose2d(coeff, dct_basis().double(), stride=2)
+    torch.testing.assert_close(shrink._inverse(coeff), expected, atol=1e-12, rtol=0)
+    x = 0.5 + torch.randn(3, 1, 20, 27, generator=g) * 4 / 255
+    qp = torch.tensor([22.0, 37.0, float("nan")])
+    with torch.no_grad():
+        fast = shrink(x, qp)
+    torch.testing.assert_close(shrink(x, qp).detach(), fast, atol=1e-7, rtol=0)
+
+
 def test_unknown_qp_returns_the_picture_and_a_known_one_changes_it() -> None:
     g = torch.Generator().manual_seed(0)
     x = 0.5 + torch.randn(2, 1, 21, 30, generator=g) * 3 / 255  # odd sides: padded and cropped back

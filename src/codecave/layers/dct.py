@@ -113,8 +113,9 @@ class ShiftedDCTShrinkage(nn.Module):
 
     def _inverse(self, coeff: torch.Tensor) -> torch.Tensor:
         """``conv_transpose2d(coeff, basis, stride=2)`` as a convolution whose four outputs are
-        the four phases of the 2x finer grid, then a pixel shuffle: the same sums, about three
-        times faster on CPU than the transposed convolution.
+        the four phases of the 2x finer grid, then a pixel shuffle: the same sums, faster on
+        CPU (with the in-place gate, the whole layer at 1280x720 on one thread went from 649
+        to 343 ms).
 
         Output pixel ``(2p + a, 2q + b)`` sums ``coeff[k, p - m, q - n] x basis[k, 2m + a, 2n + b]``
         over ``k`` and ``m, n`` in 0..3."""
@@ -123,5 +124,6 @@ class ShiftedDCTShrinkage(nn.Module):
         weight = b.flip(1, 3).permute(2, 4, 0, 1, 3).reshape(SHIFT_STEP * SHIFT_STEP, -1, taps, taps)
         phases = F.conv2d(F.pad(coeff, (taps - 1,) * 4), weight)
         return F.pixel_shuffle(phases, SHIFT_STEP)
+
 
 __all__ = ["BLOCK", "CHUNK_PIXELS", "SHIFT_STEP", "ShiftedDCTShrinkage", "dct_basis", "qstep"]
