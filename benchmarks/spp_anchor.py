@@ -35,9 +35,11 @@ import torch
 
 from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
+from codecave.errors import CodecaveError
 from codecave.grid import luma
 from codecave.layers.dct import ShiftedDCTShrinkage
 from codecave.metrics.quality import psnr_plane
+from codecave.models import create_model
 
 QS = (2, 4, 8, 12, 16)
 
@@ -52,17 +54,14 @@ def shrinkage(source: str) -> ShiftedDCTShrinkage:
         except ValueError:
             sys.exit(f"--shrink {source}: write fixed:S:G, e.g. fixed:1.0:0.5")
         return ShiftedDCTShrinkage(scale, exponent).eval()
-    stage = ShiftedDCTShrinkage()
-    if source != "init":
-        from safetensors.torch import load_file
-
-        path = Path(source) / "model.safetensors" if Path(source).is_dir() else Path(source)
-        if not path.is_file():
-            sys.exit(f"--shrink {source}: no such weights file")
-        state = {k.removeprefix("shrink."): v for k, v in load_file(str(path)).items() if k.startswith("shrink.")}
-        if not state:
-            sys.exit(f"{path}: no shrink.* tensors (not a model trained with dct_shrink)")
-        stage.load_state_dict(state)
+    if source == "init":
+        return ShiftedDCTShrinkage().eval()
+    try:
+        stage = getattr(create_model("pnp_vcve", weights=source), "shrink", None)
+    except CodecaveError as err:
+        sys.exit(f"--shrink {source}: {err}")
+    if stage is None:
+        sys.exit(f"--shrink {source}: not a model trained with dct_shrink")
     return stage.eval()
 
 
