@@ -36,6 +36,21 @@ codec-free probes, the same network, came out 0.518 and 0.552 s/step in one run)
 
 (``score --arms full,plain --threads 1`` on one core and the rest on the other, then a
 plain ``score`` tabulates the reports already written.)
+
+``after-twin`` asks the question the other way round: starting from the twin's weights (a network
+that learned without codec information), does a last stage *with* it beat the same time spent
+going on without it? ``after_codec`` turns the codec information on (``configs/cavsr/
+fast_after_twin.yaml``: the twin's tensors, the ranker's frozen compression encoder from the
+shipped ``cavsr`` weights, the CAM layers starting as the identity (``gamma = 1``, ``beta = 0``:
+their last 1x1 convolutions zero, ``gamma``'s bias one) and the alignment's offsets at zero, so
+the first step is the twin plus decoder-vector warping and B momentum); ``after_plain`` goes on
+with ``plain``'s switches. Same recipe, seed and data order; each arm's steps fit ``--minutes``
+by a probe of both, timed one after the other in one process (``--plan``):
+
+    python benchmarks/cavsr_claims.py after-twin runs/cavsr_twin --plan --minutes 30
+    taskset -c 0 python benchmarks/cavsr_claims.py after-twin runs/cavsr_twin --arm after_codec &
+    taskset -c 1 python benchmarks/cavsr_claims.py after-twin runs/cavsr_twin --arm after_plain
+    python benchmarks/cavsr_claims.py score runs/cavsr_twin --val data/sr_val --frames 8
 """
 
 from __future__ import annotations
@@ -128,6 +143,59 @@ def train_twin(out: Path, threads: int, probe_steps: int) -> None:
                                                 indent=1))
 
 
+AFTER_TWIN = ROOT / "configs/cavsr/fast_after_twin.yaml"
+AFTER_ARMS = {"after_codec": {}, "after_plain": {"model.overrides": PLAIN}}
+
+
+def after_twin_init(out: Path) -> Path:
+    """The codec-aware arm's start: the twin's tensors, the shipped compression encoder, CAM as
+    the identity, alignment offsets at zero (the rest of a fresh ``fast`` model's init)."""
+    from safetensors.torch import load_file, save_file
+
+    from codecave.models import create_model
+
+    path = out / "after_twin_init.safetensors"
+    if path.exists():
+        return path
+    torch.manual_seed(0)
+    state = create_model("cavsr", weights=None, variant="fast").state_dict()
+    twin = load_file(str(out / "twin" / "run" / "model.safetensors"))
+    shipped = load_file(str(ROOT / "src/codecave/weights/cavsr_fast.safetensors"))
+    state.update({k: v for k, v in twin.items() if not k.startswith("compression_encoder.")})
+    state.update({k: v for k, v in shipped.items() if k.startswith("compression_encoder.")})
+    for key in state:  # CAM: gamma(rep) = 1, beta(rep) = 0 whatever the representation
+        if ".cam" in key and (".gamma.2." in key or ".beta.2." in key):
+            fill = 1.0 if key.endswith("gamma.2.bias") else 0.0
+            state[key] = torch.full_like(state[key], fill)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def train_after_twin(out: Path, arm: str | None, minutes: float, threads: int, probe_steps: int) -> None:
+    """``--plan``: build the start and time both arms; ``--arm``: train one of them (resumable)."""
+    init = after_twin_init(out) if arm is None else out / "after_twin_init.safetensors"
+    inits = {"after_codec": str(init), "after_plain": str(out / "twin" / "run")}
+    if arm is None:
+        for name, change in AFTER_ARMS.items():
+            folder = out / name
+            if (folder / "plan.json").exists():
+                continue
+            base = {**change, "train.threads": threads, "train.init": inits[name]}
+            per_step = seconds_per_step(AFTER_TWIN, base, folder, probe_steps, probe_steps // 2)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "plan.json").write_text(json.dumps(
+                {"arm": name, "minutes": minutes, "seconds_per_step": per_step, "steps": int(minutes * 60 / per_step),
+                 "init": inits[name], "overrides": change}, indent=1))
+            print(f"{name}: {per_step:.3f} s/step -> {int(minutes * 60 / per_step)} steps")
+        return
+    folder = out / arm
+    if not (folder / "plan.json").exists():
+        raise SystemExit(f"{folder}: no plan; run with --plan first")
+    steps = json.loads((folder / "plan.json").read_text())["steps"]
+    train_planned(AFTER_TWIN, {**AFTER_ARMS[arm], "train.threads": threads, "train.init": inits[arm],
+                               "train.snapshot_every": max(1, steps // 4)}, folder)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -141,14 +209,26 @@ def main() -> None:
     w.add_argument("out", type=Path)
     w.add_argument("--threads", type=int, default=1)
     w.add_argument("--probe-steps", type=int, default=80, help="timed over the second half")
+    a = sub.add_parser("after-twin", help="a last stage from the twin's weights, with and without codec information")
+    a.add_argument("out", type=Path, help="the twin's folder (OUT of `twin`)")
+    a.add_argument("--plan", action="store_true", help="build the start and time both arms")
+    a.add_argument("--arm", choices=sorted(AFTER_ARMS))
+    a.add_argument("--minutes", type=float, default=30.0)
+    a.add_argument("--threads", type=int, default=1)
+    a.add_argument("--probe-steps", type=int, default=80, help="timed over the second half")
     add_score_parser(sub, "data/sr_val", "crf0,crf15,crf25,crf35")
     args = ap.parse_args()
-    check_arms(ap, args, {**ARMS, "twin": {}})
+    check_arms(ap, args, {**ARMS, "twin": {}, **AFTER_ARMS})
     if args.cmd == "train":
         train_arm(args.out, args.arm, args.minutes, args.threads, args.init)
     elif args.cmd == "twin":
         torch.set_num_threads(args.threads)
         train_twin(args.out, args.threads, args.probe_steps)
+    elif args.cmd == "after-twin":
+        if args.plan == (args.arm is not None):
+            ap.error("after-twin: give --plan or --arm")
+        torch.set_num_threads(args.threads)
+        train_after_twin(args.out, args.arm, args.minutes, args.threads, args.probe_steps)
     else:
         torch.set_num_threads(args.threads)
         score_arms(args.out, "cavsr", args.val, args.frames, args.variants.split(","),
