@@ -15,8 +15,10 @@ its cosine schedule is set to the steps that fit the budget.
 ``score`` runs ``codecave evaluate`` on every arm over a prepared ``--scale 4`` validation
 set and prints mean ΔPSNR-Y over bicubic per rate point, and Temple's alone.
 
-``twin`` trains the codec-free twin of the *shipped* weights from scratch: every stage of
-the manifest's chain (``small``, its continuation, ``fast``) again with ``plain``'s switches,
+``twin`` trains the codec-free twin of the codec-aware chain shipped until session 23 from
+scratch (its plan is ``configs/cavsr/twin_plan.json``; ``--probe-manifest`` plans afresh against
+a manifest's ``cavsr_fast`` chain): every stage of that chain (``small``, its continuation,
+``fast``) again with ``plain``'s switches,
 each stage given the steps that take the codec-aware stage's compute on this machine (both
 timed by a probe here, over the second half of 80 steps: steps x codec-aware seconds per step / codec-free seconds per step;
 the ranker's compute is added to the first stage, which the twin does not need). The
@@ -98,12 +100,22 @@ def train_arm(out: Path, arm: str, minutes: float, threads: int, init: str) -> N
 SHIPPED = ROOT / "src/codecave/weights/manifest.json"
 
 
-def train_twin(out: Path, threads: int, probe_steps: int) -> None:
-    """Train the codec-free twin of the shipped ``cavsr`` weights, stage by stage (resumable)."""
-    stages = json.loads(SHIPPED.read_text())["cavsr_fast"]["training"]["stages"]
+TWIN_PLAN = ROOT / "configs/cavsr/twin_plan.json"
+
+
+def train_twin(out: Path, threads: int, probe_steps: int, manifest: Path | None) -> None:
+    """Train the codec-free twin of the ``cavsr`` weights, stage by stage (resumable).
+
+    The stages and steps are ``configs/cavsr/twin_plan.json`` (the plan of session 21, made by
+    probing against the chain shipped then: ranker, ``small``, ``small_stage2``, ``fast``), unless
+    ``manifest`` names a weights manifest whose ``cavsr_fast`` chain is to be probed afresh."""
     folder = out / "twin"
     plan_file = folder / "plan.json"
+    if not plan_file.exists() and manifest is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(TWIN_PLAN.read_text())
     if not plan_file.exists():
+        stages = json.loads(manifest.read_text())["cavsr_fast"]["training"]["stages"]
         planned, extra = [], 0.0
         timing = {"train.threads": threads, "train.init": ""}
         for stage in stages:
@@ -149,7 +161,13 @@ AFTER_ARMS = {"after_codec": {}, "after_plain": {"model.overrides": PLAIN}}
 
 def after_twin_init(out: Path) -> Path:
     """The codec-aware arm's start: the twin's tensors, the shipped compression encoder, CAM as
-    the identity, alignment offsets at zero (the rest of a fresh ``fast`` model's init)."""
+    the identity, alignment offsets at zero (the rest of a fresh ``fast`` model's init).
+
+    The file records the stages its tensors come from (metadata ``stages_before``: the shipped
+    ranker stage, then the twin's stages), which ``scripts/ship_weights.py`` lists in the
+    manifest before the arm's own stage."""
+    import sys
+
     from safetensors.torch import load_file, save_file
 
     from codecave.models import create_model
@@ -157,6 +175,12 @@ def after_twin_init(out: Path) -> Path:
     path = out / "after_twin_init.safetensors"
     if path.exists():
         return path
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from ship_weights import training_stages
+
+    ranker = [st for st in json.loads(SHIPPED.read_text())["cavsr_fast"]["training"]["stages"]
+              if st["settings"]["objective"]["name"] != "super_resolution"]
+    before = ranker + training_stages((out / "twin" / "run").resolve())
     torch.manual_seed(0)
     state = create_model("cavsr", weights=None, variant="fast").state_dict()
     twin = load_file(str(out / "twin" / "run" / "model.safetensors"))
@@ -167,7 +191,8 @@ def after_twin_init(out: Path) -> Path:
         if ".cam" in key and (".gamma.2." in key or ".beta.2." in key):
             fill = 1.0 if key.endswith("gamma.2.bias") else 0.0
             state[key] = torch.full_like(state[key], fill)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path),
+              metadata={"stages_before": json.dumps(before)})
     return path
 
 
@@ -209,6 +234,9 @@ def main() -> None:
     w.add_argument("out", type=Path)
     w.add_argument("--threads", type=int, default=1)
     w.add_argument("--probe-steps", type=int, default=80, help="timed over the second half")
+    w.add_argument("--probe-manifest", type=Path, default=None,
+                   help="plan by probing against this weights manifest's cavsr_fast chain instead of "
+                        "configs/cavsr/twin_plan.json (e.g. the manifest of commit 9407f44)")
     a = sub.add_parser("after-twin", help="a last stage from the twin's weights, with and without codec information")
     a.add_argument("out", type=Path, help="the twin's folder (OUT of `twin`)")
     a.add_argument("--plan", action="store_true", help="build the start and time both arms")
@@ -223,7 +251,7 @@ def main() -> None:
         train_arm(args.out, args.arm, args.minutes, args.threads, args.init)
     elif args.cmd == "twin":
         torch.set_num_threads(args.threads)
-        train_twin(args.out, args.threads, args.probe_steps)
+        train_twin(args.out, args.threads, args.probe_steps, args.probe_manifest)
     elif args.cmd == "after-twin":
         if args.plan == (args.arm is not None):
             ap.error("after-twin: give --plan or --arm")

@@ -74,7 +74,8 @@ def shipped_entry_of(init: str, default_entry: str) -> dict[str, Any] | None:
 def training_stages(run: Path) -> list[dict[str, Any]]:
     """The run and, following ``train.init`` back through run folders, the runs it started from
     (``init: default`` or a shipped weights file: the stages of those shipped weights, from
-    their manifest entry).
+    their manifest entry; a weights file assembled from several runs: the stages listed in its
+    ``stages_before`` metadata, e.g. ``benchmarks/cavsr_claims.py after-twin``'s start).
 
     Returns one entry per stage, first stage first: run name, recipe (when the run's
     name matches a config under ``configs/``), steps, wall minutes and the settings.
@@ -104,8 +105,22 @@ def training_stages(run: Path) -> list[dict[str, Any]]:
             if ours[0]["run"] in names:  # these runs are shipped already (a re-validation): list them once
                 shipped = shipped[:names.index(ours[0]["run"])]
             return [*shipped, *ours]
+        before = _stages_before(Path(init)) if init and Path(init).is_file() else None
+        if before is not None:
+            return [*before, *stages[::-1]]
         current = Path(init) if init and Path(init).is_dir() else None
     return stages[::-1]
+
+
+def _stages_before(path: Path) -> list[dict[str, Any]] | None:
+    """The ``stages_before`` a weights file records (JSON in its safetensors metadata), or None."""
+    from safetensors import safe_open
+
+    if path.suffix != ".safetensors":
+        return None
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta["stages_before"]) if "stages_before" in meta else None
 
 
 def training_entry(run: Path) -> dict[str, object]:
@@ -176,6 +191,55 @@ def ship_wrapper(run: Path, val: Path, frames: int | None) -> None:
     print(f"shipped {target} ({target.stat().st_size / 1e6:.2f} MB) and its entry in {path}")
 
 
+def validate(model: torch.nn.Module, model_name: str, label: str, val: Path, args: argparse.Namespace,
+             out: Path) -> tuple[dict[str, object], EvalReport, dict[str, Any]]:
+    """Score ``model`` on ``val`` as ``args`` say (frame-QP mode, then slice types only), write the
+    reports under ``out`` and choose the pass-through QP; returns the manifest's validation
+    results, the frame-QP report and the pass-through choice (``{"threshold": -1}`` when off)."""
+    model.pass_through_qp = None  # validate the model itself; the threshold is chosen from these scores
+    variants = args.variants.split(",") if args.variants else [f"crf{c}" for c in args.crf.split(",")]
+    runs = {"frame_qp": (variants, args.frames, False)}
+    if args.slice_type_crf != "none":
+        runs["slice_type"] = ([f"crf{c}" for c in args.slice_type_crf.split(",")], args.slice_type_frames, True)
+    results: dict[str, object] = {}
+    gate: dict[str, Any] = {"threshold": -1.0}
+    for mode, (variants, frames, slice_type) in runs.items():
+        report = evaluate(Enhancer(model, EnhanceOptions(slice_type=slice_type, precision=args.precision)), val,
+                          variants, max_frames=frames,
+                          model_info={"name": model_name, "weights": label, "precision": args.precision},
+                          progress=lambda m, mode=mode: print(f"[{mode}] {m}", flush=True))
+        write_report(report, out / mode)
+        results[mode] = {v: {k: round(x, 4) for k, x in m.items()} for v, m in report.by_variant().items()}
+        if mode == "frame_qp":
+            full = report
+            per_stream = getattr(model, "domain", "") == "y"  # luma models hold back whole streams
+            if not args.no_pass_through:
+                gate = choose_pass_through(report, per_stream=per_stream, per_clip=args.per_clip)
+                print(f"pass-through QP {gate['threshold']:g}: mean ΔPSNR-Y per frame {gate['gain_before']} -> "
+                      f"{gate['gain_after']}; protected groups {gate['protected']}")
+        else:
+            # The frame-QP scores of the same frames, for a like-for-like comparison.
+            results["frame_qp_same_frames"] = _first_frames(full, variants, frames)
+        print(report.to_markdown())
+    return results, full, gate
+
+
+def validation_entry(val: Path, args: argparse.Namespace, results: dict[str, object], full: EvalReport,
+                     gate: dict[str, Any]) -> dict[str, object]:
+    """The manifest's ``validation`` entry."""
+    val_manifest = load_manifest(val)
+    return {
+        "clips": {n: c.get("source") for n, c in val_manifest["clips"].items()},
+        "precision": args.precision,
+        "frames": {"frame_qp": args.frames or "all",
+                   "slice_type": args.slice_type_frames if args.slice_type_crf != "none" else None},
+        "metric": f"PSNR/SSIM on the {full.metric}; psnr_in = {full.input_name}, psnr_out = the model's "
+                  "8-bit output" + (f", against the {full.scale}x ground truth" if full.scale > 1 else ""),
+        **results,
+        **({"pass_through": gate} if not args.no_pass_through else {}),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="training run folder (config.yaml, checkpoint.pt, model.safetensors)")
@@ -206,36 +270,10 @@ def main() -> None:
         return
     cfg = load_config(args.run / "config.yaml")
     model = create_model(cfg.model.name, weights=args.run / "model.safetensors", variant=cfg.model.variant)
-    model.pass_through_qp = None  # validate the model itself; the threshold is chosen from these scores
-    variants = args.variants.split(",") if args.variants else [f"crf{c}" for c in args.crf.split(",")]
-    runs = {"frame_qp": (variants, args.frames, False)}
-    if args.slice_type_crf != "none":
-        runs["slice_type"] = ([f"crf{c}" for c in args.slice_type_crf.split(",")], args.slice_type_frames, True)
-    results: dict[str, object] = {}
-    for mode, (variants, frames, slice_type) in runs.items():
-        report = evaluate(Enhancer(model, EnhanceOptions(slice_type=slice_type, precision=args.precision)), args.val,
-                          variants, max_frames=frames,
-                          model_info={"name": cfg.model.name, "weights": str(args.run), "precision": args.precision},
-                          progress=lambda m, mode=mode: print(f"[{mode}] {m}", flush=True))
-        write_report(report, args.run / "validation" / mode)
-        results[mode] = {v: {k: round(x, 4) for k, x in m.items()} for v, m in report.by_variant().items()}
-        if mode == "frame_qp":
-            full = report
-            per_stream = getattr(model, "domain", "") == "y"  # luma models hold back whole streams
-            gate = (choose_pass_through(report, per_stream=per_stream, per_clip=args.per_clip)
-                    if not args.no_pass_through
-                    else {"threshold": -1.0})
-            if not args.no_pass_through:
-                print(f"pass-through QP {gate['threshold']:g}: mean ΔPSNR-Y per frame {gate['gain_before']} -> "
-                      f"{gate['gain_after']}; protected groups {gate['protected']}")
-        else:
-            # The frame-QP scores of the same frames, for a like-for-like comparison.
-            results["frame_qp_same_frames"] = _first_frames(full, variants, frames)
-        print(report.to_markdown())
+    results, full, gate = validate(model, cfg.model.name, str(args.run), args.val, args, args.run / "validation")
     name = args.entry or f"{cfg.model.name}_{cfg.model.variant}"
     target = WEIGHTS / f"{name}.safetensors"
     shutil.copyfile(args.run / "model.safetensors", target)
-    val_manifest = load_manifest(args.val)
     entry = {
         "model": cfg.model.name,
         "variant": cfg.model.variant,
@@ -243,18 +281,9 @@ def main() -> None:
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
         "config": model.describe(),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "pass_through_qp": None if args.no_pass_through or gate["threshold"] < 0 else gate["threshold"],
+        "pass_through_qp": None if gate["threshold"] < 0 else gate["threshold"],
         "training": training_entry(args.run),
-        "validation": {
-            "clips": {n: c.get("source") for n, c in val_manifest["clips"].items()},
-            "precision": args.precision,
-            "frames": {"frame_qp": args.frames or "all",
-                       "slice_type": args.slice_type_frames if "slice_type" in runs else None},
-            "metric": f"PSNR/SSIM on the {full.metric}; psnr_in = {full.input_name}, psnr_out = the model's "
-                      "8-bit output" + (f", against the {full.scale}x ground truth" if full.scale > 1 else ""),
-            **results,
-            **({"pass_through": gate} if not args.no_pass_through else {}),
-        },
+        "validation": validation_entry(args.val, args, results, full, gate),
     }
     old_entry = json.loads((WEIGHTS / "manifest.json").read_text()).get(name, {})
     path = write_entry(name, entry)

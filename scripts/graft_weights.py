@@ -1,0 +1,108 @@
+"""Graft tensors of one shipped weights file into another, validate the result and ship it.
+
+A part trained with one set of weights can serve another set of the same architecture
+without more training. The case it was written for: the default's high-CRF weights
+(``pnp_vcve_fast_high``, trained before the shrinkage stage existed) take the shrinkage
+stage that stage 9 trained with the main weights (``shrink.*`` of ``pnp_vcve_fast``:
+:class:`codecave.layers.dct.ShiftedDCTShrinkage`, two tensors) and run it in front
+(``dct_shrink=1.0``). No weight is trained: the receiver's tensors are kept as they are,
+the donor's are copied, and the architecture setting is changed.
+
+The receiver's manifest entry keeps its training record (no training minutes are added)
+with a ``grafts`` list naming the donor, its SHA-256 and the tensors taken; its validation
+is replaced by the new one (``scripts/ship_weights.py``'s, same options), and the reports go
+to ``OUT/validation``. A switch chosen against the old weights (``high_crf`` of the main
+entry) is then stale: rerun ``scripts/rate_switch.py`` with ``OUT``'s report.
+
+    python scripts/graft_weights.py pnp_vcve_fast_high --from pnp_vcve_fast --prefix shrink. \\
+        --set dct_shrink=1.0 data/val_yuv6 --crf 15,18,25,28,35,38 --frames 6 --slice-type-crf 35 \\
+        --slice-type-frames 4 --no-pass-through --out runs/pnp_vcve_fast_high_shrink
+    python scripts/rate_switch.py runs/pnp_vcve_fast_stage9/validation/frame_qp/scores.json \\
+        runs/pnp_vcve_fast_high_shrink/validation/frame_qp/scores.json --ship
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from ship_weights import WEIGHTS, validate, validation_entry, write_entry
+
+from codecave.models.registry import build_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("entry", help="the receiving manifest entry (e.g. pnp_vcve_fast_high)")
+    ap.add_argument("val", type=Path, help="prepared validation dataset")
+    ap.add_argument("--from", dest="donor", required=True, help="the donor manifest entry (e.g. pnp_vcve_fast)")
+    ap.add_argument("--prefix", required=True, action="append",
+                    help="take the donor's tensors whose names start with this (repeatable), e.g. shrink.")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="architecture setting of the result (YAML value), e.g. dct_shrink=1.0")
+    ap.add_argument("--out", type=Path, required=True, help="folder for the validation reports")
+    ap.add_argument("--crf", default="15,25,35,18,28,38", help="rate points to validate at (frame QP mode)")
+    ap.add_argument("--variants", default=None, help="rate points by variant name instead of --crf")
+    ap.add_argument("--frames", type=int, default=None, help="first N frames of each clip (default all)")
+    ap.add_argument("--slice-type-crf", default="35", help="rate points for the slice-type-only check ('none')")
+    ap.add_argument("--slice-type-frames", type=int, default=8, help="first N frames for the slice-type check")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    ap.add_argument("--per-clip", action="store_true", help="pass-through QP chosen per clip (ship_weights.py)")
+    ap.add_argument("--no-pass-through", action="store_true", help="do not set a pass-through QP")
+    args = ap.parse_args()
+
+    manifest = json.loads((WEIGHTS / "manifest.json").read_text())
+    for name in (args.entry, args.donor):
+        if name not in manifest:
+            raise SystemExit(f"no manifest entry {name!r}; have {', '.join(sorted(manifest))}")
+    receiver, donor = manifest[args.entry], manifest[args.donor]
+    own = load_file(str(WEIGHTS / receiver["file"]))
+    given = load_file(str(WEIGHTS / donor["file"]))
+    taken = {k: v for k, v in given.items() if any(k.startswith(p) for p in args.prefix)}
+    if not taken:
+        raise SystemExit(f"{args.donor} has no tensor starting with {args.prefix}")
+    settings = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: use KEY=VALUE")
+        settings[key] = yaml.safe_load(value)
+    config = {**receiver.get("config", {}), **settings}
+    model = build_model(receiver["model"], receiver["variant"], **config)
+    state = {**own, **taken}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SystemExit(f"the grafted weights do not fit: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    model.eval()
+
+    results, full, gate = validate(model, receiver["model"], f"{args.entry} + {args.donor} {args.prefix}",
+                                   args.val, args, args.out / "validation")
+    target = WEIGHTS / receiver["file"]
+    with safe_open(str(WEIGHTS / receiver["file"]), "pt") as f:
+        meta = {**(f.metadata() or {}), "config": json.dumps(config)}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(target), metadata=meta)
+    graft = {"from": args.donor, "from_sha256": donor["sha256"], "tensors": sorted(taken),
+             "from_last_stage": (donor.get("training", {}).get("stages") or [{}])[-1].get("run"),
+             "settings": settings}
+    training = dict(receiver.get("training", {}))
+    training["grafts"] = [*training.get("grafts", []), graft]
+    entry = {**receiver,
+             "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+             "config": config,
+             "parameters": sum(p.numel() for p in model.parameters()),
+             "pass_through_qp": None if gate["threshold"] < 0 else gate["threshold"],
+             "training": training,
+             "validation": validation_entry(args.val, args, results, full, gate)}
+    path = write_entry(args.entry, entry)
+    print(f"shipped {target} ({len(taken)} tensors from {args.donor}) and its entry in {path}")
+    if any(e.get("high_crf", {}).get("entry") == args.entry for e in manifest.values() if isinstance(e, dict)):
+        print(f"a switch to {args.entry} was chosen against the weights just replaced: rerun scripts/rate_switch.py")
+
+
+if __name__ == "__main__":
+    main()
