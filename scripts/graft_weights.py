@@ -28,12 +28,41 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from ship_weights import WEIGHTS, validate, validation_entry, write_entry
 
 from codecave.models.registry import build_model
+
+
+def graft(entry: str, donor_entry: str, prefixes: list[str], settings: dict[str, object], weights: Path
+          ) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, object]]:
+    """The receiver ``entry``'s weights with ``donor_entry``'s tensors whose names start with one
+    of ``prefixes``, built with the receiver's architecture changed by ``settings``.
+
+    Returns the model (eval mode), its full state, the tensors taken and the architecture.
+
+    Raises:
+        SystemExit: an unknown entry, no tensor taken, or a state that does not fit.
+    """
+    manifest = json.loads((weights / "manifest.json").read_text())
+    for name in (entry, donor_entry):
+        if name not in manifest:
+            raise SystemExit(f"no manifest entry {name!r}; have {', '.join(sorted(manifest))}")
+    receiver, donor = manifest[entry], manifest[donor_entry]
+    own = load_file(str(weights / receiver["file"]))
+    taken = {k: v for k, v in load_file(str(weights / donor["file"])).items() if k.startswith(tuple(prefixes))}
+    if not taken:
+        raise SystemExit(f"{donor_entry} has no tensor starting with {prefixes}")
+    config = {**receiver.get("config", {}), **settings}
+    model = build_model(receiver["model"], receiver["variant"], **config)
+    state = {**own, **taken}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SystemExit(f"the grafted weights do not fit: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    return model.eval(), state, taken, config
 
 
 def main() -> None:
@@ -56,29 +85,15 @@ def main() -> None:
     ap.add_argument("--no-pass-through", action="store_true", help="do not set a pass-through QP")
     args = ap.parse_args()
 
-    manifest = json.loads((WEIGHTS / "manifest.json").read_text())
-    for name in (args.entry, args.donor):
-        if name not in manifest:
-            raise SystemExit(f"no manifest entry {name!r}; have {', '.join(sorted(manifest))}")
-    receiver, donor = manifest[args.entry], manifest[args.donor]
-    own = load_file(str(WEIGHTS / receiver["file"]))
-    given = load_file(str(WEIGHTS / donor["file"]))
-    taken = {k: v for k, v in given.items() if any(k.startswith(p) for p in args.prefix)}
-    if not taken:
-        raise SystemExit(f"{args.donor} has no tensor starting with {args.prefix}")
     settings = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set {item!r}: use KEY=VALUE")
         settings[key] = yaml.safe_load(value)
-    config = {**receiver.get("config", {}), **settings}
-    model = build_model(receiver["model"], receiver["variant"], **config)
-    state = {**own, **taken}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise SystemExit(f"the grafted weights do not fit: missing {missing[:4]}, unexpected {unexpected[:4]}")
-    model.eval()
+    model, state, taken, config = graft(args.entry, args.donor, args.prefix, settings, WEIGHTS)
+    manifest = json.loads((WEIGHTS / "manifest.json").read_text())
+    receiver, donor = manifest[args.entry], manifest[args.donor]
 
     results, full, gate = validate(model, receiver["model"], f"{args.entry} + {args.donor} {args.prefix}",
                                    args.val, args, args.out / "validation")
@@ -86,11 +101,11 @@ def main() -> None:
     with safe_open(str(WEIGHTS / receiver["file"]), "pt") as f:
         meta = {**(f.metadata() or {}), "config": json.dumps(config)}
     save_file({k: v.contiguous() for k, v in state.items()}, str(target), metadata=meta)
-    graft = {"from": args.donor, "from_sha256": donor["sha256"], "tensors": sorted(taken),
+    record = {"from": args.donor, "from_sha256": donor["sha256"], "tensors": sorted(taken),
              "from_last_stage": (donor.get("training", {}).get("stages") or [{}])[-1].get("run"),
              "settings": settings}
     training = dict(receiver.get("training", {}))
-    training["grafts"] = [*training.get("grafts", []), graft]
+    training["grafts"] = [*training.get("grafts", []), record]
     entry = {**receiver,
              "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
              "config": config,
@@ -100,7 +115,7 @@ def main() -> None:
              "validation": validation_entry(args.val, args, results, full, gate)}
     path = write_entry(args.entry, entry)
     print(f"shipped {target} ({len(taken)} tensors from {args.donor}) and its entry in {path}")
-    if any(e.get("high_crf", {}).get("entry") == args.entry for e in manifest.values() if isinstance(e, dict)):
+    if any((e.get("high_crf") or {}).get("entry") == args.entry for e in manifest.values() if isinstance(e, dict)):
         print(f"a switch to {args.entry} was chosen against the weights just replaced: rerun scripts/rate_switch.py")
 
 

@@ -59,3 +59,76 @@ def test_a_shipped_run_validated_again_lists_its_stages_once(tmp_path: Path, mon
     manifest["pnp_vcve_fast"]["training"]["stages"] = first  # now shipped
     (weights / "manifest.json").write_text(json.dumps(manifest))
     assert [st["run"] for st in sw.training_stages(run)] == ["stage_a", "stage_b", "pnp_vcve_fast_stageX"]
+
+
+def test_an_init_file_assembled_from_runs_lists_the_stages_it_records(tmp_path: Path) -> None:
+    """A run started from a weights file with ``stages_before`` metadata (``cavsr_claims.py
+    after-twin``'s start) lists those stages before its own; a file without it lists none."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from codecave.engine.checkpoint import save_checkpoint
+    from codecave.engine.config import load_config, save_config
+
+    sw = _ship_weights()
+    before = [{"run": "ranker", "steps": 3, "wall_minutes": 0.5}, {"run": "twin", "steps": 4, "wall_minutes": 1.5}]
+    assembled, bare = tmp_path / "start.safetensors", tmp_path / "bare.safetensors"
+    save_file({"w": torch.zeros(1)}, str(assembled), metadata={"stages_before": json.dumps(before)})
+    save_file({"w": torch.zeros(1)}, str(bare))
+    for init, expected in ((assembled, ["ranker", "twin", "cavsr_fast_after_twin"]), (bare, ["cavsr_fast_after_twin"])):
+        run = tmp_path / f"run_{init.stem}"
+        run.mkdir()
+        save_config(load_config(ROOT / "configs" / "cavsr" / "fast_after_twin.yaml", {"train.init": str(init)}),
+                    run / "config.yaml")
+        model = torch.nn.Linear(1, 1)
+        save_checkpoint(run, model, torch.optim.SGD(model.parameters(), lr=0.1), 9, {"seconds": 120.0}, {})
+        stages = sw.training_stages(run)
+        assert [st["run"] for st in stages] == expected
+        assert stages[-1]["steps"] == 9 and stages[-1]["recipe"] == "configs/cavsr/fast_after_twin.yaml"
+
+
+def _graft_weights():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))  # graft_weights imports ship_weights as a sibling
+    spec = importlib.util.spec_from_file_location("graft_weights", ROOT / "scripts" / "graft_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_graft_takes_the_donors_tensors_and_keeps_the_receivers(tmp_path: Path) -> None:
+    """The default's high-CRF weights take the main weights' shrinkage stage and nothing else."""
+    import json
+
+    import pytest
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from codecave.models.registry import build_model
+
+    gw = _graft_weights()
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.manual_seed(0)
+    donor = build_model("pnp_vcve", "fast", dct_shrink=1.0).state_dict()
+    donor["shrink.log_scale"] = torch.linspace(-0.5, 0.5, donor["shrink.log_scale"].numel())
+    receiver = build_model("pnp_vcve", "fast").state_dict()
+    save_file(donor, str(weights / "main.safetensors"))
+    save_file(receiver, str(weights / "high.safetensors"))
+    manifest = {"main": {"model": "pnp_vcve", "variant": "fast", "file": "main.safetensors", "config": {"dct_shrink": 1.0}},
+                "high": {"model": "pnp_vcve", "variant": "fast", "file": "high.safetensors", "config": {}}}
+    (weights / "manifest.json").write_text(json.dumps(manifest))
+    model, state, taken, config = gw.graft("high", "main", ["shrink."], {"dct_shrink": 1.0}, weights)
+    assert sorted(taken) == ["shrink.exponent", "shrink.log_scale"] and config == {"dct_shrink": 1.0}
+    got = model.state_dict()
+    assert torch.equal(got["shrink.log_scale"], donor["shrink.log_scale"])
+    own = load_file(str(weights / "high.safetensors"))
+    assert all(torch.equal(got[k], own[k]) for k in own)  # the receiver's own tensors are untouched
+    assert set(state) == set(got)
+    with pytest.raises(SystemExit, match="no tensor"):
+        gw.graft("high", "main", ["nothing."], {"dct_shrink": 1.0}, weights)
+    with pytest.raises(SystemExit, match="do not fit"):  # the stage's tensors without the stage
+        gw.graft("high", "main", ["shrink."], {}, weights)
