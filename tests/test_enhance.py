@@ -518,6 +518,41 @@ def test_crds_streams_a_file_in_chunks_with_context_and_flat_memory(tmp_path: Pa
     torch.testing.assert_close(torch.stack(streamed)[:, 0, 0, :70, :98], whole)
 
 
+def test_crds_with_the_shrinkage_stage_shrinks_each_frame_once_at_the_sequence_qp() -> None:
+    """``dct_shrink``: the stream shrinks every frame once as it arrives, at the stream's QP, and
+    gives what the model gives on the whole clip; without the QP it refuses; NaN leaves the
+    frames as they are."""
+    from codecave.models.crds import CRDSStream
+
+    torch.manual_seed(0)
+    model = create_model("crds", weights=None, dct_shrink=1.0)
+    plain = create_model("crds", weights=None)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("shrink.")})
+    for block in model.blocks:
+        torch.nn.init.normal_(block.rpn.out.weight, std=0.05)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("shrink.")})
+    y = (0.5 + 0.02 * torch.randn(1, 6, 1, 32, 40)).clamp(0, 1)  # flat grey and noise of 5 code values
+    qp = torch.tensor([37.0])
+    with torch.no_grad():
+        whole = model(y, qp=qp)
+        shrunk = model.prefilter(y, qp)
+        assert (shrunk - 0.5).abs().mean() < 0.75 * (y - 0.5).abs().mean()  # noise is shrunk at QP 37
+        torch.testing.assert_close(whole, plain(shrunk))  # the network restores the shrunk frames
+        torch.testing.assert_close(model.prefilter(y, torch.tensor([float("nan")])), y)
+        stream = CRDSStream(model, chunk=6, qp=qp)
+        calls = []
+        original = model.shrink.forward
+        model.shrink.forward = lambda *a: calls.append(a[0].shape[0]) or original(*a)  # type: ignore[method-assign]
+        first = [stream.push(y[:, i]) for i in range(6)]
+        streamed = [f for f in first if f is not None] + stream.flush()
+    assert calls == [1] * 6  # one frame at a time, each once
+    torch.testing.assert_close(torch.stack(streamed, dim=1), whole)
+    with pytest.raises(ValueError, match="sequence QP"):
+        model(y)
+    with pytest.raises(ValueError, match="sequence QP"):
+        model.streamer()
+
+
 def test_a_luma_model_holds_back_whole_streams_at_or_below_its_pass_through_qp(tmp_path: Path) -> None:
     src = tmp_path / "in.mp4"
     encode_frames(pan_frames(5, 64, 96), src, EncodeSettings(crf=22, preset="veryfast"))

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codecave.layers.attention import neighbourhood_attention, window_offsets
+from codecave.layers.dct import ShiftedDCTShrinkage
 from codecave.layers.warp import flow_warp
 
 #: Latent positions per pixel side: the latent sits on the 4x4 block grid.
@@ -77,6 +78,13 @@ class CRDSConfig:
             vectors, passed in) or ``zero``.
         context: frames of context each side of a streamed chunk (:class:`CRDSStream`).
         chunk: frames enhanced per streamed model call.
+        dct_shrink: 0: none; else every frame first goes through a shifted-DCT shrinkage
+            (:class:`codecave.layers.dct.ShiftedDCTShrinkage`, FFmpeg ``spp``'s method with
+            thresholds ``s_k x Qstep(QP)^g``) at its stream's sequence QP, and the network
+            restores the result. Ours, not the paper's: it makes CRDS read one number from
+            the codec, the sequence QP the enhancer already reads to hold streams back. The
+            shipped weights take the stage as the default's stage 9 learned it (grafted,
+            ``scripts/graft_weights.py``); the value is the stage's starting scale.
     """
 
     channels: int = 32
@@ -90,6 +98,7 @@ class CRDSConfig:
     motion: str = "dis"
     context: int = 2
     chunk: int = 8
+    dct_shrink: float = 0.0
 
     def __post_init__(self) -> None:
         if self.motion not in ("dis", "codec", "zero"):
@@ -310,14 +319,40 @@ class CRDS(nn.Module):
         self.decoder = LDRDecoder(config)
         # blocks 4 and 2 sweep backward in time, 3 and 1 forward (SPECS 1.6 h)
         self.blocks = nn.ModuleList(DenoisingBlock(config, backward=s % 2 == 0) for s in range(LEVELS, 0, -1))
+        self.shrink = ShiftedDCTShrinkage(config.dct_shrink) if config.dct_shrink else None
 
     def describe(self) -> dict[str, object]:
         """Architecture settings, for checkpoints and reports."""
         return asdict(self.config)
 
     def streamer(self, qp: torch.Tensor | None = None) -> CRDSStream:
-        """A :class:`CRDSStream` over this model (``qp`` is ignored: CRDS takes no codec information)."""
-        return CRDSStream(self)
+        """A :class:`CRDSStream` over this model (``qp`` ``(1,)``: the sequence QP, read only with
+        ``dct_shrink``; CRDS as published takes no codec information).
+
+        Raises:
+            ValueError: ``dct_shrink`` without ``qp``.
+        """
+        if self.shrink is not None and qp is None:
+            raise ValueError("this CRDS shrinks at the sequence QP (dct_shrink): pass qp")
+        return CRDSStream(self, qp=qp)
+
+    def prefilter(self, frames: torch.Tensor, qp: torch.Tensor | None) -> torch.Tensor:
+        """The frames ``(B, T, 1, H, W)`` or ``(N, 1, H, W)`` through the shrinkage stage at the
+        sequence QP ``qp`` ``(B,)`` or ``(N,)`` (NaN: unchanged), in float32 whatever the autocast
+        (bf16 cannot carry one code value); the frames as they are without ``dct_shrink``.
+
+        Raises:
+            ValueError: ``dct_shrink`` without ``qp``.
+        """
+        if self.shrink is None:
+            return frames
+        if qp is None:
+            raise ValueError("this CRDS shrinks at the sequence QP (dct_shrink): pass qp")
+        lead = frames.shape[:-3]
+        per_frame = qp.float().reshape(-1, *([1] * (len(lead) - 1))).expand(lead).reshape(-1)
+        with torch.autocast(frames.device.type, enabled=False):
+            out = self.shrink(frames.float().reshape(-1, *frames.shape[-3:]), per_frame)
+        return out.reshape(frames.shape).to(frames.dtype)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, 1, H, W)`` -> latents ``(B, T, C, H/4, W/4)``.
@@ -365,18 +400,29 @@ class CRDS(nn.Module):
         return {m: latent_motion(torch.from_numpy(f).to(clip.device)).to(clip.dtype) for m, f in flows.items()}
 
     def forward(self, clip: torch.Tensor, codec_motion: dict[int, torch.Tensor] | None = None,
-                return_stages: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+                return_stages: bool = False, qp: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Enhance a clip.
 
         Args:
             clip: ``(B, T, 1, H, W)`` decoded luma in [0, 1], ``H`` and ``W`` multiples of 4.
             codec_motion: the codec's vectors (``motion="codec"`` only; see :meth:`motion`).
             return_stages: also return the intermediate estimates.
+            qp: ``(B,)`` sequence QP of each clip's stream (``dct_shrink`` only: the clip goes
+                through :meth:`prefilter` first).
 
         Returns:
             The enhanced clip ``(B, T, 1, H, W)``; with ``return_stages``, also the estimates
             after blocks 4, 3 and 2 (levels 3, 2, 1: targets ``alpha = 0.75, 0.5, 0.25``).
+
+        Raises:
+            ValueError: ``dct_shrink`` without ``qp``; see also :meth:`encode`, :meth:`motion`.
         """
+        return self.restore(self.prefilter(clip, qp), codec_motion, return_stages)
+
+    def restore(self, clip: torch.Tensor, codec_motion: dict[int, torch.Tensor] | None = None,
+                return_stages: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The network alone on a clip already through :meth:`prefilter` (see :meth:`forward`)."""
         motion = self.motion(clip, codec_motion)
         z4 = self.encode(clip)
         z, stages = z4, []
@@ -445,8 +491,10 @@ class CRDSStream:
     :meth:`flush` returns the rest.
     """
 
-    def __init__(self, model: CRDS, chunk: int | None = None, context: int | None = None) -> None:
+    def __init__(self, model: CRDS, chunk: int | None = None, context: int | None = None,
+                 qp: torch.Tensor | None = None) -> None:
         self.model = model
+        self.qp = qp  # the sequence QP (1,), for the shrinkage stage
         self.chunk = chunk or model.config.chunk
         self.context = model.config.context if context is None else context
         self.frames: list[torch.Tensor] = []  # frames from `first` on
@@ -459,7 +507,7 @@ class CRDSStream:
         lo = max(self.first, self.done - self.context)
         hi = min(self.first + len(self.frames), end + self.context)
         clip = torch.stack(self.frames[lo - self.first: hi - self.first], dim=1)
-        out = self.model(clip)
+        out = self.model.restore(clip)
         self.ready += list(out[:, self.done - lo: end - lo].unbind(1))
         self.done = end
         drop = max(0, self.done - self.context - self.first)
@@ -468,7 +516,10 @@ class CRDSStream:
 
     def push(self, frame: torch.Tensor) -> torch.Tensor | None:
         """Add the next frame; return the next enhanced frame, if one is ready."""
-        self.frames.append(frame)
+        if self.model.shrink is not None:  # once per frame, not again in every chunk's context
+            self.frames.append(self.model.prefilter(frame, self.qp.reshape(1).expand(frame.shape[0])))
+        else:
+            self.frames.append(frame)
         if self.first + len(self.frames) >= self.done + self.chunk + self.context:
             self._run(self.done + self.chunk)
         return self.ready.pop(0) if self.ready else None
