@@ -15,7 +15,7 @@ its cosine schedule is set to the steps that fit the budget.
 ``score`` runs ``codecave evaluate`` on every arm over a prepared ``--scale 4`` validation
 set and prints mean ΔPSNR-Y over bicubic per rate point, and Temple's alone.
 
-``twin`` trains the codec-free twin of the codec-aware chain shipped until session 23 from
+``twin`` trains the codec-free twin of the codec-aware chain shipped until session 22 from
 scratch (its plan is ``configs/cavsr/twin_plan.json``; ``--probe-manifest`` plans afresh against
 a manifest's ``cavsr_fast`` chain): every stage of that chain (``small``, its continuation,
 ``fast``) again with ``plain``'s switches,
@@ -51,7 +51,7 @@ by a probe of both, timed one after the other in one process (``--plan``):
 
     python benchmarks/cavsr_claims.py after-twin runs/cavsr_twin --plan --minutes 30
     taskset -c 0 python benchmarks/cavsr_claims.py after-twin runs/cavsr_twin --arm after_codec &
-    taskset -c 1 python benchmarks/cavsr_claims.py after-twin runs/cavsr_twin --arm after_plain
+    taskset -c 1 python benchmarks/cavsr_claims.py after-twin runs/cavsr_twin --arm after_plain; wait
     python benchmarks/cavsr_claims.py score runs/cavsr_twin --val data/sr_val --frames 8
 """
 
@@ -159,13 +159,15 @@ AFTER_TWIN = ROOT / "configs/cavsr/fast_after_twin.yaml"
 AFTER_ARMS = {"after_codec": {}, "after_plain": {"model.overrides": PLAIN}}
 
 
-def after_twin_init(out: Path) -> Path:
+def after_twin_init(out: Path, ranker_run: Path) -> Path:
     """The codec-aware arm's start: the twin's tensors, the shipped compression encoder, CAM as
     the identity, alignment offsets at zero (the rest of a fresh ``fast`` model's init).
 
-    The file records the stages its tensors come from (metadata ``stages_before``: the shipped
-    ranker stage, then the twin's stages), which ``scripts/ship_weights.py`` lists in the
-    manifest before the arm's own stage."""
+    The compression encoder is the ranker run's (``ranker_run``, stage 1), else the shipped
+    ``cavsr`` weights' (frozen since stage 1: the same tensors). The file records the stages its
+    tensors come from (metadata ``stages_before``: the ranker's stage, then the twin's), which
+    ``scripts/ship_weights.py`` lists in the manifest before the arm's own stage. Built once
+    (remove it to build it again)."""
     import sys
 
     from safetensors.torch import load_file, save_file
@@ -175,30 +177,41 @@ def after_twin_init(out: Path) -> Path:
     path = out / "after_twin_init.safetensors"
     if path.exists():
         return path
+    if not json.loads((out / "twin" / "arm.json").read_text() if (out / "twin" / "arm.json").exists()
+                      else "{}").get("finished"):
+        raise SystemExit(f"{out / 'twin'}: the twin has not finished; run `cavsr_claims.py twin {out}` first")
     sys.path.insert(0, str(ROOT / "scripts"))
     from ship_weights import training_stages
 
-    ranker = [st for st in json.loads(SHIPPED.read_text())["cavsr_fast"]["training"]["stages"]
-              if st["settings"]["objective"]["name"] != "super_resolution"]
+    if (ranker_run / "model.safetensors").exists():  # the encoder as stage 1 trained it
+        encoder = load_file(str(ranker_run / "model.safetensors"))
+        ranker = training_stages(ranker_run.resolve())
+    else:  # the shipped one: frozen since stage 1, so the same tensors (and its stage's record)
+        print(f"{ranker_run}: no such run; the compression encoder comes from the shipped cavsr weights")
+        encoder = load_file(str(ROOT / "src/codecave/weights/cavsr_fast.safetensors"))
+        ranker = [st for st in json.loads(SHIPPED.read_text())["cavsr_fast"]["training"]["stages"]
+                  if st["settings"]["objective"]["name"] != "super_resolution"]
     before = ranker + training_stages((out / "twin" / "run").resolve())
     torch.manual_seed(0)
     state = create_model("cavsr", weights=None, variant="fast").state_dict()
     twin = load_file(str(out / "twin" / "run" / "model.safetensors"))
-    shipped = load_file(str(ROOT / "src/codecave/weights/cavsr_fast.safetensors"))
     state.update({k: v for k, v in twin.items() if not k.startswith("compression_encoder.")})
-    state.update({k: v for k, v in shipped.items() if k.startswith("compression_encoder.")})
+    state.update({k: v for k, v in encoder.items() if k.startswith("compression_encoder.")})
     for key in state:  # CAM: gamma(rep) = 1, beta(rep) = 0 whatever the representation
         if ".cam" in key and (".gamma.2." in key or ".beta.2." in key):
             fill = 1.0 if key.endswith("gamma.2.bias") else 0.0
             state[key] = torch.full_like(state[key], fill)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path),
+    partial = path.with_suffix(".partial")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(partial),
               metadata={"stages_before": json.dumps(before)})
+    partial.rename(path)
     return path
 
 
-def train_after_twin(out: Path, arm: str | None, minutes: float, threads: int, probe_steps: int) -> None:
+def train_after_twin(out: Path, arm: str | None, minutes: float, threads: int, probe_steps: int,
+                     ranker_run: Path) -> None:
     """``--plan``: build the start and time both arms; ``--arm``: train one of them (resumable)."""
-    init = after_twin_init(out) if arm is None else out / "after_twin_init.safetensors"
+    init = after_twin_init(out, ranker_run) if arm is None else out / "after_twin_init.safetensors"
     inits = {"after_codec": str(init), "after_plain": str(out / "twin" / "run")}
     if arm is None:
         for name, change in AFTER_ARMS.items():
@@ -244,6 +257,9 @@ def main() -> None:
     a.add_argument("--minutes", type=float, default=30.0)
     a.add_argument("--threads", type=int, default=1)
     a.add_argument("--probe-steps", type=int, default=80, help="timed over the second half")
+    a.add_argument("--ranker", type=Path, default=Path("runs/cavsr_ranker"),
+                   help="the ranker run whose compression encoder the codec-aware arm takes (default "
+                        "runs/cavsr_ranker; without it, the shipped cavsr weights' encoder)")
     add_score_parser(sub, "data/sr_val", "crf0,crf15,crf25,crf35")
     args = ap.parse_args()
     check_arms(ap, args, {**ARMS, "twin": {}, **AFTER_ARMS})
@@ -256,7 +272,7 @@ def main() -> None:
         if args.plan == (args.arm is not None):
             ap.error("after-twin: give --plan or --arm")
         torch.set_num_threads(args.threads)
-        train_after_twin(args.out, args.arm, args.minutes, args.threads, args.probe_steps)
+        train_after_twin(args.out, args.arm, args.minutes, args.threads, args.probe_steps, args.ranker)
     else:
         torch.set_num_threads(args.threads)
         score_arms(args.out, "cavsr", args.val, args.frames, args.variants.split(","),

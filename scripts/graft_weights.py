@@ -105,7 +105,8 @@ def main() -> None:
              "from_last_stage": (donor.get("training", {}).get("stages") or [{}])[-1].get("run"),
              "settings": settings}
     training = dict(receiver.get("training", {}))
-    training["grafts"] = [*training.get("grafts", []), record]
+    same = [g for g in training.get("grafts", []) if (g["from"], g["tensors"]) != (record["from"], record["tensors"])]
+    training["grafts"] = [*same, record]  # grafting the same tensors again replaces the record
     entry = {**receiver,
              "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
              "config": config,
