@@ -551,6 +551,8 @@ def test_crds_with_the_shrinkage_stage_shrinks_each_frame_once_at_the_sequence_q
         model(y)
     with pytest.raises(ValueError, match="sequence QP"):
         model.streamer()
+    with pytest.raises(ValueError, match="sequence QP"):
+        CRDSStream(model)
 
 
 def test_a_luma_model_holds_back_whole_streams_at_or_below_its_pass_through_qp(tmp_path: Path) -> None:

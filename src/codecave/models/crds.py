@@ -332,8 +332,6 @@ class CRDS(nn.Module):
         Raises:
             ValueError: ``dct_shrink`` without ``qp``.
         """
-        if self.shrink is not None and qp is None:
-            raise ValueError("this CRDS shrinks at the sequence QP (dct_shrink): pass qp")
         return CRDSStream(self, qp=qp)
 
     def prefilter(self, frames: torch.Tensor, qp: torch.Tensor | None) -> torch.Tensor:
@@ -493,6 +491,8 @@ class CRDSStream:
 
     def __init__(self, model: CRDS, chunk: int | None = None, context: int | None = None,
                  qp: torch.Tensor | None = None) -> None:
+        if model.shrink is not None and qp is None:
+            raise ValueError("this CRDS shrinks at the sequence QP (dct_shrink): pass qp")
         self.model = model
         self.qp = qp  # the sequence QP (1,), for the shrinkage stage
         self.chunk = chunk or model.config.chunk
