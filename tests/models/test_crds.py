@@ -180,6 +180,7 @@ def test_the_ldr_auto_encoder_learns_the_degradation_residual_on_a_toy_clip(tiny
 
 
 def test_shipped_small_weights_are_listed_honestly_and_trained() -> None:
+    import dataclasses
     import hashlib
     from importlib import resources
 
@@ -195,7 +196,10 @@ def test_shipped_small_weights_are_listed_honestly_and_trained() -> None:
                                                              "crds_small_stage3"]
     assert {"ldp22", "ldp37", "crf35"} <= set(entry["validation"]["frame_qp"])
     model = create_model("crds")
-    assert model.config == VARIANTS["small"] and model.pass_through_qp == entry["pass_through_qp"]
+    # the small network with the default's shrinkage stage grafted in front (no training of its own)
+    assert model.config == dataclasses.replace(VARIANTS["small"], dct_shrink=1.0)
+    assert model.pass_through_qp == entry["pass_through_qp"]
+    assert [g["tensors"] for g in entry["training"]["grafts"]] == [["shrink.exponent", "shrink.log_scale"]]
     clip = torch.rand(1, 3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         z = model.encode(clip)
