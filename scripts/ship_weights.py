@@ -105,11 +105,23 @@ def training_stages(run: Path) -> list[dict[str, Any]]:
             if ours[0]["run"] in names:  # these runs are shipped already (a re-validation): list them once
                 shipped = shipped[:names.index(ours[0]["run"])]
             return [*shipped, *ours]
-        before = _stages_before(Path(init)) if init and Path(init).is_file() else None
+        where = _resolve(init)
+        before = _stages_before(where) if where is not None and where.is_file() else None
         if before is not None:
             return [*before, *stages[::-1]]
-        current = Path(init) if init and Path(init).is_dir() else None
+        current = where if where is not None and where.is_dir() else None
     return stages[::-1]
+
+
+def _resolve(init: str) -> Path | None:
+    """``train.init`` as a path: as given, else relative to the repository (recipes name
+    ``runs/...`` from the repository root); None when it names nothing on disk."""
+    if not init or init == "default":
+        return None
+    for path in (Path(init), REPO / init):
+        if path.exists():
+            return path
+    return None
 
 
 def _stages_before(path: Path) -> list[dict[str, Any]] | None:
