@@ -156,7 +156,8 @@ def train_twin(out: Path, threads: int, probe_steps: int, manifest: Path | None)
 
 
 AFTER_TWIN = ROOT / "configs/cavsr/fast_after_twin.yaml"
-AFTER_ARMS = {"after_codec": {}, "after_plain": {"model.overrides": PLAIN}}
+AFTER_ARMS = {"after_codec": {}, "after_plain": {"model.overrides": PLAIN},
+              "after_codec_s1": {"train.seed": 6}}  # the codec-aware arm again, another seed: the spread
 
 
 def after_twin_init(out: Path, ranker_run: Path) -> Path:
@@ -212,11 +213,16 @@ def train_after_twin(out: Path, arm: str | None, minutes: float, threads: int, p
                      ranker_run: Path) -> None:
     """``--plan``: build the start and time both arms; ``--arm``: train one of them (resumable)."""
     init = after_twin_init(out, ranker_run) if arm is None else out / "after_twin_init.safetensors"
-    inits = {"after_codec": str(init), "after_plain": str(out / "twin" / "run")}
+    inits = {"after_codec": str(init), "after_plain": str(out / "twin" / "run"), "after_codec_s1": str(init)}
     if arm is None:
         for name, change in AFTER_ARMS.items():
             folder = out / name
             if (folder / "plan.json").exists():
+                continue
+            if name == "after_codec_s1" and (out / "after_codec" / "plan.json").exists():  # the same network
+                folder.mkdir(parents=True, exist_ok=True)
+                plan = json.loads((out / "after_codec" / "plan.json").read_text())
+                (folder / "plan.json").write_text(json.dumps({**plan, "arm": name, "overrides": change}, indent=1))
                 continue
             base = {**change, "train.threads": threads, "train.init": inits[name]}
             per_step = seconds_per_step(AFTER_TWIN, base, folder, probe_steps, probe_steps // 2)
