@@ -157,7 +157,8 @@ def train_twin(out: Path, threads: int, probe_steps: int, manifest: Path | None)
 
 AFTER_TWIN = ROOT / "configs/cavsr/fast_after_twin.yaml"
 AFTER_ARMS = {"after_codec": {}, "after_plain": {"model.overrides": PLAIN},
-              "after_codec_s1": {"train.seed": 6}}  # the codec-aware arm again, another seed: the spread
+              # both arms again with another seed (crops and their order): the spread
+              "after_codec_s1": {"train.seed": 6}, "after_plain_s1": {"model.overrides": PLAIN, "train.seed": 6}}
 
 
 def after_twin_init(out: Path, ranker_run: Path) -> Path:
@@ -213,15 +214,17 @@ def train_after_twin(out: Path, arm: str | None, minutes: float, threads: int, p
                      ranker_run: Path) -> None:
     """``--plan``: build the start and time both arms; ``--arm``: train one of them (resumable)."""
     init = after_twin_init(out, ranker_run) if arm is None else out / "after_twin_init.safetensors"
-    inits = {"after_codec": str(init), "after_plain": str(out / "twin" / "run"), "after_codec_s1": str(init)}
+    inits = {"after_codec": str(init), "after_plain": str(out / "twin" / "run")}
+    inits.update({f"{name}_s1": inits[name] for name in list(inits)})
     if arm is None:
         for name, change in AFTER_ARMS.items():
             folder = out / name
             if (folder / "plan.json").exists():
                 continue
-            if name == "after_codec_s1" and (out / "after_codec" / "plan.json").exists():  # the same network
+            first = out / name.removesuffix("_s1") / "plan.json"
+            if name.endswith("_s1") and first.exists():  # the same network: the same steps
                 folder.mkdir(parents=True, exist_ok=True)
-                plan = json.loads((out / "after_codec" / "plan.json").read_text())
+                plan = json.loads(first.read_text())
                 (folder / "plan.json").write_text(json.dumps({**plan, "arm": name, "overrides": change}, indent=1))
                 continue
             base = {**change, "train.threads": threads, "train.init": inits[name]}
