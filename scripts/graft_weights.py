@@ -19,6 +19,10 @@ entry) is then stale: rerun ``scripts/rate_switch.py`` with ``OUT``'s report.
         --slice-type-frames 4 --no-pass-through --out runs/pnp_vcve_fast_high_shrink
     python scripts/rate_switch.py runs/pnp_vcve_fast_stage9/validation/frame_qp/scores.json \\
         runs/pnp_vcve_fast_high_shrink/validation/frame_qp/scores.json --ship
+    # CRDS, a luma model: its per-stream pass-through QP is chosen again from the new scores
+    python scripts/graft_weights.py crds_small --from pnp_vcve_fast --prefix shrink. --set dct_shrink=1.0 \\
+        data/vig_val --variants ldp22,ldp27,ldp32,ldp37,crf35 --frames 16 --slice-type-crf none \\
+        --out runs/crds_small_shrink
 """
 
 from __future__ import annotations
