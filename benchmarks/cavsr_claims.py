@@ -116,6 +116,10 @@ def train_twin(out: Path, threads: int, probe_steps: int, manifest: Path | None)
         plan_file.write_text(TWIN_PLAN.read_text())
     if not plan_file.exists():
         stages = json.loads(manifest.read_text())["cavsr_fast"]["training"]["stages"]
+        odd = [st["run"] for st in stages if st.get("recipe") is None or st["settings"]["model"].get("overrides")]
+        if odd:  # e.g. the chain shipped since session 23, whose middle stages are a twin already
+            raise SystemExit(f"{manifest}: stages {odd} have no recipe or changed switches; probe against a "
+                             "codec-aware chain of plain recipes (the manifest of commit 9407f44)")
         planned, extra = [], 0.0
         timing = {"train.threads": threads, "train.init": ""}
         for stage in stages:
