@@ -1,4 +1,5 @@
-"""scripts/ship_weights.py: a stage that starts from shipped weights lists their stages first."""
+"""scripts/ship_weights.py: a stage that starts from shipped weights lists their stages first;
+scripts/graft_weights.py: a graft takes the donor's tensors and nothing else."""
 
 from __future__ import annotations
 
@@ -9,11 +10,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _ship_weights():
-    spec = importlib.util.spec_from_file_location("ship_weights", ROOT / "scripts" / "ship_weights.py")
+def _script(name: str):
+    """A module of ``scripts/`` (they import each other as siblings, so the folder goes on the path)."""
+    import sys
+
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _ship_weights():
+    return _script("ship_weights")
 
 
 def test_shipped_entry_of_default_and_of_a_shipped_file(tmp_path: Path) -> None:
@@ -89,16 +99,6 @@ def test_an_init_file_assembled_from_runs_lists_the_stages_it_records(tmp_path: 
         assert stages[-1]["steps"] == 9 and stages[-1]["recipe"] == "configs/cavsr/fast_after_twin.yaml"
 
 
-def _graft_weights():
-    import sys
-
-    sys.path.insert(0, str(ROOT / "scripts"))  # graft_weights imports ship_weights as a sibling
-    spec = importlib.util.spec_from_file_location("graft_weights", ROOT / "scripts" / "graft_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_graft_takes_the_donors_tensors_and_keeps_the_receivers(tmp_path: Path) -> None:
     """The default's high-CRF weights take the main weights' shrinkage stage and nothing else."""
     import json
@@ -109,7 +109,7 @@ def test_graft_takes_the_donors_tensors_and_keeps_the_receivers(tmp_path: Path) 
 
     from codecave.models.registry import build_model
 
-    gw = _graft_weights()
+    gw = _script("graft_weights")
     weights = tmp_path / "weights"
     weights.mkdir()
     torch.manual_seed(0)

@@ -84,11 +84,17 @@ class ShiftedDCTShrinkage(nn.Module):
         """Shrink ``plane`` ``(N, 1, H, W)`` at each picture's QP ``qp`` ``(N,)``; same shape back.
 
         The coefficients take 16 values per pixel, so pictures go through in groups of at most
-        :data:`CHUNK_PIXELS` pixels (one picture at a time from 1920x1080 up)."""
+        :data:`CHUNK_PIXELS` pixels (one picture at a time from 1920x1080 up). Runs in float32
+        (float64 stays float64) whatever the autocast: bf16 cannot carry one code value; the
+        result comes back in ``plane``'s dtype."""
+        work = plane if plane.dtype in (torch.float32, torch.float64) else plane.float()
         per = max(1, CHUNK_PIXELS // (plane.shape[-2] * plane.shape[-1]))
-        if plane.shape[0] > per:
-            return torch.cat([self._shrink(p, q) for p, q in zip(plane.split(per), qp.split(per))])
-        return self._shrink(plane, qp)
+        with torch.autocast(plane.device.type, enabled=False):
+            if plane.shape[0] > per:
+                out = torch.cat([self._shrink(p, q) for p, q in zip(work.split(per), qp.split(per))])
+            else:
+                out = self._shrink(work, qp)
+        return out.to(plane.dtype)
 
     def _shrink(self, plane: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
         h, w = plane.shape[-2:]

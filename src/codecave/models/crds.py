@@ -336,8 +336,8 @@ class CRDS(nn.Module):
 
     def prefilter(self, frames: torch.Tensor, qp: torch.Tensor | None) -> torch.Tensor:
         """The frames ``(B, T, 1, H, W)`` or ``(N, 1, H, W)`` through the shrinkage stage at the
-        sequence QP ``qp`` ``(B,)`` or ``(N,)`` (NaN: unchanged), in float32 whatever the autocast
-        (bf16 cannot carry one code value); the frames as they are without ``dct_shrink``.
+        sequence QP ``qp`` ``(B,)`` or ``(N,)`` (NaN: unchanged; the layer runs in float32 whatever
+        the autocast); the frames as they are without ``dct_shrink``.
 
         Raises:
             ValueError: ``dct_shrink`` without ``qp``.
@@ -348,9 +348,7 @@ class CRDS(nn.Module):
             raise ValueError("this CRDS shrinks at the sequence QP (dct_shrink): pass qp")
         lead = frames.shape[:-3]
         per_frame = qp.float().reshape(-1, *([1] * (len(lead) - 1))).expand(lead).reshape(-1)
-        with torch.autocast(frames.device.type, enabled=False):
-            out = self.shrink(frames.float().reshape(-1, *frames.shape[-3:]), per_frame)
-        return out.reshape(frames.shape).to(frames.dtype)
+        return self.shrink(frames.reshape(-1, *frames.shape[-3:]), per_frame).reshape(frames.shape)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, 1, H, W)`` -> latents ``(B, T, C, H/4, W/4)``.

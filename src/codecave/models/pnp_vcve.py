@@ -362,17 +362,16 @@ class PnPVCVEFast(nn.Module):
     def _shrunk(self, frames: torch.Tensor, priors: dict[str, torch.Tensor]) -> torch.Tensor:
         """``frames`` ``(B, T, 24, h, w)`` with Y through :attr:`shrink`, at the quantiser step
         of each frame's QP (the sequence CRF where the QP is unknown; no shrinkage where both
-        are). Runs in float32 whatever the autocast: bf16 cannot carry one code value."""
+        are; the layer runs in float32 whatever the autocast)."""
         from codecave.grid import CELL, Y_CHANNELS, luma
 
         b, t = frames.shape[:2]
         qp = priors["qp"].float().reshape(b, t)
         crf = priors["crf"].float().reshape(b, 1).expand(b, t)
         qp = torch.where(torch.isfinite(qp), qp, crf)
-        with torch.autocast(frames.device.type, enabled=False):
-            y = luma(frames.float()).flatten(0, 1).unsqueeze(1)
-            y = F.pixel_unshuffle(self.shrink(y, qp.flatten()), CELL).unflatten(0, (b, t))
-        return torch.cat([y.to(frames.dtype), frames[:, :, Y_CHANNELS.stop :]], dim=2)
+        y = luma(frames).flatten(0, 1).unsqueeze(1)
+        y = F.pixel_unshuffle(self.shrink(y, qp.flatten()), CELL).unflatten(0, (b, t))
+        return torch.cat([y, frames[:, :, Y_CHANNELS.stop :]], dim=2)
 
     def _pixel(self, x_hat: torch.Tensor) -> torch.Tensor:
         """The full-resolution luma branch's correction, packed ``(N, 24, h, w)`` (chroma zero)."""
