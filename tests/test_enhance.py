@@ -397,9 +397,9 @@ def test_yuv_stream_is_independent_of_chunking_and_tiling(tmp_path: Path) -> Non
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.02)
 
-    def run(**options: object) -> list[object]:
+    def run(**options: object) -> list[object]:  # fp32: bf16 rounds differently with the batch shape
         with open_video(src) as video:
-            return list(Enhancer(model, EnhanceOptions(device="cpu", **options)).stream(video, output="yuv420"))
+            return list(Enhancer(model, EnhanceOptions(device="cpu", precision="fp32", **options)).stream(video, output="yuv420"))
 
     whole, single = run(chunk=3), run(chunk=1)
     tiled = run(chunk=3, tile=64, tile_overlap=48)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from codecave.layers.dct import ShiftedDCTShrinkage, dct_basis, qstep
@@ -72,3 +73,23 @@ def test_thresholds_learn_and_grow_with_qp() -> None:
     x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
     shrink(x, torch.tensor([32.0])).sum().backward()
     assert shrink.log_scale.grad.abs().sum() > 0 and shrink.exponent.grad.abs() > 0
+
+
+@pytest.mark.parametrize("size", [(16, 24), (37, 61), (9, 9), (40, 18)])
+def test_strips_of_rows_outside_training_give_the_whole_picture_result(monkeypatch, size) -> None:
+    """Outside training the plane goes through in strips of rows (each with the rows of the
+    blocks that reach into it); the result is that of the whole picture, sample for sample,
+    for even and odd sides and strips down to the smallest."""
+    from codecave.layers import dct
+
+    g = torch.Generator().manual_seed(5)
+    x = 0.5 + torch.randn(2, 1, *size, generator=g) * 4 / 255
+    qp = torch.tensor([24.0, 38.0])
+    shrink = ShiftedDCTShrinkage()
+    with torch.no_grad():
+        shrink.log_scale.add_(torch.randn(64, generator=g) * 0.3)
+    whole = shrink(x, qp).detach()  # gradients on: one pass over the padded picture
+    for strip in (1, 2 * 40 * 26):  # 16-row strips; a few strips
+        monkeypatch.setattr(dct, "STRIP_PIXELS", strip)
+        with torch.no_grad():
+            torch.testing.assert_close(shrink(x, qp), whole, atol=1e-6, rtol=0)

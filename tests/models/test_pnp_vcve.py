@@ -232,3 +232,38 @@ def test_fast_dct_shrink_stage_reads_the_frame_qp_and_runs_in_float32() -> None:
         assert (by_crf - frames).abs().max() > 1e-3 and (by_crf - out).abs().max() > 1e-4  # CRF 30, not QP 32
         torch.testing.assert_close(model._shrunk(frames, {**unknown, "crf": torch.tensor([float("nan")])}),
                                    frames, atol=1e-5, rtol=0)
+
+
+def test_fast_inference_in_groups_and_strips_equals_one_pass() -> None:
+    """Outside training BAE runs over groups of target frames and the luma branch over strips
+    of rows (bounded memory): the same output as one pass with gradients on."""
+    torch.manual_seed(3)
+    model = create_model("pnp_vcve", weights=None, variant="fast", dct_shrink=1.0)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    frames, priors = grid_clip(1, 5, 10, 12, seed=4)
+    one_pass = model(frames, priors, targets=(1, 4)).detach()
+    model.pixel_chunk, model.luma_strip = 16 * 10 * 12, 1  # one frame per group, 16-row strips
+    with torch.no_grad():
+        torch.testing.assert_close(model(frames, priors, targets=(1, 4)), one_pass, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(one_pass, frames[:, 1:4], atol=1e-3)
+
+
+def test_fast_layers_that_read_pixels_stay_float32_under_bf16_autocast() -> None:
+    """The default runs under bf16 autocast (``inference_precision``); the first CAA layer and
+    the luma branch's first layer see and give float32 (bf16 cannot carry one code value), the
+    layers after them run in bf16."""
+    model = create_model("pnp_vcve", weights=None, variant="fast")
+    assert model.inference_precision == "bf16"
+    seen: dict[str, tuple[torch.dtype, torch.dtype]] = {}
+    for name, layer in (("caa_in", model.caa_in), ("pixel0", model.pixel[0]), ("pixel2", model.pixel[2]),
+                        ("caa_body", model.caa_body[0])):
+        layer.register_forward_hook(lambda m, args, out, name=name: None if name in seen else
+                                    seen.update({name: (args[0].dtype, out.dtype)}))
+    frames, priors = grid_clip(1, 3, 8, 8)
+    for train in (False, True):
+        seen.clear()
+        with torch.set_grad_enabled(train), torch.autocast("cpu", dtype=torch.bfloat16):
+            model(frames, priors)
+        assert seen["caa_in"] == seen["pixel0"] == (torch.float32, torch.float32)
+        assert seen["pixel2"][1] == seen["caa_body"][1] == torch.bfloat16

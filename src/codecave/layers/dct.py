@@ -31,7 +31,9 @@ BLOCK = 8
 #: Distance between two shifts of the block grid (16 shifts of the 64).
 SHIFT_STEP = 2
 #: Pixels shrunk in one go (bounds the memory of the 16-per-pixel coefficients).
-CHUNK_PIXELS = 1 << 21
+CHUNK_PIXELS = 1 << 20
+#: Padded pixels per strip of rows outside training (the coefficients of a strip fit in cache).
+STRIP_PIXELS = 1 << 17
 
 
 def qstep(qp: torch.Tensor) -> torch.Tensor:
@@ -102,8 +104,26 @@ class ShiftedDCTShrinkage(nn.Module):
         # pad so every pixel is covered by all 16 shifts and the grid stays aligned to the codec's
         bottom, right = pad + (-(h + 2 * pad)) % SHIFT_STEP, pad + (-(w + 2 * pad)) % SHIFT_STEP
         x = F.pad(plane, (pad, right, pad, bottom), mode="replicate")
-        coeff = F.conv2d(x, self.basis.to(plane.dtype), stride=SHIFT_STEP)
         t = self.thresholds(qp.to(plane.dtype)).to(plane.dtype)
+        if torch.is_grad_enabled():
+            return self._shrink_padded(x, t)[..., pad : pad + h, pad : pad + w]
+        # Outside training: strips of rows, each with the rows of the blocks that reach into
+        # it (blocks start on even rows: 6 rows above, 6 or 7 below), so that the 16
+        # coefficients per pixel stay small and the result is the same sum, sample for sample.
+        rows = max(2 * BLOCK, STRIP_PIXELS // (x.shape[-1] * x.shape[0]) // SHIFT_STEP * SHIFT_STEP)
+        out = plane.new_empty(plane.shape)
+        reach = BLOCK - SHIFT_STEP
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            a, b = pad + r0 - reach, pad + r1 + reach + r1 % SHIFT_STEP
+            part = self._shrink_padded(x[..., a:b, :], t)
+            out[..., r0:r1, :] = part[..., pad + r0 - a : pad + r1 - a, pad : pad + w]
+        return out
+
+    def _shrink_padded(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Shrink the blocks of a padded plane ``x`` (even height and width) at thresholds ``t``;
+        the average over the 16 shifts, same shape (rows near the border see fewer blocks)."""
+        coeff = F.conv2d(x, self.basis.to(x.dtype), stride=SHIFT_STEP)
         scale = 1.0 / (self.softness * t + 1e-6)
         if torch.is_grad_enabled():
             gate = torch.sigmoid((coeff.abs() - t) * scale)
@@ -113,9 +133,7 @@ class ShiftedDCTShrinkage(nn.Module):
             gate = coeff.abs().sub_(t).mul_(scale).sigmoid_()
             gate[:, 0] = 1.0
             kept = gate.mul_(coeff)
-        out = self._inverse(kept)
-        shifts = (BLOCK // SHIFT_STEP) ** 2
-        return out[..., pad : pad + h, pad : pad + w] / shifts
+        return self._inverse(kept) / (BLOCK // SHIFT_STEP) ** 2
 
     def _inverse(self, coeff: torch.Tensor) -> torch.Tensor:
         """``conv_transpose2d(coeff, basis, stride=2)`` as a convolution whose four outputs are
@@ -132,4 +150,4 @@ class ShiftedDCTShrinkage(nn.Module):
         return F.pixel_shuffle(phases, SHIFT_STEP)
 
 
-__all__ = ["BLOCK", "CHUNK_PIXELS", "SHIFT_STEP", "ShiftedDCTShrinkage", "dct_basis", "qstep"]
+__all__ = ["BLOCK", "CHUNK_PIXELS", "SHIFT_STEP", "STRIP_PIXELS", "ShiftedDCTShrinkage", "dct_basis", "qstep"]

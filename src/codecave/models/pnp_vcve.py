@@ -323,6 +323,17 @@ class PnPVCVEFast(nn.Module):
     temporal_radius = 1
     #: Priors the model reads, on the 4x4 grid (design section 3).
     needs_priors = ("crf", "qp", "frame_type", "mv_past", "mv_future", "mv_valid", "partition")
+    #: How :class:`codecave.enhance.Enhancer` runs it unless told otherwise: bfloat16 autocast,
+    #: with the two layers that read pixels (the first CAA convolution and the first layer of
+    #: the luma branch) and the shrinkage stage kept in float32: bf16's 8-bit mantissa cannot
+    #: carry one code value of the input. Measured against float32 on the validation split
+    #: (README, "The shipped default": speed).
+    inference_precision = "bf16"
+    #: Luma pixels of target frames that go through BAE and the luma branch together outside
+    #: training (one 1280x720 frame, four 640x360 ones): bounds the memory of the two.
+    pixel_chunk = 1 << 20
+    #: Pixels per strip of the luma branch outside training.
+    luma_strip = 1 << 18
 
     def __init__(self, config: PnPVCVEFastConfig = PnPVCVEFastConfig()) -> None:
         super().__init__()
@@ -379,8 +390,31 @@ class PnPVCVEFast(nn.Module):
 
         y = self._normalise(luma(x_hat).unsqueeze(1))
         n = y.shape[0]
-        r = F.pixel_unshuffle(self.pixel(y), CELL) * self.config.residual_scale
+        r = F.pixel_unshuffle(self._luma_branch(y), CELL) * self.config.residual_scale
         return torch.cat([r, r.new_zeros(n, 8, *r.shape[-2:])], dim=1)
+
+    def _luma_branch(self, y: torch.Tensor) -> torch.Tensor:
+        """:attr:`pixel` on ``(N, 1, H, W)``, its first layer in float32 whatever the autocast.
+
+        Outside training it runs in strips of rows (:attr:`luma_strip` pixels, plus one row
+        above and below per 3x3 layer, so every output sample sees what it sees on the whole
+        picture) with its activations rectified in place: 16 channels per pixel."""
+        if torch.is_grad_enabled():
+            with torch.autocast(y.device.type, enabled=False):
+                h = self.pixel[0](y.float())
+            return self.pixel[1:](h)
+        height, width = y.shape[-2:]
+        rows = max(16, self.luma_strip // (y.shape[0] * width))
+        halo = sum(isinstance(layer, nn.Conv2d) for layer in self.pixel)
+        out = []
+        for r0 in range(0, height, rows):
+            a, b = max(0, r0 - halo), min(height, r0 + rows + halo)
+            with torch.autocast(y.device.type, enabled=False):
+                h = self.pixel[0](y[..., a:b, :].float())
+            for layer in self.pixel[1:]:
+                h = h.relu_() if isinstance(layer, nn.ReLU) else layer(h)
+            out.append(h[..., r0 - a : min(height, r0 + rows) - a, :])
+        return torch.cat(out, dim=-2)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         """What the layers are fed (``config.input_scale``)."""
@@ -417,51 +451,64 @@ class PnPVCVEFast(nn.Module):
         scales = self._frame_scales(priors)
         layers = iter(zip(self._adapted(), mixed, scales))
 
-        def adapted(feat: torch.Tensor, frames_of: slice) -> torch.Tensor:
+        def adapted(feat: torch.Tensor, frames_of: slice, float32: bool = False) -> torch.Tensor:
             layer, mix, scale = next(layers)
             n = feat.shape[0] // b
-            y = layer(feat.view(b, n, *feat.shape[1:]), mix, None if scale is None else scale[:, frames_of])
+            scale = None if scale is None else scale[:, frames_of]
+            if float32:  # the first CAA layer reads pixels: float32 whatever the autocast
+                with torch.autocast(feat.device.type, enabled=False):
+                    return layer(feat.float().view(b, n, *feat.shape[1:]), tuple(m.float() for m in mix),
+                                 None if scale is None else scale.float()).flatten(0, 1)
+            y = layer(feat.view(b, n, *feat.shape[1:]), mix, scale)
             return y.flatten(0, 1)
 
-        every, kept = slice(0, t), slice(lo, hi)
+        every = slice(0, t)
         if self.shrink is not None:
             frames = self._shrunk(frames, priors)
         # NHWC: oneDNN's convolutions run about twice as fast on CPU in this layout.
         x = frames.flatten(0, 1).contiguous(memory_format=torch.channels_last)
         rs = self.config.residual_scale
-        f = F.relu(adapted(self._normalise(x), every))
+        f = F.relu(adapted(self._normalise(x), every, float32=True))
         for _ in range(self.config.caa_blocks):
             f = f + adapted(F.relu(adapted(f, every)), every)
         x_caa = (x + rs * self.caa_out(f)).unflatten(0, (b, t))
 
-        n = hi - lo
-        centre = x_caa[:, kept].flatten(0, 1)
-        neighbours, masks = [], []
-        for step, key, slot in ((-1, "mv_past", 0), (1, "mv_future", 1)):
-            index = torch.arange(lo, hi, device=frames.device) + step
-            present = ((index >= 0) & (index < t)).to(x.dtype)
-            nb = x_caa[:, index.clamp(0, t - 1)].flatten(0, 1)
-            mask = priors["mv_valid"][:, kept, slot : slot + 1].flatten(0, 1).to(x.dtype)
-            if self.config.mv_align:
-                nb = warp_packed(nb, priors[key][:, kept].flatten(0, 1).to(x.dtype), mask)
-            weight = present.repeat(b).view(-1, 1, 1, 1)
-            neighbours.append(self._normalise(nb) * weight)
-            masks.append(mask * weight)
-        feat = f.view(b, t, *f.shape[1:])[:, kept].flatten(0, 1)
-        fused = torch.cat([self._normalise(centre), *neighbours, *masks, feat], dim=1).contiguous(memory_format=torch.channels_last)
-        g = F.relu(self.bae_fuse(fused))
-        regions = priors["partition"][:, kept, :REFINED_REGIONS].flatten(0, 1).to(x.dtype)
-        for i in range(self.config.bae_blocks):
-            h = F.relu(self.bae_conv[i](g))
-            y = adapted(h, kept)
-            if self.config.region_refine:
-                y = y + self.bae_refine[i](torch.cat([h * regions[:, k : k + 1] for k in range(REFINED_REGIONS)], 1))
-            g = g + y
-        x_hat = centre + rs * self.bae_out(g)
-        if self.config.pixel_branch:
-            x_hat = x_hat + self._pixel(x_hat)
-        x_hat = x_hat.unflatten(0, (b, n))
-        return (x_hat, x_caa[:, kept]) if return_stages else x_hat
+        bae_layers = list(layers)  # (layer, mix, scale) of the BAE blocks' adapted convolutions
+
+        def bae(lo: int, hi: int) -> torch.Tensor:
+            """BAE and the luma branch for target frames ``lo..hi-1``: ``(B * (hi - lo), 24, h, w)``."""
+            kept = slice(lo, hi)
+            centre = x_caa[:, kept].flatten(0, 1)
+            neighbours, masks = [], []
+            for step, key, slot in ((-1, "mv_past", 0), (1, "mv_future", 1)):
+                index = torch.arange(lo, hi, device=frames.device) + step
+                present = ((index >= 0) & (index < t)).to(x.dtype)
+                nb = x_caa[:, index.clamp(0, t - 1)].flatten(0, 1)
+                mask = priors["mv_valid"][:, kept, slot : slot + 1].flatten(0, 1).to(x.dtype)
+                if self.config.mv_align:
+                    nb = warp_packed(nb, priors[key][:, kept].flatten(0, 1).to(x.dtype), mask)
+                weight = present.repeat(b).view(-1, 1, 1, 1)
+                neighbours.append(self._normalise(nb) * weight)
+                masks.append(mask * weight)
+            feat = f.view(b, t, *f.shape[1:])[:, kept].flatten(0, 1)
+            fused = torch.cat([self._normalise(centre), *neighbours, *masks, feat], dim=1)
+            g = F.relu(self.bae_fuse(fused.contiguous(memory_format=torch.channels_last)))
+            del fused, neighbours, masks
+            regions = priors["partition"][:, kept, :REFINED_REGIONS].flatten(0, 1).to(x.dtype)
+            for i, (layer, mix, scale) in enumerate(bae_layers):
+                h = F.relu(self.bae_conv[i](g))
+                y = layer(h.view(b, hi - lo, *h.shape[1:]), mix, None if scale is None else scale[:, kept]).flatten(0, 1)
+                if self.config.region_refine:
+                    y = y + self.bae_refine[i](torch.cat([h * regions[:, k : k + 1] for k in range(REFINED_REGIONS)], 1))
+                g = g + y
+            x_hat = centre + rs * self.bae_out(g)
+            if self.config.pixel_branch:
+                x_hat = x_hat + self._pixel(x_hat)
+            return x_hat.unflatten(0, (b, hi - lo))
+
+        per = hi - lo if torch.is_grad_enabled() else max(1, self.pixel_chunk // (16 * frames.shape[-2] * frames.shape[-1]))
+        x_hat = torch.cat([bae(a, min(a + per, hi)) for a in range(lo, hi, per)], dim=1)
+        return (x_hat, x_caa[:, lo:hi]) if return_stages else x_hat
 
 
 def model_class(config: PnPVCVEConfig | PnPVCVEFastConfig) -> type[nn.Module]:
