@@ -270,7 +270,7 @@ def hdr_metadata(frame: av.VideoFrame) -> dict[str, str] | None:
         CTA-861.3), with only the keys the frame carries; None when it carries neither.
     """
     out: dict[str, str] = {}
-    for side in frame.side_data:
+    for side in side_data(frame):
         kind = getattr(side.type, "name", str(side.type))
         raw = bytes(side)
         if kind == "MASTERING_DISPLAY_METADATA" and len(raw) >= 88:
@@ -359,6 +359,22 @@ def _stream_info(
         prior_source="bitstream" if ctx.name in BITSTREAM_PRIOR_CODECS else "estimated",
         hdr=hdr,
     )
+
+
+def side_data(frame: av.VideoFrame) -> Iterator[object]:
+    """The side data of a decoded frame, without tying the frame into a reference cycle.
+
+    PyAV's ``frame.side_data`` caches its container on the frame, and the container points
+    back at the frame: every frame whose side data was read (each one, when motion vectors
+    are exported) then waits for Python's full garbage collection, with its picture and
+    vectors. Decoding 600 frames of 1280x720 H.264 with ``export_mvs`` grew from 45 to
+    257 MB that way, and stayed at 62 MB with a container built apart (README, "Enhance
+    speed and memory")."""
+    try:
+        from av.sidedata.sidedata import SideDataContainer
+    except ImportError:  # other PyAV versions: the cached container
+        return iter(frame.side_data)
+    return iter(SideDataContainer(frame))
 
 
 def _mvs_from_side_data(side: object) -> np.ndarray:
@@ -665,7 +681,7 @@ class VideoReader:
                      packet_size: int | None, time_base: Fraction | None, pictures: bool = True) -> CodedFrame:
         frame_type = _frame_type(frame)
         mvs, qp, qp_map = empty_mvs(), None, None
-        for side in frame.side_data:
+        for side in side_data(frame):
             kind = type(side).__name__
             if kind == "MotionVectors":
                 mvs = _mvs_from_side_data(side)
