@@ -643,3 +643,12 @@ def test_the_chunk_comes_from_the_model_unless_given() -> None:
     assert Enhancer(create_model("pnp_vcve", weights=None, variant="small"), EnhanceOptions(device="cpu")).chunk == 4
     with pytest.raises(ConfigError, match="chunk"):
         EnhanceOptions(chunk=0)
+
+
+def test_frames_per_call_follow_the_models_pixel_bound() -> None:
+    """PnP-VCVE fast streams 8 frames per call up to its pixel bound (4 at 1280x720, 2 at
+    1920x1080, one from 4K up); a chunk given in the options is kept whatever the size."""
+    model = create_model("pnp_vcve", weights=None, variant="fast")
+    enhancer = Enhancer(model, EnhanceOptions(device="cpu"))
+    assert [enhancer.chunk_for(h, w) for h, w in ((360, 640), (720, 1280), (1080, 1920), (2160, 3840))] == [8, 4, 2, 1]
+    assert Enhancer(model, EnhanceOptions(device="cpu", chunk=3)).chunk_for(2160, 3840) == 3

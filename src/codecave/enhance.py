@@ -171,7 +171,7 @@ class Enhancer:
         self.device = pick_device(options.device)
         self.model = model.to(self.device).eval()
         self.radius = int(getattr(model, "temporal_radius", DEFAULT_RADIUS))
-        #: Frames enhanced per model call.
+        #: Frames enhanced per model call (at most: see :meth:`chunk_for`).
         self.chunk = int(options.chunk or getattr(model, "stream_chunk", DEFAULT_CHUNK))
         #: ``"yuv420"`` or ``"rgb"``: what the model takes.
         self.domain = str(getattr(model, "domain", "rgb"))
@@ -300,8 +300,9 @@ class Enhancer:
         s = self.scale
         out = np.empty((n, s * frames.shape[1], s * frames.shape[2], 3), frames.dtype) if s > 1 else np.empty_like(frames)
         sequence = self._adapt(crf)
-        for a in range(0, n, self.chunk):
-            b = min(a + self.chunk, n)
+        chunk = self.chunk_for(*((GRID * frames.shape[2], GRID * frames.shape[3]) if packed else frames.shape[1:3]))
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
             lo, hi = max(0, a - self.radius), min(n, b + self.radius)
             passed = self.passed_through(priors["qp"][a:b], crf)
             if s == 1:
@@ -316,6 +317,15 @@ class Enhancer:
                 enhanced = self._run(clip, window, crf, sequence, (a - lo, b - lo))
             out[a:b][~passed] = enhanced[~passed]
         return out
+
+    def chunk_for(self, height: int, width: int) -> int:
+        """Frames per model call for pictures of ``height x width`` luma pixels: ``chunk``, or
+        fewer where the model bounds the pixels of a call (``model.stream_pixels``: PnP-VCVE
+        ``fast`` takes 8 frames of 640x360, 4 of 1280x720; README, "Enhance speed and memory")."""
+        pixels = getattr(self.model, "stream_pixels", None)
+        if self.options.chunk or not pixels:
+            return self.chunk
+        return max(1, min(self.chunk, int(pixels) // max(1, height * width)))
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -369,13 +379,14 @@ class Enhancer:
             yield from self._stream_luma(it, crf, encoder, report, output)
             return
         buffer: deque[tuple[CodedFrame, CompactPriors]] = deque()
+        chunk = self.chunk_for(head.height, head.width)
         done = 0          # frames already yielded
         first = 0         # index of buffer[0] in the stream
         sequence = None
         adapted = False
         exhausted = False
         while not exhausted or done < first + len(buffer):
-            while not exhausted and len(buffer) < done - first + self.chunk + self.radius:
+            while not exhausted and len(buffer) < done - first + chunk + self.radius:
                 try:
                     frame = next(it)
                 except StopIteration:
@@ -400,7 +411,7 @@ class Enhancer:
                                             crf_source=source)
                     return
                 sequence = self._adapt(crf)
-            end = min(done + self.chunk, first + len(buffer))
+            end = min(done + chunk, first + len(buffer))
             if end <= done:
                 break
             items = list(buffer)
