@@ -104,8 +104,8 @@ class EnhanceOptions:
             stream passes through when its sequence QP/CRF is at or below the threshold.
         precision: ``fp32``, ``bf16`` (the model under bfloat16 autocast; inputs, outputs
             and the residual addition stay float32), or None for the model's own choice
-            (``model.inference_precision``, else fp32): VIG and CAVSR run in bf16, measured
-            against fp32 on validation (``benchmarks/vig_precision.py``; README, CAVSR).
+            (``model.inference_precision``, else fp32): PnP-VCVE ``fast`` (the default), VIG,
+            CAVSR and CRDS run in bf16, each measured against fp32 on validation (README).
         high_crf: streams whose sequence CRF is at or above the switch point listed with
             the shipped ``pnp_vcve`` ``fast`` weights (``model.high_crf``, chosen on validation)
             are enhanced with their high-CRF weights (same architecture, trained further on

@@ -235,7 +235,7 @@ def test_fast_dct_shrink_stage_reads_the_frame_qp_and_runs_in_float32() -> None:
 
 
 def test_fast_inference_in_groups_and_strips_equals_one_pass() -> None:
-    """Outside training BAE runs over groups of target frames and the luma branch over strips
+    """Outside training CAA and BAE run over groups of frames and the luma branch over strips
     of rows (bounded memory): the same output as one pass with gradients on."""
     torch.manual_seed(3)
     model = create_model("pnp_vcve", weights=None, variant="fast", dct_shrink=1.0)
@@ -245,7 +245,7 @@ def test_fast_inference_in_groups_and_strips_equals_one_pass() -> None:
     one_pass = model(frames, priors, targets=(1, 4)).detach()
     model.pixel_chunk, model.luma_strip = 16 * 10 * 12, 1  # one frame per group, 16-row strips
     with torch.no_grad():
-        torch.testing.assert_close(model(frames, priors, targets=(1, 4)), one_pass, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model(frames, priors, targets=(1, 4)), one_pass, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(one_pass, frames[:, 1:4], atol=1e-3)
 
 

@@ -60,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: the cores divided among --workers; 1 per Ray task)")
     p.add_argument("--precision", choices=("fp32", "bf16"),
                    help="run the model in fp32 or under bf16 autocast (default: the model's choice: "
-                        "bf16 for VIG and CAVSR, fp32 otherwise)")
+                        "bf16 for PnP-VCVE fast, VIG, CAVSR and CRDS, fp32 otherwise)")
     p.add_argument("--on-damage", default="stop", choices=("stop", "keep", "skip"),
                    help="when IN is damaged (frames missing, undecodable or concealed, found by decoding it "
                         "all first): stop (default) writes nothing and names the lost frames; keep enhances every "

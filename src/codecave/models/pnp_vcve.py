@@ -335,8 +335,8 @@ class PnPVCVEFast(nn.Module):
     #: ... and luma pixels of a call's frames at most (4 frames of 1280x720, 2 of 1920x1080:
     #: 8 frames took the peak memory of ``enhance`` at 1280x720 from 929 to 1133 MiB).
     stream_pixels = 2 * 1920 * 1088
-    #: Luma pixels of target frames that go through BAE and the luma branch together outside
-    #: training (one 1280x720 frame, four 640x360 ones): bounds the memory of the two.
+    #: Luma pixels of frames that go through CAA, BAE and the luma branch together outside
+    #: training (one 1280x720 frame, four 640x360 ones): bounds the memory of the three.
     pixel_chunk = 1 << 20
     #: Pixels per strip of the luma branch outside training.
     luma_strip = 1 << 18
@@ -455,10 +455,11 @@ class PnPVCVEFast(nn.Module):
         lo, hi = targets if targets is not None else (0, t)
         mixed = sequence if sequence is not None else self.adapt(priors["crf"])
         scales = self._frame_scales(priors)
-        layers = iter(zip(self._adapted(), mixed, scales))
+        stack = list(zip(self._adapted(), mixed, scales))  # (layer, mix, frame scales) in order
+        caa_layers, bae_layers = stack[: 1 + 2 * self.config.caa_blocks], stack[1 + 2 * self.config.caa_blocks :]
 
-        def adapted(feat: torch.Tensor, frames_of: slice, float32: bool = False) -> torch.Tensor:
-            layer, mix, scale = next(layers)
+        def adapted(entry: tuple, feat: torch.Tensor, frames_of: slice, float32: bool = False) -> torch.Tensor:
+            layer, mix, scale = entry
             n = feat.shape[0] // b
             scale = None if scale is None else scale[:, frames_of]
             if float32:  # the first CAA layer reads pixels: float32 whatever the autocast
@@ -468,18 +469,26 @@ class PnPVCVEFast(nn.Module):
             y = layer(feat.view(b, n, *feat.shape[1:]), mix, scale)
             return y.flatten(0, 1)
 
-        every = slice(0, t)
         if self.shrink is not None:
             frames = self._shrunk(frames, priors)
-        # NHWC: oneDNN's convolutions run about twice as fast on CPU in this layout.
-        x = frames.flatten(0, 1).contiguous(memory_format=torch.channels_last)
         rs = self.config.residual_scale
-        f = F.relu(adapted(self._normalise(x), every, float32=True))
-        for _ in range(self.config.caa_blocks):
-            f = f + adapted(F.relu(adapted(f, every)), every)
-        x_caa = (x + rs * self.caa_out(f)).unflatten(0, (b, t))
+        # Outside training CAA and BAE go over groups of frames of at most pixel_chunk pixels.
+        per = t if torch.is_grad_enabled() else max(1, self.pixel_chunk // (16 * frames.shape[-2] * frames.shape[-1]))
 
-        bae_layers = list(layers)  # (layer, mix, scale) of the BAE blocks' adapted convolutions
+        def caa(a: int, z: int) -> tuple[torch.Tensor, torch.Tensor]:
+            """CAA of frames ``a..z-1``: ``x_caa (B, z - a, 24, h, w)`` and features ``(B * (z - a), C, h, w)``."""
+            frames_of = slice(a, z)
+            # NHWC: oneDNN's convolutions run about twice as fast on CPU in this layout.
+            x = frames[:, frames_of].flatten(0, 1).contiguous(memory_format=torch.channels_last)
+            f = F.relu(adapted(caa_layers[0], self._normalise(x), frames_of, float32=True))
+            for i in range(self.config.caa_blocks):
+                f = f + adapted(caa_layers[2 * i + 2], F.relu(adapted(caa_layers[2 * i + 1], f, frames_of)), frames_of)
+            return (x + rs * self.caa_out(f)).unflatten(0, (b, z - a)), f
+
+        groups = [caa(a, min(a + per, t)) for a in range(0, t, per)]
+        x_caa = torch.cat([g[0] for g in groups], dim=1)
+        f = torch.cat([g[1].unflatten(0, (b, -1)) for g in groups], dim=1).flatten(0, 1)
+        del groups
 
         def bae(lo: int, hi: int) -> torch.Tensor:
             """BAE and the luma branch for target frames ``lo..hi-1``: ``(B * (hi - lo), 24, h, w)``."""
@@ -488,11 +497,11 @@ class PnPVCVEFast(nn.Module):
             neighbours, masks = [], []
             for step, key, slot in ((-1, "mv_past", 0), (1, "mv_future", 1)):
                 index = torch.arange(lo, hi, device=frames.device) + step
-                present = ((index >= 0) & (index < t)).to(x.dtype)
+                present = ((index >= 0) & (index < t)).to(frames.dtype)
                 nb = x_caa[:, index.clamp(0, t - 1)].flatten(0, 1)
-                mask = priors["mv_valid"][:, kept, slot : slot + 1].flatten(0, 1).to(x.dtype)
+                mask = priors["mv_valid"][:, kept, slot : slot + 1].flatten(0, 1).to(frames.dtype)
                 if self.config.mv_align:
-                    nb = warp_packed(nb, priors[key][:, kept].flatten(0, 1).to(x.dtype), mask)
+                    nb = warp_packed(nb, priors[key][:, kept].flatten(0, 1).to(frames.dtype), mask)
                 weight = present.repeat(b).view(-1, 1, 1, 1)
                 neighbours.append(self._normalise(nb) * weight)
                 masks.append(mask * weight)
@@ -500,7 +509,7 @@ class PnPVCVEFast(nn.Module):
             fused = torch.cat([self._normalise(centre), *neighbours, *masks, feat], dim=1)
             g = F.relu(self.bae_fuse(fused.contiguous(memory_format=torch.channels_last)))
             del fused, neighbours, masks
-            regions = priors["partition"][:, kept, :REFINED_REGIONS].flatten(0, 1).to(x.dtype)
+            regions = priors["partition"][:, kept, :REFINED_REGIONS].flatten(0, 1).to(frames.dtype)
             for i, (layer, mix, scale) in enumerate(bae_layers):
                 h = F.relu(self.bae_conv[i](g))
                 y = layer(h.view(b, hi - lo, *h.shape[1:]), mix, None if scale is None else scale[:, kept]).flatten(0, 1)
@@ -512,7 +521,6 @@ class PnPVCVEFast(nn.Module):
                 x_hat = x_hat + self._pixel(x_hat)
             return x_hat.unflatten(0, (b, hi - lo))
 
-        per = hi - lo if torch.is_grad_enabled() else max(1, self.pixel_chunk // (16 * frames.shape[-2] * frames.shape[-1]))
         x_hat = torch.cat([bae(a, min(a + per, hi)) for a in range(lo, hi, per)], dim=1)
         return (x_hat, x_caa[:, lo:hi]) if return_stages else x_hat
 
