@@ -7,7 +7,8 @@
    All three run in this one process tree, one after another, on the same clip, so
    the ratios are measured in one run.
 2. Peak memory (RSS) of ``codecave enhance`` at 1280x720 on a clip and on the same
-   content ten times longer, each in a fresh process. Goal: at most 1 GiB, and equal.
+   content ten times longer, each in a fresh process, and of the enhancement alone (the
+   pictures dropped, no output encoder). Goal: at most 1 GiB, and equal.
    The short clip is 60 frames by default: the output encoder (x264 medium) holds up to
    40 frames of lookahead, so a shorter clip measures an encoder that never filled.
 3. With ``--evaluate DATASET``: peak RSS of ``codecave evaluate`` on one clip of a
@@ -86,6 +87,15 @@ def peak_rss(code: str) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+def stream_rss(src: Path, model: str, variant: str, weights: str) -> float:
+    """Peak RSS of the same enhancement with the output pictures dropped: no encoder."""
+    return peak_rss("from codecave.enhance import Enhancer; from codecave.models import create_model\n"
+                    "from codecave.codec.reader import open_video\n"
+                    f"m = Enhancer(create_model({model!r}, weights={weights!r}, variant={variant!r}))\n"
+                    f"with open_video({str(src)!r}) as v:\n"
+                    "    for _ in m.stream(v, output='yuv420'): pass")
+
+
 def enhance_rss(src: Path, out: Path, model: str, variant: str, weights: str) -> float:
     return peak_rss("from codecave.enhance import Enhancer, enhance_video; from codecave.models import create_model\n"
                     f"m = Enhancer(create_model({model!r}, weights={weights!r}, variant={variant!r}))\n"
@@ -98,7 +108,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="pnp_vcve", help="registered model (default pnp_vcve)")
     ap.add_argument("--variant", default=None, help="variant (default: the model's default)")
-    ap.add_argument("--sizes", default="640x360,1280x720", help="speed clip sizes")
+    ap.add_argument("--sizes", default="640x360,1280x720", help="speed clip sizes (none: memory only)")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
     ap.add_argument("--weights", default="default", help="default (shipped), none (untrained: same speed), or a path")
     ap.add_argument("--frames", type=int, default=24, help="frames per speed clip")
@@ -119,12 +129,13 @@ def main() -> None:
     result: dict[str, object] = {"machine": machine}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+        sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if args.sizes != "none"]
         rows = [speed(s, args.frames, folder, args.model, args.variant, args.weights, has_ffmpeg) for s in sizes]
         result["speed"] = rows
-        print("| size | frames | FFmpeg decode + x264 (fps) | FFmpeg spp + x264 (fps) | codecave enhance (fps) | "
-              "enhance / re-encode time | enhance / spp time |")
-        print("|---|---|---|---|---|---|---|")
+        if rows:
+            print("| size | frames | FFmpeg decode + x264 (fps) | FFmpeg spp + x264 (fps) | codecave enhance (fps) | "
+                  "enhance / re-encode time | enhance / spp time |")
+            print("|---|---|---|---|---|---|---|")
         for r in rows:
             ffm = (f"{r['reencode_fps']:.1f} | {r['spp_fps']:.1f}" if has_ffmpeg else "- | -")
             ratios = (f"{r['reencode_fps'] / r['enhance_fps']:.1f}x | {r['spp_fps'] / r['enhance_fps']:.1f}x"
@@ -141,6 +152,12 @@ def main() -> None:
             result["enhance_memory"] = mem
             print(f"peak RSS of enhance at 1280x720: {mem['short_frames']} frames {mem['short_mib']:.0f} MiB, "
                   f"{mem['long_frames']} frames {mem['long_mib']:.0f} MiB", flush=True)
+            alone = {"short_mib": stream_rss(short, args.model, args.variant, args.weights),
+                     "long_mib": stream_rss(long, args.model, args.variant, args.weights)}
+            result["stream_memory"] = alone
+            print(f"the same without the output encoder (Enhancer.stream, pictures dropped): {mem['short_frames']} "
+                  f"frames {alone['short_mib']:.0f} MiB, {mem['long_frames']} frames {alone['long_mib']:.0f} MiB",
+                  flush=True)
     if args.evaluate:
         code = ("from codecave.enhance import Enhancer; from codecave.evaluate import evaluate\n"
                 "from codecave.models import create_model\n"

@@ -469,7 +469,7 @@ class Enhancer:
                     targets: tuple[int, int], bit_depth: int) -> np.ndarray:
         """Enhance packed codes ``(n, 24, h, w)``; returns the codes of the target frames, tile by tile."""
         lo, hi = targets
-        n, _, gh, gw = codes.shape
+        gh, gw = codes.shape[-2:]
         out = np.empty((hi - lo, *codes.shape[1:]), dtype=codes.dtype)
         cell = GRID
         tile, ov = self.options.tile // cell, self.options.tile_overlap // cell
