@@ -652,3 +652,33 @@ def test_frames_per_call_follow_the_models_pixel_bound() -> None:
     enhancer = Enhancer(model, EnhanceOptions(device="cpu"))
     assert [enhancer.chunk_for(h, w) for h, w in ((360, 640), (720, 1280), (1080, 1920), (2160, 3840))] == [8, 4, 2, 1]
     assert Enhancer(model, EnhanceOptions(device="cpu", chunk=3)).chunk_for(2160, 3840) == 3
+
+
+def test_a_stream_shrinks_each_frame_once(tmp_path: Path, monkeypatch) -> None:
+    """With the shrinkage stage, a stream hands each frame to the model's prefilter once (the
+    context frames two calls share are kept) and gives what a run without the kept frames
+    gives (one tile as large as the picture: every call shrinks all its frames)."""
+    src = tmp_path / "in.mp4"
+    make_clip(src, n=7, size=(64, 96), audio=False)
+    torch.manual_seed(2)
+    model = create_model("pnp_vcve", weights=None, variant="fast", dct_shrink=1.0)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    shrunk: list[int] = []
+    prefilter = model.prefilter
+    monkeypatch.setattr(model, "prefilter", lambda frames, priors: shrunk.append(frames.shape[1]) or prefilter(frames, priors))
+
+    def run(**options: object) -> list[object]:
+        with open_video(src) as video:
+            return list(Enhancer(model, EnhanceOptions(device="cpu", precision="fp32", chunk=2, **options))
+                        .stream(video, output="yuv420"))
+
+    kept = run()
+    assert sum(shrunk) == 7  # 4 calls of 3-4 frames each would have shrunk 13
+    shrunk.clear()
+    again = run(tile=128)
+    assert sum(shrunk) == 13
+    for a, b in zip(kept, again):
+        for p, q in ((a.y, b.y), (a.u, b.u), (a.v, b.v)):
+            diff = np.abs(p.astype(int) - q.astype(int))
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.01

@@ -431,10 +431,18 @@ class PnPVCVEFast(nn.Module):
     _frame_scales = PnPVCVE._frame_scales
     describe = PnPVCVE.describe
 
+    def prefilter(self, frames: torch.Tensor, priors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The shrinkage stage alone: ``frames`` ``(B, T, 24, h, w)`` with Y shrunk at each
+        frame's QP (``priors["qp"] (B, T)``, the sequence CRF ``priors["crf"] (B,)`` where it
+        is NaN); ``frames`` unchanged without the stage. A stream that keeps the result can
+        hand it to :meth:`forward` with ``prefiltered=True`` and shrink each frame once,
+        where every call would otherwise shrink its context frames again."""
+        return frames if self.shrink is None else self._shrunk(frames, priors)
+
     def forward(self, frames: torch.Tensor, priors: dict[str, torch.Tensor],
                 sequence: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
                 return_stages: bool = False, targets: tuple[int, int] | None = None,
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                prefiltered: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Enhance a clip of packed frames.
 
         Args:
@@ -445,6 +453,7 @@ class PnPVCVEFast(nn.Module):
             return_stages: also return the CAA output of the same frames.
             targets: ``(lo, hi)``: enhance frames ``lo..hi-1`` only, the others being
                 context (their CAA output is still computed: BAE needs it). Default: all.
+            prefiltered: ``frames`` already went through :meth:`prefilter`.
 
         Returns:
             ``(B, n, 24, h, w)`` enhanced frames, ``n = hi - lo`` (and their CAA output when asked).
@@ -469,8 +478,8 @@ class PnPVCVEFast(nn.Module):
             y = layer(feat.view(b, n, *feat.shape[1:]), mix, scale)
             return y.flatten(0, 1)
 
-        if self.shrink is not None:
-            frames = self._shrunk(frames, priors)
+        if not prefiltered:
+            frames = self.prefilter(frames, priors)
         rs = self.config.residual_scale
         # Outside training CAA and BAE go over groups of frames of at most pixel_chunk pixels.
         per = t if torch.is_grad_enabled() else max(1, self.pixel_chunk // (16 * frames.shape[-2] * frames.shape[-1]))
