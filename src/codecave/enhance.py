@@ -176,8 +176,9 @@ class Enhancer:
         #: ``"yuv420"`` or ``"rgb"``: what the model takes.
         self.domain = str(getattr(model, "domain", "rgb"))
         self._targets = "targets" in inspect.signature(model.forward).parameters
-        #: Prefiltered frames of the current stream by index (:meth:`_prefiltered_window`).
-        self._prefiltered: dict[int, torch.Tensor] = {}
+        #: Whether the model's shrinkage can run once per frame of a stream (:meth:`_prefiltered_window`).
+        self._prefilters = ("prefiltered" in inspect.signature(model.forward).parameters
+                            and getattr(model, "shrink", None) is not None)
         #: How many times larger the output is than the input (4 for CAVSR).
         self.scale = int(getattr(model, "scale", 1))
         if self.scale > 1 and self.domain != "rgb":
@@ -382,7 +383,7 @@ class Enhancer:
             return
         buffer: deque[tuple[CodedFrame, CompactPriors]] = deque()
         chunk = self.chunk_for(head.height, head.width)
-        self._prefiltered = {}
+        kept: dict[int, torch.Tensor] = {}  # this stream's prefiltered frames by index
         done = 0          # frames already yielded
         first = 0         # index of buffer[0] in the stream
         sequence = None
@@ -423,20 +424,21 @@ class Enhancer:
             if report is not None:
                 passed = self.passed_through(stacked["qp"][targets[0] : targets[1]], crf)
                 report["passed_through"] = int(report.get("passed_through", 0)) + int(passed.sum())
-            pictures = self._enhance_items([f for f, _ in items], stacked, crf, sequence, targets, output, first)
+            pictures = self._enhance_items([f for f, _ in items], stacked, crf, sequence, targets, output,
+                                           (kept, first))
             release_memory()
             yield from pictures
             done = end
             while first < done - self.radius:
                 buffer.popleft()
                 first += 1
-        self._prefiltered = {}
 
     def _enhance_items(self, frames: list[CodedFrame], stacked: dict[str, np.ndarray], crf: float,
                        sequence: object, targets: tuple[int, int], output: str,
-                       start: int | None = None) -> list[np.ndarray] | list[YUVPlanes]:
-        """Enhance ``frames[targets[0]:targets[1]]`` with the others as context (``start``: the
-        stream index of ``frames[0]``, for :meth:`_prefiltered_window`)."""
+                       kept: tuple[dict[int, torch.Tensor], int] | None = None) -> list[np.ndarray] | list[YUVPlanes]:
+        """Enhance ``frames[targets[0]:targets[1]]`` with the others as context (``kept``: the
+        stream's prefiltered frames and the stream index of ``frames[0]``, for
+        :meth:`_prefiltered_window`)."""
         lo, hi = targets
         passed = self.passed_through(stacked["qp"][lo:hi], crf)
         if self.domain == "yuv420":
@@ -446,7 +448,7 @@ class Enhancer:
                 depth = planes[0].bit_depth
                 h, w = planes[0].height, planes[0].width
                 packed = np.stack([pack_planes(_pad(p)) for p in planes])
-                codes = self._run_packed(packed, stacked, crf, sequence, targets, depth, start)
+                codes = self._run_packed(packed, stacked, crf, sequence, targets, depth, kept)
                 tags = {"color_range": planes[0].color_range, "color_space": planes[0].color_space}
                 out = [p if keep else crop_yuv(unpack_planes(c, depth, **tags), h, w)
                        for p, c, keep in zip(out, codes, passed)]
@@ -472,9 +474,10 @@ class Enhancer:
     # -- YUV 4:2:0 models ------------------------------------------------------------------
 
     def _run_packed(self, codes: np.ndarray, stacked: dict[str, np.ndarray], crf: float, sequence: object,
-                    targets: tuple[int, int], bit_depth: int, start: int | None = None) -> np.ndarray:
+                    targets: tuple[int, int], bit_depth: int,
+                    kept: tuple[dict[int, torch.Tensor], int] | None = None) -> np.ndarray:
         """Enhance packed codes ``(n, 24, h, w)``; returns the codes of the target frames, tile by tile
-        (``start``: the stream index of ``codes[0]``, when they come from a stream)."""
+        (``kept``: see :meth:`_enhance_items`; whole frames only)."""
         lo, hi = targets
         gh, gw = codes.shape[-2:]
         out = np.empty((hi - lo, *codes.shape[1:]), dtype=codes.dtype)
@@ -486,13 +489,14 @@ class Enhancer:
                 yb, xb = (min(gh, y1 + ov), min(gw, x1 + ov)) if tile else (gh, gw)
                 window = crop_compact(stacked, ya * cell, xa * cell, (yb - ya) * cell, (xb - xa) * cell)
                 result = self._packed_call(codes[:, :, ya:yb, xa:xb], window, crf, sequence, targets, bit_depth,
-                                           None if tile else start)
+                                           None if tile else kept)
                 out[:, :, y0:y1, x0:x1] = result[:, :, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
         return out
 
     @torch.inference_mode()
     def _packed_call(self, codes: np.ndarray, stacked: dict[str, np.ndarray], crf: float, sequence: object,
-                     targets: tuple[int, int], bit_depth: int, start: int | None = None) -> np.ndarray:
+                     targets: tuple[int, int], bit_depth: int,
+                     kept: tuple[dict[int, torch.Tensor], int] | None = None) -> np.ndarray:
         gh, gw = codes.shape[-2:]
         priors = {k: v.unsqueeze(0).to(self.device) for k, v in grid_priors(stacked, gh, gw).items()}
         if self.options.slice_type:
@@ -500,8 +504,8 @@ class Enhancer:
         priors["crf"] = torch.tensor([float(crf)], device=self.device)
         x = to_unit(torch.from_numpy(np.array(codes)).to(self.device), bit_depth)
         kwargs: dict[str, object] = {"sequence": sequence} if sequence is not None else {}
-        if start is not None and "prefiltered" in inspect.signature(self.model.forward).parameters:
-            x = self._prefiltered_window(x, priors, start)
+        if kept is not None and self._prefilters:
+            x = self._prefiltered_window(x, priors, *kept)
             kwargs["prefiltered"] = True
         with self._autocast():
             if self._targets:
@@ -510,11 +514,11 @@ class Enhancer:
                 y = self.model(x.unsqueeze(0), priors, **kwargs)[0, targets[0] : targets[1]]
         return to_codes(y.float(), bit_depth).cpu().numpy().astype(codes.dtype)
 
-    def _prefiltered_window(self, x: torch.Tensor, priors: dict[str, torch.Tensor], start: int) -> torch.Tensor:
-        """``x`` ``(n, 24, h, w)``, frames ``start..start+n-1`` of the stream, through the model's
+    def _prefiltered_window(self, x: torch.Tensor, priors: dict[str, torch.Tensor], cache: dict[int, torch.Tensor],
+                            start: int) -> torch.Tensor:
+        """``x`` ``(n, 24, h, w)``, frames ``start..start+n-1`` of a stream, through the model's
         ``prefilter`` (PnP-VCVE's shrinkage stage), each frame once per stream: the context
-        frames a call shares with the previous one come from :attr:`_prefiltered`."""
-        cache = self._prefiltered
+        frames a call shares with the previous one come from ``cache`` (the stream's own)."""
         for key in [k for k in cache if k < start]:
             del cache[key]
         missing = [i for i in range(len(x)) if start + i not in cache]

@@ -234,14 +234,15 @@ def test_fast_dct_shrink_stage_reads_the_frame_qp_and_runs_in_float32() -> None:
                                    frames, atol=1e-5, rtol=0)
 
 
-def test_fast_inference_in_groups_and_strips_equals_one_pass() -> None:
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fast_inference_in_groups_and_strips_equals_one_pass(batch: int) -> None:
     """Outside training CAA and BAE run over groups of frames and the luma branch over strips
     of rows (bounded memory): the same output as one pass with gradients on."""
     torch.manual_seed(3)
     model = create_model("pnp_vcve", weights=None, variant="fast", dct_shrink=1.0)
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    frames, priors = grid_clip(1, 5, 10, 12, seed=4)
+    frames, priors = grid_clip(batch, 5, 10, 12, seed=4)
     one_pass = model(frames, priors, targets=(1, 4)).detach()
     model.pixel_chunk, model.luma_strip = 16 * 10 * 12, 1  # one frame per group, 16-row strips
     with torch.no_grad():
@@ -250,20 +251,21 @@ def test_fast_inference_in_groups_and_strips_equals_one_pass() -> None:
 
 
 def test_fast_layers_that_read_pixels_stay_float32_under_bf16_autocast() -> None:
-    """The default runs under bf16 autocast (``inference_precision``); the first CAA layer and
-    the luma branch's first layer see and give float32 (bf16 cannot carry one code value), the
-    layers after them run in bf16."""
+    """The default runs under bf16 autocast (``inference_precision``); outside training the
+    first CAA layer and the luma branch's first layer give float32 (bf16 cannot carry one code
+    value) and the layers after them bf16; in training every layer runs under the autocast,
+    as the shipped weights were trained."""
     model = create_model("pnp_vcve", weights=None, variant="fast")
     assert model.inference_precision == "bf16"
-    seen: dict[str, tuple[torch.dtype, torch.dtype]] = {}
+    seen: dict[str, torch.dtype] = {}
     for name, layer in (("caa_in", model.caa_in), ("pixel0", model.pixel[0]), ("pixel2", model.pixel[2]),
                         ("caa_body", model.caa_body[0])):
         layer.register_forward_hook(lambda m, args, out, name=name: None if name in seen else
-                                    seen.update({name: (args[0].dtype, out.dtype)}))
+                                    seen.update({name: out.dtype}))
     frames, priors = grid_clip(1, 3, 8, 8)
-    for train in (False, True):
+    for train, first in ((False, torch.float32), (True, torch.bfloat16)):
         seen.clear()
         with torch.set_grad_enabled(train), torch.autocast("cpu", dtype=torch.bfloat16):
             model(frames, priors)
-        assert seen["caa_in"] == seen["pixel0"] == (torch.float32, torch.float32)
-        assert seen["pixel2"][1] == seen["caa_body"][1] == torch.bfloat16
+        assert (seen["caa_in"], seen["pixel0"]) == (first, first), (train, seen)
+        assert seen["pixel2"] == seen["caa_body"] == torch.bfloat16

@@ -86,7 +86,8 @@ class ShiftedDCTShrinkage(nn.Module):
         """Shrink ``plane`` ``(N, 1, H, W)`` at each picture's QP ``qp`` ``(N,)``; same shape back.
 
         The coefficients take 16 values per pixel, so pictures go through in groups of at most
-        :data:`CHUNK_PIXELS` pixels (one picture at a time from 1920x1080 up). Runs in float32
+        :data:`CHUNK_PIXELS` pixels (one picture at a time from 1280x720 up; outside training each
+        picture in strips of rows, :data:`STRIP_PIXELS`). Runs in float32
         (float64 stays float64) whatever the autocast: bf16 cannot carry one code value; the
         result comes back in ``plane``'s dtype."""
         work = plane if plane.dtype in (torch.float32, torch.float64) else plane.float()

@@ -400,15 +400,13 @@ class PnPVCVEFast(nn.Module):
         return torch.cat([r, r.new_zeros(n, 8, *r.shape[-2:])], dim=1)
 
     def _luma_branch(self, y: torch.Tensor) -> torch.Tensor:
-        """:attr:`pixel` on ``(N, 1, H, W)``, its first layer in float32 whatever the autocast.
+        """:attr:`pixel` on ``(N, 1, H, W)``.
 
-        Outside training it runs in strips of rows (:attr:`luma_strip` pixels, plus one row
+        Outside training its first layer runs in float32 whatever the autocast, and it runs in strips of rows (:attr:`luma_strip` pixels, plus one row
         above and below per 3x3 layer, so every output sample sees what it sees on the whole
         picture) with its activations rectified in place: 16 channels per pixel."""
-        if torch.is_grad_enabled():
-            with torch.autocast(y.device.type, enabled=False):
-                h = self.pixel[0](y.float())
-            return self.pixel[1:](h)
+        if torch.is_grad_enabled():  # training: as trained, every layer under the autocast
+            return self.pixel(y)
         height, width = y.shape[-2:]
         rows = max(16, self.luma_strip // (y.shape[0] * width))
         halo = sum(isinstance(layer, nn.Conv2d) for layer in self.pixel)
@@ -462,6 +460,7 @@ class PnPVCVEFast(nn.Module):
 
         b, t = frames.shape[:2]
         lo, hi = targets if targets is not None else (0, t)
+        inference = not torch.is_grad_enabled()
         mixed = sequence if sequence is not None else self.adapt(priors["crf"])
         scales = self._frame_scales(priors)
         stack = list(zip(self._adapted(), mixed, scales))  # (layer, mix, frame scales) in order
@@ -471,7 +470,7 @@ class PnPVCVEFast(nn.Module):
             layer, mix, scale = entry
             n = feat.shape[0] // b
             scale = None if scale is None else scale[:, frames_of]
-            if float32:  # the first CAA layer reads pixels: float32 whatever the autocast
+            if float32:  # the first CAA layer reads pixels: float32 whatever the autocast (inference)
                 with torch.autocast(feat.device.type, enabled=False):
                     return layer(feat.float().view(b, n, *feat.shape[1:]), tuple(m.float() for m in mix),
                                  None if scale is None else scale.float()).flatten(0, 1)
@@ -482,14 +481,14 @@ class PnPVCVEFast(nn.Module):
             frames = self.prefilter(frames, priors)
         rs = self.config.residual_scale
         # Outside training CAA and BAE go over groups of frames of at most pixel_chunk pixels.
-        per = t if torch.is_grad_enabled() else max(1, self.pixel_chunk // (16 * frames.shape[-2] * frames.shape[-1]))
+        per = t if not inference else max(1, self.pixel_chunk // (16 * frames.shape[-2] * frames.shape[-1]))
 
         def caa(a: int, z: int) -> tuple[torch.Tensor, torch.Tensor]:
             """CAA of frames ``a..z-1``: ``x_caa (B, z - a, 24, h, w)`` and features ``(B * (z - a), C, h, w)``."""
             frames_of = slice(a, z)
             # NHWC: oneDNN's convolutions run about twice as fast on CPU in this layout.
             x = frames[:, frames_of].flatten(0, 1).contiguous(memory_format=torch.channels_last)
-            f = F.relu(adapted(caa_layers[0], self._normalise(x), frames_of, float32=True))
+            f = F.relu(adapted(caa_layers[0], self._normalise(x), frames_of, float32=inference))
             for i in range(self.config.caa_blocks):
                 f = f + adapted(caa_layers[2 * i + 2], F.relu(adapted(caa_layers[2 * i + 1], f, frames_of)), frames_of)
             return (x + rs * self.caa_out(f)).unflatten(0, (b, z - a)), f
