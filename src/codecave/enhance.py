@@ -518,15 +518,21 @@ class Enhancer:
                             start: int) -> torch.Tensor:
         """``x`` ``(n, 24, h, w)``, frames ``start..start+n-1`` of a stream, through the model's
         ``prefilter`` (PnP-VCVE's shrinkage stage), each frame once per stream: the context
-        frames a call shares with the previous one come from ``cache`` (the stream's own)."""
-        for key in [k for k in cache if k < start]:
-            del cache[key]
-        missing = [i for i in range(len(x)) if start + i not in cache]
+        frames a call shares with the previous one come from ``cache`` (the stream's own; it keeps
+        copies of the last ``2 x radius`` frames only, the ones the next call can share)."""
+        n = len(x)
+        missing = [i for i in range(n) if start + i not in cache]
+        window = x.clone()
         if missing:
             index = torch.tensor(missing, device=x.device)
-            done = self.model.prefilter(x[index].unsqueeze(0), {"qp": priors["qp"][:, index], "crf": priors["crf"]})[0]
-            cache.update({start + i: frame for i, frame in zip(missing, done)})
-        return torch.stack([cache[start + i] for i in range(len(x))])
+            window[index] = self.model.prefilter(x[index].unsqueeze(0), {"qp": priors["qp"][:, index],
+                                                                         "crf": priors["crf"]})[0]
+        for i in range(n):
+            if start + i in cache:
+                window[i] = cache[start + i]
+        cache.clear()
+        cache.update({start + i: window[i].clone() for i in range(max(0, n - 2 * self.radius), n)})
+        return window
 
     # -- recurrent luma models (VIG) ---------------------------------------------------------
 
