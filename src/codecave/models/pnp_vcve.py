@@ -338,8 +338,9 @@ class PnPVCVEFast(nn.Module):
     #: Luma pixels of frames that go through CAA, BAE and the luma branch together outside
     #: training (one 1280x720 frame, four 640x360 ones): bounds the memory of the three.
     pixel_chunk = 1 << 20
-    #: Pixels per strip of the luma branch outside training (2^17: 13 to 16 ms a 640x360 picture
-    #: in groups of four, against 24 at 2^18; the activations of a strip stay in cache).
+    #: Pixels per strip of the luma branch outside training (its activations stay in cache:
+    #: ``benchmarks/strip_cost.py`` measured 18 against 43 ms a 640x360 picture for whole pictures;
+    #: 2^16 to 2^18 within noise of each other).
     luma_strip = 1 << 17
 
     def __init__(self, config: PnPVCVEFastConfig = PnPVCVEFastConfig()) -> None:
