@@ -654,30 +654,48 @@ def test_frames_per_call_follow_the_models_pixel_bound() -> None:
     assert Enhancer(model, EnhanceOptions(device="cpu", chunk=3)).chunk_for(2160, 3840) == 3
 
 
-def test_a_stream_shrinks_each_frame_once(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(("chunk", "without"), [(2, 13), (1, 19)])
+def test_a_stream_shrinks_each_frame_once(tmp_path: Path, monkeypatch, chunk: int, without: int) -> None:
     """With the shrinkage stage, a stream hands each frame to the model's prefilter once (the
-    context frames two calls share are kept) and gives what a run without the kept frames
-    gives (one tile as large as the picture: every call shrinks all its frames)."""
+    context frames two calls share are kept): every call gets, bit for bit, the shrunk window a
+    run without the kept frames computes inside the model (one tile as large as the picture),
+    and the two give the same pictures."""
+    import functools
+
     src = tmp_path / "in.mp4"
     make_clip(src, n=7, size=(64, 96), audio=False)
     torch.manual_seed(2)
     model = create_model("pnp_vcve", weights=None, variant="fast", dct_shrink=1.0)
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.02)
-    shrunk: list[int] = []
-    prefilter = model.prefilter
-    monkeypatch.setattr(model, "prefilter", lambda frames, priors: shrunk.append(frames.shape[1]) or prefilter(frames, priors))
+    shrunk: list[torch.Tensor] = []  # what prefilter returned, call by call
+    given: list[torch.Tensor] = []   # what forward got with prefiltered=True
+    prefilter, forward = model.prefilter, model.forward
+
+    def spy_prefilter(frames: torch.Tensor, priors: dict) -> torch.Tensor:
+        shrunk.append(prefilter(frames, priors))
+        return shrunk[-1]
+
+    @functools.wraps(forward)
+    def spy_forward(frames: torch.Tensor, priors: dict, **kwargs: object) -> torch.Tensor:
+        if kwargs.get("prefiltered"):
+            given.append(frames.clone())
+        return forward(frames, priors, **kwargs)
+
+    monkeypatch.setattr(model, "prefilter", spy_prefilter)
+    monkeypatch.setattr(model, "forward", spy_forward)
 
     def run(**options: object) -> list[object]:
         with open_video(src) as video:
-            return list(Enhancer(model, EnhanceOptions(device="cpu", precision="fp32", chunk=2, **options))
+            return list(Enhancer(model, EnhanceOptions(device="cpu", precision="fp32", chunk=chunk, **options))
                         .stream(video, output="yuv420"))
 
     kept = run()
-    assert sum(shrunk) == 7  # 4 calls of 3-4 frames each would have shrunk 13
+    assert sum(s.shape[1] for s in shrunk) == 7
     shrunk.clear()
-    again = run(tile=128)
-    assert sum(shrunk) == 13
+    again = run(tile=128)  # every call shrinks its whole window inside forward
+    assert sum(s.shape[1] for s in shrunk) == without
+    assert len(given) == len(shrunk) and all(torch.equal(g, s) for g, s in zip(given, shrunk))
     for a, b in zip(kept, again):
         for p, q in ((a.y, b.y), (a.u, b.u), (a.v, b.v)):
             diff = np.abs(p.astype(int) - q.astype(int))

@@ -522,7 +522,7 @@ class Enhancer:
         copies of the last ``2 x radius`` frames only, the ones the next call can share)."""
         n = len(x)
         missing = [i for i in range(n) if start + i not in cache]
-        window = x.clone()
+        window = x  # this call's own tensor: filled in place
         if missing:
             index = torch.tensor(missing, device=x.device)
             window[index] = self.model.prefilter(x[index].unsqueeze(0), {"qp": priors["qp"][:, index],

@@ -33,8 +33,8 @@ SHIFT_STEP = 2
 #: Pixels shrunk in one go (bounds the memory of the 16-per-pixel coefficients).
 CHUNK_PIXELS = 1 << 20
 #: Padded pixels per strip of rows outside training, one picture at a time (the 16 coefficients
-#: per pixel of a strip stay in cache: ``benchmarks/strip_cost.py`` measured 19 against 52 ms a
-#: 640x360 picture for 2^17-pixel strips over groups of pictures, 63 against 165 at 1280x720).
+#: per pixel of a strip stay in cache: ``benchmarks/strip_cost.py`` measured 14 against 37 ms a
+#: 640x360 picture for 2^17-pixel strips over groups of pictures, 71 against 172 at 1280x720).
 STRIP_PIXELS = 1 << 16
 
 

@@ -339,8 +339,8 @@ class PnPVCVEFast(nn.Module):
     #: training (one 1280x720 frame, four 640x360 ones): bounds the memory of the three.
     pixel_chunk = 1 << 20
     #: Pixels per strip of the luma branch outside training (its activations stay in cache:
-    #: ``benchmarks/strip_cost.py`` measured 18 against 43 ms a 640x360 picture for whole pictures;
-    #: 2^16 to 2^18 within noise of each other).
+    #: ``benchmarks/strip_cost.py`` measured 14 against 32 ms a 640x360 picture for whole pictures,
+    #: 46 against 133 at 1280x720; 2^16 to 2^18 within noise of each other).
     luma_strip = 1 << 17
 
     def __init__(self, config: PnPVCVEFastConfig = PnPVCVEFastConfig()) -> None:
