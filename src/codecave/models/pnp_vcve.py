@@ -404,9 +404,10 @@ class PnPVCVEFast(nn.Module):
     def _luma_branch(self, y: torch.Tensor) -> torch.Tensor:
         """:attr:`pixel` on ``(N, 1, H, W)``.
 
-        Outside training its first layer runs in float32 whatever the autocast, and it runs in strips of rows (:attr:`luma_strip` pixels, plus one row
-        above and below per 3x3 layer, so every output sample sees what it sees on the whole
-        picture) with its activations rectified in place: 16 channels per pixel."""
+        Outside training its first layer runs in float32 whatever the autocast, and it runs in
+        strips of rows (:attr:`luma_strip` pixels, plus one row above and below per 3x3 layer, so
+        every output sample sees what it sees on the whole picture) with its activations
+        rectified in place: 16 channels per pixel."""
         if torch.is_grad_enabled():  # training: as trained, every layer under the autocast
             return self.pixel(y)
         height, width = y.shape[-2:]
@@ -520,9 +521,9 @@ class PnPVCVEFast(nn.Module):
             g = F.relu(self.bae_fuse(fused.contiguous(memory_format=torch.channels_last)))
             del fused, neighbours, masks
             regions = priors["partition"][:, kept, :REFINED_REGIONS].flatten(0, 1).to(frames.dtype)
-            for i, (layer, mix, scale) in enumerate(bae_layers):
+            for i, entry in enumerate(bae_layers):
                 h = F.relu(self.bae_conv[i](g))
-                y = layer(h.view(b, hi - lo, *h.shape[1:]), mix, None if scale is None else scale[:, kept]).flatten(0, 1)
+                y = adapted(entry, h, kept)
                 if self.config.region_refine:
                     y = y + self.bae_refine[i](torch.cat([h * regions[:, k : k + 1] for k in range(REFINED_REGIONS)], 1))
                 g = g + y
