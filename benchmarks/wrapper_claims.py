@@ -7,7 +7,12 @@
    identity), each trained as such.
 4. (SPECS 3.7 claim 5) a non-learned proxy for the distortion's gradient: arm
    ``identity_gradient`` passes the gradient at O's input straight to P (the rate's
-   gradient still comes from the learned proxy).
+   gradient still comes from the learned proxy); arm ``transform_rate`` also takes the
+   rate's gradient from the non-learned transform-coding model
+   (:mod:`codecave.models.transform_proxy`), so no learned proxy is used at all
+   (``transform_rate_s1``: its second seed; ``post_only_no_proxy``: post-only without
+   the learned proxy, which a post-only arm never needed); arm ``transform_model`` takes
+   the distortion's gradient from that model too (through the coefficients it codes).
 3. Proxy alignment (section 4.3): Pearson correlation of the proxy's and the codec's rate
    and PSNR per frame on held-out GOPs, before (the conventional proxy) and after the two
    phases (``proxy`` sub-command; evaluation only).
@@ -25,6 +30,7 @@ SSIM-Y, MS-SSIM-Y and VMAF. Arm ``full`` with a second seed gives the spread.
     python benchmarks/wrapper_claims.py train runs/nw_claims --arm full --minutes 30
     python benchmarks/wrapper_claims.py score runs/nw_claims --frames 8
     python benchmarks/wrapper_claims.py proxy --before runs/nw_proxy_conventional --after runs/nw_proxy_rate
+    python benchmarks/wrapper_claims.py proxy --transform --val data/val_yuv6  # the non-learned model
 """
 
 from __future__ import annotations
@@ -50,8 +56,18 @@ ARMS = {
     "identity_gradient": {"proxy_gradient": "identity"},
     "proxy_refit_50": {"proxy_lr_scale": 50.0},
     "proxy_refit_50_no_dlm": {"proxy_lr_scale": 50.0, "dlm": 0.0},
+    "transform_rate": {"proxy_gradient": "identity", "rate_gradient": "transform"},
+    "transform_rate_s1": {"proxy_gradient": "identity", "rate_gradient": "transform"},
+    "post_only_no_proxy": {"pre": False, "proxy_gradient": "identity", "rate_gradient": "transform"},
+    "transform_model": {"proxy_gradient": "transform", "rate_gradient": "transform"},
+    "transform_model_s1": {"proxy_gradient": "transform", "rate_gradient": "transform"},
 }
-SEEDS = {"full_s1": 1}
+SEEDS = {"full_s1": 1, "transform_rate_s1": 1, "transform_model_s1": 1}
+#: Arms that need no learned proxy: built without it, started from the identity pair, and
+#: trained at the paper's learning rate 1e-4 (the learned-proxy arms run at 2e-5, set
+#: against the collapse that proxy's rate gradient caused).
+NO_PROXY = {"transform_rate", "transform_rate_s1", "post_only_no_proxy", "transform_model", "transform_model_s1"}
+NO_PROXY_TRAIN = {"model.overrides.with_proxy": False, "train.init": "", "train.lr": 1e-4, "train.min_lr": 1e-4}
 
 
 def train_arm(out: Path, arm: str, minutes: float, init: str | None) -> None:
@@ -65,7 +81,9 @@ def train_arm(out: Path, arm: str, minutes: float, init: str | None) -> None:
                                     "train.seed": SEEDS.get(arm, 0), "train.snapshot_every": 0}
     for key, value in ARMS[arm].items():
         overrides[f"objective.settings.{key}"] = value
-    if init:
+    if arm in NO_PROXY:
+        overrides.update(NO_PROXY_TRAIN)
+    elif init:
         overrides["train.init"] = init
     result = train(load_config(RECIPE, overrides), progress=False)
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,12 +144,15 @@ def held_out_gops(val: str, count: int, crop: int = 192, frames: int = 4, seed: 
     return torch.from_numpy(np.stack(out)).float().div(255)
 
 
-def proxy_correlation(runs: dict[str, str], val: str, count: int, qp: float) -> None:
+def proxy_correlation(runs: dict[str, str], val: str, count: int, qp: float, transform: bool = False) -> None:
     """Pearson correlation per frame of proxy and codec: rate (calibrated bits per pixel
-    against x264's) and PSNR (of I_M and I_C against the source), for each proxy."""
+    against x264's) and PSNR (of I_M and I_C against the source), for each learned proxy
+    and, with ``transform``, the non-learned transform-coding model (its affine rate map
+    per picture type fitted on other GOPs of the same clips)."""
     from codecave.engine.wrapping import codec_in_the_loop, codec_settings
     from codecave.grid import from_half_layout, luma, to_half_layout
     from codecave.models import create_model
+    from codecave.models.transform_proxy import RateCalibration, transform_code
 
     gops = held_out_gops(val, count)
     settings = codec_settings("x264", qp, "medium", gops.shape[1])
@@ -150,12 +171,26 @@ def proxy_correlation(runs: dict[str, str], val: str, count: int, qp: float) -> 
     inter[:, 1:] = True  # the intra picture's rate dominates a pooled correlation: P frames alone beside it
     inter = inter.flatten()
     results = {}
-    for label, run in runs.items():
-        model = create_model("neural_wrapper", weights=run).eval()
-        with torch.no_grad():
-            rec, rate_hyp = model.proxy(to_half_layout(gops), "round")
-            rate = model.proxy.rate_alpha * rate_hyp + model.proxy.rate_beta / gops.shape[1]  # per frame
-        psnr_m = psnr(from_half_layout(rec), gops)
+    rows: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = dict.fromkeys(runs)
+    if transform:
+        rows["transform model (non-learned)"] = None
+    for label in rows:
+        if label in runs:
+            model = create_model("neural_wrapper", weights=runs[label]).eval()
+            with torch.no_grad():
+                rec_half, rate_hyp = model.proxy(to_half_layout(gops), "round")
+                rate = model.proxy.rate_alpha * rate_hyp + model.proxy.rate_beta / gops.shape[1]  # per frame
+            rec, run = from_half_layout(rec_half), runs[label]
+        else:  # fitted per picture type on other GOPs (seed 1) of the same clips, then frozen
+            fit_gops = held_out_gops(val, count, seed=1)
+            fit_c, fit_r = codec_in_the_loop(fit_gops, settings)
+            calibration = RateCalibration(decay=0.0)
+            calibration.update(transform_code(fit_gops, fit_c, qp).surrogate, fit_r)
+            alpha, beta = (a.float() for a in calibration.fit())
+            surrogate, rec, _ = transform_code(gops, i_c, qp)
+            kind = (torch.arange(gops.shape[1]) > 0).long()
+            rate, run = alpha[kind] * surrogate + beta[kind], f"alpha {alpha.tolist()}, beta {beta.tolist()}"
+        psnr_m = psnr(rec, gops)
         rm, rc = rate.flatten().numpy(), r_c.flatten().numpy()
         pcc_rate = float(np.corrcoef(rm, rc)[0, 1])
         pcc_rate_p = float(np.corrcoef(rm[inter], rc[inter])[0, 1])
@@ -186,8 +221,9 @@ def main() -> None:
     s.add_argument("--frames", type=int, default=8)
     s.add_argument("--arms", default=None, help="comma-separated arms (default: all trained)")
     p = sub.add_parser("proxy", help="claim 3: proxy/codec correlation before and after alignment")
-    p.add_argument("--before", required=True, help="conventional proxy run")
-    p.add_argument("--after", required=True, help="aligned proxy run (phase 2)")
+    p.add_argument("--before", default=None, help="conventional proxy run")
+    p.add_argument("--after", default=None, help="aligned proxy run (phase 2)")
+    p.add_argument("--transform", action="store_true", help="also the non-learned transform-coding model")
     p.add_argument("--also", default=None, help="another run, e.g. the end-to-end one (its refitted proxy)")
     p.add_argument("--val", default=str(ROOT / "data" / "val_yuv"))
     p.add_argument("--gops", type=int, default=48)
@@ -199,10 +235,12 @@ def main() -> None:
     elif args.command == "score":
         score(args.out, args.val, args.frames, args.arms.split(",") if args.arms else None)
     else:
-        runs = {"before (conventional)": args.before, "after (phases 1 + 2)": args.after}
-        if args.also:
-            runs["end to end (refitted)"] = args.also
-        proxy_correlation(runs, args.val, args.gops, args.qp)
+        named = {"before (conventional)": args.before, "after (phases 1 + 2)": args.after,
+                 "end to end (refitted)": args.also}
+        runs = {label: run for label, run in named.items() if run}
+        if not runs and not args.transform:
+            ap.error("proxy: give --before / --after / --also runs, --transform, or both")
+        proxy_correlation(runs, args.val, args.gops, args.qp, args.transform)
 
 
 if __name__ == "__main__":

@@ -197,3 +197,31 @@ def test_the_proxy_refits_at_its_own_learning_rate(tiny_yuv_dataset: Path, tmp_p
     groups = load_checkpoint(tmp_path / "e2e")["optimizer"]["param_groups"]
     assert [g.get("lr_scale", 1.0) for g in groups] == [1.0, 50.0]
     assert groups[1]["lr"] == pytest.approx(50 * groups[0]["lr"])
+
+
+def test_transform_rate_gradient_needs_no_learned_proxy() -> None:
+    """``rate_gradient: transform`` with ``proxy_gradient: identity``: the model may lack the
+    learned proxy; the rate's value is the codec's real bits of the GOP and its gradient
+    reaches P (only P: with ``lmbda`` alone, O's parameters get none)."""
+    torch.manual_seed(0)
+    model = create_model("neural_wrapper", weights=None, width=8, pre_blocks=1, post_blocks=1).train()
+    for p in [*model.pre.tail.parameters(), *model.post.tail.parameters()]:
+        torch.nn.init.normal_(p, std=1e-2)
+    assert model.proxy is None
+    batch = _batch()
+    objective = NeuralWrapping(TrainSection(), proxy_gradient="identity", rate_gradient="transform", l1=0.0, ssim=0.0,
+                               ms_ssim=0.0, dlm=0.0)
+    objective.setup(model)
+    assert len(objective.param_groups(model)) == 1
+    loss = objective.loss(model, batch, 0)
+    with torch.no_grad():
+        _, r_c = codec_in_the_loop(model.preprocess(batch["gt"]), codec_settings("x264", 30, "medium", 4))
+    assert float(loss.detach()) == pytest.approx(0.1 * float(r_c.sum()), rel=1e-5)
+    loss.backward()
+    assert _grads(list(model.pre.parameters())) > 0
+    assert _grads(list(model.post.parameters())) == 0
+    assert {"surrogate", "slope_intra", "slope_inter", "rate_codec"} <= set(objective.terms)
+    with pytest.raises(ConfigError, match="rate_gradient"):
+        NeuralWrapping(TrainSection(), rate_gradient="exact")
+    with pytest.raises(ConfigError, match="with_proxy"):  # the learned proxy's gradient without a proxy
+        NeuralWrapping(TrainSection(), proxy_gradient="identity").loss(model, batch, 0)

@@ -23,6 +23,7 @@ from codecave.engine.objectives import Objective, _single_process
 from codecave.errors import ConfigError
 from codecave.grid import from_half_layout, luma, to_half_layout
 from codecave.losses import detail_loss_metric, ms_ssim_y, ssim_luma
+from codecave.models.transform_proxy import RateCalibration, transform_code
 
 if TYPE_CHECKING:  # the codec (PyAV) loads when a batch is first coded: the engine runs without it
     from codecave.codec.encode import EncodeSettings
@@ -239,8 +240,15 @@ class NeuralWrapping(Objective):
         proxy_gradient: what carries the distortion's gradient from ``O``'s input back to
             ``P``: ``ssf`` (the proxy's ``I_M``, the paper) or ``identity`` (``I_C``'s
             gradient passed straight to ``I_P``: a non-learned proxy in the spirit of
-            the paper's reference [24], SPECS 3.7 claim 5). The rate's gradient comes
-            from the proxy either way.
+            the paper's reference [24], SPECS 3.7 claim 5) or ``transform`` (the gradient of
+            the non-learned transform model's reconstruction: through the 4x4 DCT
+            coefficients the model codes, :mod:`codecave.models.transform_proxy`; ours).
+        rate_gradient: what carries the rate's gradient to ``P``: ``ssf`` (the learned
+            proxy's calibrated rate, the paper) or ``transform`` (the real codec's bits as
+            the value, with the gradient of the non-learned transform-coding surrogate of
+            :mod:`codecave.models.transform_proxy`, scaled by its slope fitted to the real
+            bits per picture type; ours). Without ``ssf`` in either the learned proxy is
+            not used and the model may be built without it.
 
     Raises:
         ConfigError: an unknown codec, a QP out of range, or neither network trained.
@@ -252,17 +260,21 @@ class NeuralWrapping(Objective):
     def __init__(self, train: TrainSection, codec: str = "x264", qp: float = 30.0, preset: str = "medium",
                  lmbda: float = 0.1, l1: float = 0.1, ssim: float = 0.25, ms_ssim: float = 0.25, dlm: float = 0.2,
                  stop_gradient: bool = True, pre: bool = True, post: bool = True, refine: bool = True,
-                 proxy_gradient: str = "ssf", proxy_lr_scale: float = 1.0) -> None:
+                 proxy_gradient: str = "ssf", proxy_lr_scale: float = 1.0, rate_gradient: str = "ssf") -> None:
         super().__init__(train)
+        if rate_gradient not in ("ssf", "transform"):
+            raise ConfigError(f"rate_gradient {rate_gradient!r}: use ssf or transform")
+        self.rate_gradient = rate_gradient
+        self.calibration = RateCalibration()
         if proxy_lr_scale <= 0:
             raise ConfigError(f"proxy_lr_scale {proxy_lr_scale}: must be positive")
         self.proxy_lr_scale = float(proxy_lr_scale)
         _check_codec(codec, qp)
-        if proxy_gradient not in ("ssf", "identity"):
-            raise ConfigError(f"proxy_gradient {proxy_gradient!r}: use ssf or identity")
-        if proxy_gradient == "identity" and not stop_gradient:
-            raise ConfigError("proxy_gradient identity without stop_gradient would feed O the pre-processed frames "
-                              "with no codec at all; keep stop_gradient on")
+        if proxy_gradient not in ("ssf", "identity", "transform"):
+            raise ConfigError(f"proxy_gradient {proxy_gradient!r}: use ssf, identity or transform")
+        if proxy_gradient != "ssf" and not stop_gradient:
+            raise ConfigError(f"proxy_gradient {proxy_gradient} without stop_gradient would feed O the pre-processed "
+                              "or modelled frames instead of the codec's; keep stop_gradient on")
         self.proxy_gradient = proxy_gradient
         if not (pre or post):
             raise ConfigError("neural_wrapping: train the pre-processor, the post-processor or both")
@@ -272,45 +284,68 @@ class NeuralWrapping(Objective):
 
     def setup(self, model: nn.Module) -> None:
         """Train ``pre`` and ``post`` as asked, and the proxy only with ``refine``."""
-        proxy = _proxy(model, self.name)
         model.pre.requires_grad_(self.pre)
         model.post.requires_grad_(self.post)
-        proxy.requires_grad_(self.refine)
+        if self.uses_proxy:
+            _proxy(model, self.name).requires_grad_(self.refine)
+        elif getattr(model, "proxy", None) is not None:
+            model.proxy.requires_grad_(False)
+
+    @property
+    def uses_proxy(self) -> bool:
+        """Whether the learned proxy carries a gradient (and is refitted with ``refine``)."""
+        return self.proxy_gradient == "ssf" or self.rate_gradient == "ssf"
 
     def param_groups(self, model: nn.Module) -> list[dict[str, object]]:
         """The wrapper's parameters, then the proxy's at ``proxy_lr_scale`` times the rate."""
-        proxy = _proxy(model, self.name)
+        proxy = getattr(model, "proxy", None)
+        if proxy is None:
+            return [{"params": list(model.parameters())}]
         own = {id(p) for p in proxy.parameters()}
         return [{"params": [p for p in model.parameters() if id(p) not in own]},
                 {"params": list(proxy.parameters()), "lr_scale": self.proxy_lr_scale}]
 
     def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         model = _single_process(net, self.name)
-        proxy = _proxy(model, self.name)
         x = batch["gt"]
         i_p = model.preprocess(x) if self.pre else x
         i_c, r_c = codec_in_the_loop(i_p, codec_settings(self.codec, self.qp, self.preset, x.shape[1]))
-        m_half, r_hyp = proxy(to_half_layout(i_p), "ste")
-        i_m = from_half_layout(m_half) if self.proxy_gradient == "ssf" else i_p
+        if self.uses_proxy:
+            proxy = _proxy(model, self.name)
+            m_half, r_hyp = proxy(to_half_layout(i_p), "ste")
+        if "transform" in (self.proxy_gradient, self.rate_gradient):
+            coding = transform_code(i_p, i_c, self.qp)
+        i_m = {"ssf": lambda: from_half_layout(m_half), "identity": lambda: i_p,
+               "transform": lambda: coding.coded}[self.proxy_gradient]()
         o_in = i_c + (i_m - i_m.detach()) if self.stop_gradient else i_m  # value I_C exactly
         i_out = model(o_in) if self.post else o_in
         d = perceptual_distortion(x, i_out, **self.weights)
-        rate = proxy.calibrate(r_hyp).mean()  # of the GOP, summed over its frames (SPECS 3.6 d)
+        extra: dict[str, torch.Tensor] = {}
+        if self.rate_gradient == "ssf":
+            rate = proxy.calibrate(r_hyp).mean()  # of the GOP, summed over its frames (SPECS 3.6 d)
+        else:  # the codec's real bits of the GOP, with the surrogate's gradient (as eq. 8 for I_C)
+            surrogate = coding.surrogate
+            slopes = self.calibration.update(surrogate, r_c)
+            rate = (r_c.sum(1) + (slopes * (surrogate - surrogate.detach())).sum(1)).mean()
+            extra = {"surrogate": surrogate.detach().mean(), "slope_intra": slopes[0], "slope_inter": slopes[-1]}
         wrapper = [p for part, on in ((model.pre, self.pre), (model.post, self.post)) if on for p in part.parameters()]
         terms = [(d["distortion"] + self.lmbda * rate, wrapper)]
-        proxy_mse = F.mse_loss(m_half, to_half_layout(i_c))
-        calibration = (proxy.calibrate(r_hyp.detach()) - r_c.sum(1)).pow(2).mean()
-        if self.refine:
-            terms += [(proxy_mse, proxy.transform_parameters()), (r_hyp.mean(), proxy.entropy_parameters()),
-                      (calibration, proxy.calibration_parameters())]
+        if self.uses_proxy:
+            proxy_mse = F.mse_loss(m_half, to_half_layout(i_c))
+            calibration = (proxy.calibrate(r_hyp.detach()) - r_c.sum(1)).pow(2).mean()
+            if self.refine:
+                terms += [(proxy_mse, proxy.transform_parameters()), (r_hyp.mean(), proxy.entropy_parameters()),
+                          (calibration, proxy.calibration_parameters())]
+            extra = {**extra, "proxy_mse": proxy_mse.detach(), "calibration": calibration.detach()}
         self.terms = {**{k: v.detach() for k, v in d.items()}, "rate_proxy": rate.detach(),
-                      "rate_codec": r_c.mean(), "proxy_mse": proxy_mse.detach(), "calibration": calibration.detach()}
+                      "rate_codec": r_c.mean(), **extra}
         return routed(terms)
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "codec": self.codec, "qp": self.qp, "preset": self.preset, "lmbda": self.lmbda,
                 **self.weights, "stop_gradient": self.stop_gradient, "pre": self.pre, "post": self.post,
-                "refine": self.refine, "proxy_gradient": self.proxy_gradient, "proxy_lr_scale": self.proxy_lr_scale}
+                "refine": self.refine, "proxy_gradient": self.proxy_gradient, "proxy_lr_scale": self.proxy_lr_scale,
+                "rate_gradient": self.rate_gradient}
 
 
 __all__ = ["PROXY_PHASES", "NeuralWrapping", "ProxyAlignment", "codec_in_the_loop", "codec_settings",
