@@ -7,6 +7,14 @@ same frames go through the real x264 (QP 30, low delay). If the proxy tracked x2
 losses would fall together.
 
     python benchmarks/wrapper_diagnose.py --proxy runs/nw_proxy_rate --steps 40
+
+``--gradient transform`` (no learned proxy): P is trained on the *real* loss (x264's output and
+bits) with the gradient of the non-learned transform model (:mod:`codecave.models.transform_proxy`:
+the coded coefficients for the distortion, the rate surrogate for the rate); ``identity`` takes
+the distortion's gradient straight through instead. The loss's value is x264's, so if the
+gradient were a descent direction for the real codec, the loss would fall.
+
+    python benchmarks/wrapper_diagnose.py --gradient transform --steps 40 --lr 1e-4
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ def main() -> None:
     ap.add_argument("--recipe", default="configs/neural_wrapper/small.yaml", help="data and settings")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--gradient", choices=("ssf", "identity", "transform"), default="ssf",
+                    help="what carries the gradient to P: the learned proxy (its own loss) or the non-learned "
+                         "model (the real loss)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -35,6 +46,9 @@ def main() -> None:
     cfg = load_config(args.recipe)
     data = PreparedWindows(cfg.data.root, cfg.data.window_spec(), length=4, seed=0)
     x = torch.stack([data[i]["gt"] for i in range(4)])
+    if args.gradient != "ssf":
+        real_loss(x, args)
+        return
     model = create_model("neural_wrapper", weights=args.proxy).train()
     model.requires_grad_(False)
     model.pre.requires_grad_(True)
@@ -61,6 +75,40 @@ def main() -> None:
         loss.backward()
         optimizer.step()
     print(json.dumps({"proxy": args.proxy, "lr": args.lr, "steps": args.steps}))
+
+
+def real_loss(x: torch.Tensor, args: argparse.Namespace) -> None:
+    """P alone on the real codec's loss with the non-learned model's gradient (``--gradient``)."""
+    from codecave.engine.wrapping import codec_in_the_loop, codec_settings, perceptual_distortion
+    from codecave.models import create_model
+    from codecave.models.transform_proxy import RateCalibration, transform_code
+
+    model = create_model("neural_wrapper", weights=None).train()
+    model.requires_grad_(False)
+    model.pre.requires_grad_(True)
+    optimizer = torch.optim.Adam(model.pre.parameters(), lr=args.lr)
+    weights = {"l1": 0.1, "ssim": 0.25, "ms_ssim": 0.25, "dlm": 0.2}
+    codec = codec_settings("x264", 30, "medium", x.shape[1])
+    calibration = RateCalibration()
+    print("| step | x264 loss | x264 D | x264 rate (bpp per GOP) | rate surrogate | mean abs change by P |")
+    print("|---|---|---|---|---|---|")
+    for step in range(args.steps + 1):
+        i_p = model.preprocess(x)
+        i_c, r_c = codec_in_the_loop(i_p, codec)
+        coding = transform_code(i_p, i_c, 30)
+        i_m = coding.coded if args.gradient == "transform" else i_p
+        d = perceptual_distortion(x, i_c + (i_m - i_m.detach()), **weights)["distortion"]
+        slopes = calibration.update(coding.surrogate, r_c)
+        rate = (r_c.sum(1) + (slopes * (coding.surrogate - coding.surrogate.detach())).sum(1)).mean()
+        loss = d + 0.1 * rate
+        if step % 5 == 0:
+            row = [step, float(loss.detach()), float(d.detach()), float(rate.detach()),
+                   float(coding.surrogate.detach().sum(1).mean()), float((i_p - x).abs().mean())]
+            print("| " + " | ".join(f"{v:.5g}" for v in row) + " |", flush=True)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    print(json.dumps({"gradient": args.gradient, "lr": args.lr, "steps": args.steps}))
 
 
 if __name__ == "__main__":
