@@ -29,6 +29,7 @@ SSIM-Y, MS-SSIM-Y and VMAF. Arm ``full`` with a second seed gives the spread.
 
     python benchmarks/wrapper_claims.py train runs/nw_claims --arm full --minutes 30
     python benchmarks/wrapper_claims.py score runs/nw_claims --frames 8
+    python benchmarks/wrapper_claims.py curves runs/nw_t --arms transform_rate  # beside post-only
     python benchmarks/wrapper_claims.py proxy --before runs/nw_proxy_conventional --after runs/nw_proxy_rate
     python benchmarks/wrapper_claims.py proxy --transform --val data/val_yuv6  # the non-learned model
 """
@@ -126,6 +127,31 @@ def score(out: Path, val: str, frames: int, arms: list[str] | None) -> None:
     (out / "claims.json").write_text(json.dumps(rows, indent=1))
 
 
+def curves(out: Path, arms: list[str], against: str) -> None:
+    """Training curves of ``arms`` beside ``against`` on the same batches (same seed and
+    order): means of D, SSIM-Y and x264's bits per pixel over steps 10-100, 210-300 and the
+    arm's last 90 logged steps."""
+
+    def logged(arm: str) -> dict[int, dict[str, float]]:
+        lines = (out / arm / "run" / "metrics.jsonl").read_text().splitlines()
+        return {r["step"]: r for r in map(json.loads, lines)}
+
+    base = logged(against)
+    print(f"| arm | steps | D / SSIM-Y / x264 bpp, arm | D / SSIM-Y / x264 bpp, {against} on the same batches |")
+    print("|---|---|---|---|")
+    for arm in arms:
+        run = logged(arm)
+        last = max(run)
+        for lo, hi in ((10, 100), (210, 300), (last - 90, last)):
+            steps = [s for s in run if lo <= s <= hi and s in base]
+            if not steps:
+                continue
+            cells = [" / ".join(f"{np.mean([log[s][k] for s in steps]):.{p}f}"
+                                for k, p in (("distortion", 4), ("ssim", 4), ("rate_codec", 3)))
+                     for log in (run, base)]
+            print(f"| {arm} | {lo}-{hi} | {cells[0]} | {cells[1]} |")
+
+
 def held_out_gops(val: str, count: int, crop: int = 192, frames: int = 4, seed: int = 0) -> torch.Tensor:
     """``count`` random GOPs ``(count, frames, 24, crop/4, crop/4)`` in [0, 1] from the validation set."""
     from codecave.data.prepare import dataset_variants, load_clip, load_manifest
@@ -220,6 +246,10 @@ def main() -> None:
     s.add_argument("--val", default=str(ROOT / "data" / "val_yuv"))
     s.add_argument("--frames", type=int, default=8)
     s.add_argument("--arms", default=None, help="comma-separated arms (default: all trained)")
+    c = sub.add_parser("curves", help="training curves of arms beside another arm on the same batches")
+    c.add_argument("out", type=Path)
+    c.add_argument("--arms", required=True, help="comma-separated arms")
+    c.add_argument("--against", default="post_only_no_proxy")
     p = sub.add_parser("proxy", help="claim 3: proxy/codec correlation before and after alignment")
     p.add_argument("--before", default=None, help="conventional proxy run")
     p.add_argument("--after", default=None, help="aligned proxy run (phase 2)")
@@ -232,6 +262,8 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.command == "train":
         train_arm(args.out, args.arm, args.minutes, args.init)
+    elif args.command == "curves":
+        curves(args.out, args.arms.split(","), args.against)
     elif args.command == "score":
         score(args.out, args.val, args.frames, args.arms.split(",") if args.arms else None)
     else:
