@@ -103,7 +103,7 @@ def real_loss(x: torch.Tensor, args: argparse.Namespace) -> None:
         loss = d + 0.1 * rate
         if step % 5 == 0:
             row = [step, float(loss.detach()), float(d.detach()), float(rate.detach()),
-                   float(coding.surrogate.detach().sum(1).mean()), float((i_p - x).abs().mean())]
+                   float(coding.surrogate.detach().sum(1).mean()), float((i_p.detach() - x).abs().mean())]
             print("| " + " | ".join(f"{v:.5g}" for v in row) + " |", flush=True)
         optimizer.zero_grad()
         loss.backward()

@@ -208,7 +208,8 @@ def test_transform_rate_gradient_needs_no_learned_proxy() -> None:
     for p in [*model.pre.tail.parameters(), *model.post.tail.parameters()]:
         torch.nn.init.normal_(p, std=1e-2)
     assert model.proxy is None
-    batch = _batch()
+    one = _batch()["gt"]
+    batch = {"gt": torch.cat([one, one.flip(-1)])}  # two GOPs: the rate is their mean, not their sum
     objective = NeuralWrapping(TrainSection(), proxy_gradient="identity", rate_gradient="transform", l1=0.0, ssim=0.0,
                                ms_ssim=0.0, dlm=0.0)
     objective.setup(model)
@@ -216,12 +217,50 @@ def test_transform_rate_gradient_needs_no_learned_proxy() -> None:
     loss = objective.loss(model, batch, 0)
     with torch.no_grad():
         _, r_c = codec_in_the_loop(model.preprocess(batch["gt"]), codec_settings("x264", 30, "medium", 4))
-    assert float(loss.detach()) == pytest.approx(0.1 * float(r_c.sum()), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(0.1 * float(r_c.sum(1).mean()), rel=1e-5)
     loss.backward()
     assert _grads(list(model.pre.parameters())) > 0
     assert _grads(list(model.post.parameters())) == 0
-    assert {"surrogate", "slope_intra", "slope_inter", "rate_codec"} <= set(objective.terms)
+    assert {"surrogate", "slope_intra", "slope_inter", "rate_codec", "rate_gop"} <= set(objective.terms)
     with pytest.raises(ConfigError, match="rate_gradient"):
         NeuralWrapping(TrainSection(), rate_gradient="exact")
+    with pytest.raises(ConfigError, match="stop_gradient"):
+        NeuralWrapping(TrainSection(), proxy_gradient="transform", stop_gradient=False)
     with pytest.raises(ConfigError, match="with_proxy"):  # the learned proxy's gradient without a proxy
         NeuralWrapping(TrainSection(), proxy_gradient="identity").loss(model, batch, 0)
+
+
+def test_transform_distortion_gradient_reaches_p_through_the_coded_coefficients() -> None:
+    """``proxy_gradient: transform``: O reads I_C; the gradient at O's input reaches P's
+    output projected onto the coefficients the transform model codes (so not unchanged)."""
+    from codecave.models.transform_proxy import transform_code
+
+    torch.manual_seed(0)
+    model = create_model("neural_wrapper", weights=None, width=8, pre_blocks=1, post_blocks=1).train()
+    for p in [*model.pre.tail.parameters(), *model.post.tail.parameters()]:
+        torch.nn.init.normal_(p, std=1e-2)
+    batch = _batch()
+    seen: dict[str, torch.Tensor] = {}
+
+    def post_input(module: torch.nn.Module, args: tuple) -> None:
+        seen["o_in"] = args[0]
+        args[0].register_hook(lambda g: seen.__setitem__("grad_o_in", g))
+
+    def pre_output(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if out.requires_grad:
+            seen["i_p"] = out
+            out.register_hook(lambda g: seen.__setitem__("grad_i_p", g))
+
+    model.post.register_forward_pre_hook(post_input)
+    model.pre.register_forward_hook(pre_output)
+    objective = NeuralWrapping(TrainSection(), lmbda=0.0, proxy_gradient="transform", rate_gradient="transform",
+                               **NO_MS_SSIM)
+    objective.setup(model)
+    objective.loss(model, batch, 0).backward()
+    i_p = seen["i_p"].detach()
+    i_c, _ = codec_in_the_loop(i_p, codec_settings("x264", 30, "medium", 4))
+    assert torch.equal(seen["o_in"].detach(), i_c)
+    x = i_p.clone().requires_grad_(True)
+    (transform_code(x, i_c, 30).coded * seen["grad_o_in"]).sum().backward()
+    assert torch.allclose(seen["grad_i_p"], x.grad, atol=1e-9)
+    assert not torch.allclose(seen["grad_i_p"], seen["grad_o_in"])

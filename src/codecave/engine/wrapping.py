@@ -250,8 +250,14 @@ class NeuralWrapping(Objective):
             bits per picture type; ours). Without ``ssf`` in either the learned proxy is
             not used and the model may be built without it.
 
+    The transform rate's slopes (:class:`~codecave.models.transform_proxy.RateCalibration`)
+    are the objective's state, not the checkpoint's: a resumed run refits them from its first
+    batch on.
+
     Raises:
-        ConfigError: an unknown codec, a QP out of range, or neither network trained.
+        ConfigError: an unknown codec, a QP out of range, neither network trained, an unknown
+            ``proxy_gradient`` or ``rate_gradient``, or a non-learned ``proxy_gradient``
+            without ``stop_gradient``.
     """
 
     name = "neural_wrapping"
@@ -265,7 +271,7 @@ class NeuralWrapping(Objective):
         if rate_gradient not in ("ssf", "transform"):
             raise ConfigError(f"rate_gradient {rate_gradient!r}: use ssf or transform")
         self.rate_gradient = rate_gradient
-        self.calibration = RateCalibration()
+        self.rate_calibration = RateCalibration()
         if proxy_lr_scale <= 0:
             raise ConfigError(f"proxy_lr_scale {proxy_lr_scale}: must be positive")
         self.proxy_lr_scale = float(proxy_lr_scale)
@@ -313,31 +319,36 @@ class NeuralWrapping(Objective):
         if self.uses_proxy:
             proxy = _proxy(model, self.name)
             m_half, r_hyp = proxy(to_half_layout(i_p), "ste")
-        if "transform" in (self.proxy_gradient, self.rate_gradient):
+        # the non-learned model's gradients reach P alone: without P trained it is skipped
+        transform = self.pre and "transform" in (self.proxy_gradient, self.rate_gradient)
+        if transform:
             coding = transform_code(i_p, i_c, self.qp)
         i_m = {"ssf": lambda: from_half_layout(m_half), "identity": lambda: i_p,
-               "transform": lambda: coding.coded}[self.proxy_gradient]()
+               "transform": lambda: coding.coded if transform else i_p}[self.proxy_gradient]()
         o_in = i_c + (i_m - i_m.detach()) if self.stop_gradient else i_m  # value I_C exactly
         i_out = model(o_in) if self.post else o_in
         d = perceptual_distortion(x, i_out, **self.weights)
         extra: dict[str, torch.Tensor] = {}
         if self.rate_gradient == "ssf":
             rate = proxy.calibrate(r_hyp).mean()  # of the GOP, summed over its frames (SPECS 3.6 d)
+        elif not transform:
+            rate = r_c.sum(1).mean()
         else:  # the codec's real bits of the GOP, with the surrogate's gradient (as eq. 8 for I_C)
             surrogate = coding.surrogate
-            slopes = self.calibration.update(surrogate, r_c)
+            slopes = self.rate_calibration.update(surrogate, r_c)
             rate = (r_c.sum(1) + (slopes * (surrogate - surrogate.detach())).sum(1)).mean()
             extra = {"surrogate": surrogate.detach().mean(), "slope_intra": slopes[0], "slope_inter": slopes[-1]}
         wrapper = [p for part, on in ((model.pre, self.pre), (model.post, self.post)) if on for p in part.parameters()]
         terms = [(d["distortion"] + self.lmbda * rate, wrapper)]
         if self.uses_proxy:
             proxy_mse = F.mse_loss(m_half, to_half_layout(i_c))
-            calibration = (proxy.calibrate(r_hyp.detach()) - r_c.sum(1)).pow(2).mean()
+            proxy_calibration = (proxy.calibrate(r_hyp.detach()) - r_c.sum(1)).pow(2).mean()
             if self.refine:
                 terms += [(proxy_mse, proxy.transform_parameters()), (r_hyp.mean(), proxy.entropy_parameters()),
-                          (calibration, proxy.calibration_parameters())]
-            extra = {**extra, "proxy_mse": proxy_mse.detach(), "calibration": calibration.detach()}
-        self.terms = {**{k: v.detach() for k, v in d.items()}, "rate_proxy": rate.detach(),
+                          (proxy_calibration, proxy.calibration_parameters())]
+            extra = {**extra, "proxy_mse": proxy_mse.detach(), "calibration": proxy_calibration.detach()}
+        rate_key = "rate_proxy" if self.rate_gradient == "ssf" else "rate_gop"  # the codec's bits of the GOP
+        self.terms = {**{k: v.detach() for k, v in d.items()}, rate_key: rate.detach(),
                       "rate_codec": r_c.mean(), **extra}
         return routed(terms)
 
