@@ -22,9 +22,9 @@ TINY_PROXY = {"with_proxy": True, "proxy_width": 8, "proxy_latent": 8, "width": 
 NO_MS_SSIM = {"ms_ssim": 0.0}
 
 
-def _model() -> torch.nn.Module:
+def _model(with_proxy: bool = True) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = create_model("neural_wrapper", weights=None, **TINY_PROXY)
+    model = create_model("neural_wrapper", weights=None, **{**TINY_PROXY, "with_proxy": with_proxy})
     for p in [*model.pre.tail.parameters(), *model.post.tail.parameters()]:  # leave the identity start
         torch.nn.init.normal_(p, std=1e-2)
     return model.train()
@@ -36,6 +36,25 @@ def _batch() -> dict[str, torch.Tensor]:
     planes = [rgb_to_planes(f) for f in pan_frames(4, 64, 64)]
     y, u, v = (torch.stack([torch.from_numpy(getattr(p, c)).float() / 255 for p in planes]) for c in "yuv")
     return {"gt": pack(y, u, v).unsqueeze(0)}
+
+
+def _watch(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Hooks that record O's input ``o_in``, P's output ``i_p`` and the gradients arriving at
+    them (``grad_o_in``, ``grad_i_p``) in the returned dict."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def post_input(module: torch.nn.Module, args: tuple) -> None:
+        seen["o_in"] = args[0]
+        args[0].register_hook(lambda g: seen.__setitem__("grad_o_in", g))
+
+    def pre_output(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if out.requires_grad:
+            seen["i_p"] = out
+            out.register_hook(lambda g: seen.__setitem__("grad_i_p", g))
+
+    model.post.register_forward_pre_hook(post_input)
+    model.pre.register_forward_hook(pre_output)
+    return seen
 
 
 def _grads(params: list[torch.nn.Parameter]) -> float:
@@ -164,18 +183,7 @@ def test_identity_proxy_gradient_passes_the_gradient_at_o_straight_to_p() -> Non
     """``proxy_gradient: identity`` (a non-learned proxy): O still reads I_C, and the gradient
     arriving there reaches P's output unchanged (plus the rate's, zero here with lmbda 0)."""
     model, batch = _model(), _batch()
-    seen: dict[str, torch.Tensor] = {}
-
-    def post_input(module: torch.nn.Module, args: tuple) -> None:
-        seen["o_in"] = args[0]
-        args[0].register_hook(lambda g: seen.__setitem__("grad_o_in", g))
-
-    def pre_output(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
-        if out.requires_grad:
-            out.register_hook(lambda g: seen.__setitem__("grad_i_p", g))
-
-    model.post.register_forward_pre_hook(post_input)
-    model.pre.register_forward_hook(pre_output)
+    seen = _watch(model)
     objective = NeuralWrapping(TrainSection(), refine=False, lmbda=0.0, proxy_gradient="identity", **NO_MS_SSIM)
     objective.setup(model)
     objective.loss(model, batch, 0).backward()
@@ -203,10 +211,7 @@ def test_transform_rate_gradient_needs_no_learned_proxy() -> None:
     """``rate_gradient: transform`` with ``proxy_gradient: identity``: the model may lack the
     learned proxy; the rate's value is the codec's real bits of the GOP and its gradient
     reaches P (only P: with ``lmbda`` alone, O's parameters get none)."""
-    torch.manual_seed(0)
-    model = create_model("neural_wrapper", weights=None, width=8, pre_blocks=1, post_blocks=1).train()
-    for p in [*model.pre.tail.parameters(), *model.post.tail.parameters()]:
-        torch.nn.init.normal_(p, std=1e-2)
+    model = _model(with_proxy=False)
     assert model.proxy is None
     one = _batch()["gt"]
     batch = {"gt": torch.cat([one, one.flip(-1)])}  # two GOPs: the rate is their mean, not their sum
@@ -235,24 +240,8 @@ def test_transform_distortion_gradient_reaches_p_through_the_coded_coefficients(
     output projected onto the coefficients the transform model codes (so not unchanged)."""
     from codecave.models.transform_proxy import transform_code
 
-    torch.manual_seed(0)
-    model = create_model("neural_wrapper", weights=None, width=8, pre_blocks=1, post_blocks=1).train()
-    for p in [*model.pre.tail.parameters(), *model.post.tail.parameters()]:
-        torch.nn.init.normal_(p, std=1e-2)
-    batch = _batch()
-    seen: dict[str, torch.Tensor] = {}
-
-    def post_input(module: torch.nn.Module, args: tuple) -> None:
-        seen["o_in"] = args[0]
-        args[0].register_hook(lambda g: seen.__setitem__("grad_o_in", g))
-
-    def pre_output(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
-        if out.requires_grad:
-            seen["i_p"] = out
-            out.register_hook(lambda g: seen.__setitem__("grad_i_p", g))
-
-    model.post.register_forward_pre_hook(post_input)
-    model.pre.register_forward_hook(pre_output)
+    model, batch = _model(with_proxy=False), _batch()
+    seen = _watch(model)
     objective = NeuralWrapping(TrainSection(), lmbda=0.0, proxy_gradient="transform", rate_gradient="transform",
                                **NO_MS_SSIM)
     objective.setup(model)
