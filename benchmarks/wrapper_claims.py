@@ -127,29 +127,33 @@ def score(out: Path, val: str, frames: int, arms: list[str] | None) -> None:
     (out / "claims.json").write_text(json.dumps(rows, indent=1))
 
 
-def curves(out: Path, arms: list[str], against: str) -> None:
+def curves(out: Path, arms: list[str], against: str, ranges: list[str]) -> None:
     """Training curves of ``arms`` beside ``against`` on the same batches (same seed and
-    order): means of D, SSIM-Y and x264's bits per pixel over steps 10-100, 210-300 and the
-    arm's last 90 logged steps."""
+    order): means of D, SSIM-Y, x264's bits per pixel and the loss over each range of steps
+    (``"A-B"``, or ``"last"``: the arm's last 90 logged steps), labelled by the steps found."""
 
     def logged(arm: str) -> dict[int, dict[str, float]]:
         lines = (out / arm / "run" / "metrics.jsonl").read_text().splitlines()
         return {r["step"]: r for r in map(json.loads, lines)}
 
     base = logged(against)
-    print(f"| arm | steps | D / SSIM-Y / x264 bpp, arm | D / SSIM-Y / x264 bpp, {against} on the same batches |")
+    print(f"| arm | steps | D / SSIM-Y / x264 bpp / loss, arm | D / SSIM-Y / x264 bpp / loss, {against} on the same "
+          "batches |")
     print("|---|---|---|---|")
     for arm in arms:
         run = logged(arm)
         last = max(run)
-        for lo, hi in ((10, 100), (210, 300), (last - 90, last)):
-            steps = [s for s in run if lo <= s <= hi and s in base]
-            if not steps:
+        seen: set[tuple[int, ...]] = set()
+        for span in ranges:
+            lo, hi = (last - 90, last) if span == "last" else map(int, span.split("-"))
+            steps = sorted(s for s in run if lo <= s <= hi and s in base)
+            if not steps or tuple(steps) in seen:
                 continue
+            seen.add(tuple(steps))
             cells = [" / ".join(f"{np.mean([log[s][k] for s in steps]):.{p}f}"
-                                for k, p in (("distortion", 4), ("ssim", 4), ("rate_codec", 3)))
+                                for k, p in (("distortion", 4), ("ssim", 4), ("rate_codec", 3), ("loss", 4)))
                      for log in (run, base)]
-            print(f"| {arm} | {lo}-{hi} | {cells[0]} | {cells[1]} |")
+            print(f"| {arm} | {steps[0]}-{steps[-1]} | {cells[0]} | {cells[1]} |")
 
 
 def held_out_gops(val: str, count: int, crop: int = 192, frames: int = 4, seed: int = 0) -> torch.Tensor:
@@ -191,7 +195,7 @@ def proxy_correlation(runs: dict[str, str], val: str, count: int, qp: float, tra
     psnr_c = psnr(i_c, gops)
     print(f"proxy alignment on {count} held-out GOPs of 4 frames (192x192 crops of {val}), x264 QP {qp:g} low delay")
     print("| proxy | PCC rate | PCC rate, P frames | PCC PSNR | PCC PSNR, P frames | mean rate proxy / codec (bpp) | "
-          "mean PSNR proxy / codec (dB) |")
+          "mean PSNR-Y proxy / codec (dB) |")
     print("|---|---|---|---|---|---|---|")
     inter = np.zeros(gops.shape[:2], bool)
     inter[:, 1:] = True  # the intra picture's rate dominates a pooled correlation: P frames alone beside it
@@ -250,6 +254,7 @@ def main() -> None:
     c.add_argument("out", type=Path)
     c.add_argument("--arms", required=True, help="comma-separated arms")
     c.add_argument("--against", default="post_only_no_proxy")
+    c.add_argument("--ranges", default="10-100,210-300,last", help="comma-separated step ranges A-B, or last")
     p = sub.add_parser("proxy", help="claim 3: proxy/codec correlation before and after alignment")
     p.add_argument("--before", default=None, help="conventional proxy run")
     p.add_argument("--after", default=None, help="aligned proxy run (phase 2)")
@@ -263,7 +268,7 @@ def main() -> None:
     if args.command == "train":
         train_arm(args.out, args.arm, args.minutes, args.init)
     elif args.command == "curves":
-        curves(args.out, args.arms.split(","), args.against)
+        curves(args.out, args.arms.split(","), args.against, args.ranges.split(","))
     elif args.command == "score":
         score(args.out, args.val, args.frames, args.arms.split(",") if args.arms else None)
     else:
@@ -271,7 +276,7 @@ def main() -> None:
                  "end to end (refitted)": args.also}
         runs = {label: run for label, run in named.items() if run}
         if not runs and not args.transform:
-            ap.error("proxy: give --before / --after / --also runs, --transform, or both")
+            ap.error("proxy: give learned-proxy runs (--before / --after / --also), --transform, or both")
         proxy_correlation(runs, args.val, args.gops, args.qp, args.transform)
 
 
