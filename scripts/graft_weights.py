@@ -1,4 +1,4 @@
-"""Graft tensors of one shipped weights file into another, validate the result and ship it.
+"""Graft tensors of one shipped weights file into another (or change a setting), validate and ship.
 
 A part trained with one set of weights can serve another set of the same architecture
 without more training. The case it was written for: the default's high-CRF weights
@@ -14,6 +14,10 @@ is replaced by the new one (``scripts/ship_weights.py``'s, same options), and th
 to ``OUT/validation``. A switch chosen against the old weights (``high_crf`` of the main
 entry) is then stale: rerun ``scripts/rate_switch.py`` with ``OUT``'s report.
 
+Without ``--from`` no tensor is taken: only the settings change (a setting calibrated after
+training, e.g. the shrinkage QP offset of I and P pictures that ``benchmarks/shrink_offset.py``
+chooses on training clips); the entry's training record gains a ``calibrations`` list instead.
+
     python scripts/graft_weights.py pnp_vcve_fast_high --from pnp_vcve_fast --prefix shrink. \\
         --set dct_shrink=1.0 data/val_yuv6 --crf 15,18,25,28,35,38 --frames 6 --slice-type-crf 35 \\
         --slice-type-frames 4 --no-pass-through --out runs/pnp_vcve_fast_high_shrink
@@ -23,6 +27,10 @@ entry) is then stale: rerun ``scripts/rate_switch.py`` with ``OUT``'s report.
     python scripts/graft_weights.py crds_small --from pnp_vcve_fast --prefix shrink. --set dct_shrink=1.0 \\
         data/vig_val --variants ldp22,ldp27,ldp32,ldp37,crf35 --frames 16 --slice-type-crf none \\
         --out runs/crds_small_shrink
+    # a setting alone (no donor), here the default's shrinkage QP offset for I and P pictures
+    python scripts/graft_weights.py pnp_vcve_fast --set shrink_ip_qp_offset=6 data/val_yuv6 \
+        --crf 15,18,25,28,35,38 --frames 6 --slice-type-crf 35 --slice-type-frames 4 \
+        --no-pass-through --out runs/pnp_vcve_fast_offset
 """
 
 from __future__ import annotations
@@ -41,25 +49,29 @@ from ship_weights import WEIGHTS, validate, validation_entry, write_entry
 from codecave.models.registry import build_model
 
 
-def graft(entry: str, donor_entry: str, prefixes: list[str], settings: dict[str, object], weights: Path
+def graft(entry: str, donor_entry: str | None, prefixes: list[str], settings: dict[str, object], weights: Path
           ) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, object]]:
     """The receiver ``entry``'s weights with ``donor_entry``'s tensors whose names start with one
-    of ``prefixes``, built with the receiver's architecture changed by ``settings``.
+    of ``prefixes`` (none without a donor), built with the receiver's architecture changed by
+    ``settings``.
 
     Returns the model (eval mode), its full state, the tensors taken and the architecture.
 
     Raises:
-        SystemExit: an unknown entry, no tensor taken, or a state that does not fit.
+        SystemExit: an unknown entry, no tensor taken from a donor, or a state that does not fit.
     """
     manifest = json.loads((weights / "manifest.json").read_text())
     for name in (entry, donor_entry):
-        if name not in manifest:
+        if name is not None and name not in manifest:
             raise SystemExit(f"no manifest entry {name!r}; have {', '.join(sorted(manifest))}")
-    receiver, donor = manifest[entry], manifest[donor_entry]
+    receiver = manifest[entry]
     own = load_file(str(weights / receiver["file"]))
-    taken = {k: v for k, v in load_file(str(weights / donor["file"])).items() if k.startswith(tuple(prefixes))}
-    if not taken:
-        raise SystemExit(f"{donor_entry} has no tensor starting with {prefixes}")
+    taken: dict[str, torch.Tensor] = {}
+    if donor_entry is not None:
+        donor = manifest[donor_entry]
+        taken = {k: v for k, v in load_file(str(weights / donor["file"])).items() if k.startswith(tuple(prefixes))}
+        if not taken:
+            raise SystemExit(f"{donor_entry} has no tensor starting with {prefixes}")
     config = {**receiver.get("config", {}), **settings}
     model = build_model(receiver["model"], receiver["variant"], **config)
     state = {**own, **taken}
@@ -73,8 +85,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("entry", help="the receiving manifest entry (e.g. pnp_vcve_fast_high)")
     ap.add_argument("val", type=Path, help="prepared validation dataset")
-    ap.add_argument("--from", dest="donor", required=True, help="the donor manifest entry (e.g. pnp_vcve_fast)")
-    ap.add_argument("--prefix", required=True, action="append",
+    ap.add_argument("--from", dest="donor", default=None,
+                    help="the donor manifest entry (e.g. pnp_vcve_fast); none: only --set changes")
+    ap.add_argument("--prefix", action="append", default=[],
                     help="take the donor's tensors whose names start with this (repeatable), e.g. shrink.")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="architecture setting of the result (YAML value), e.g. dct_shrink=1.0")
@@ -95,22 +108,32 @@ def main() -> None:
         if not sep:
             raise SystemExit(f"--set {item!r}: use KEY=VALUE")
         settings[key] = yaml.safe_load(value)
+    if args.donor is not None and not args.prefix:
+        raise SystemExit("--from needs --prefix: which of the donor's tensors to take")
+    if args.donor is None and (args.prefix or not settings):
+        raise SystemExit("without --from: no --prefix, and at least one --set")
     model, state, taken, config = graft(args.entry, args.donor, args.prefix, settings, WEIGHTS)
     manifest = json.loads((WEIGHTS / "manifest.json").read_text())
-    receiver, donor = manifest[args.entry], manifest[args.donor]
-
-    results, full, gate = validate(model, receiver["model"], f"{args.entry} + {args.donor} {args.prefix}",
+    receiver = manifest[args.entry]
+    what = f"{args.donor} {args.prefix}" if args.donor else ", ".join(f"{k}={v}" for k, v in settings.items())
+    results, full, gate = validate(model, receiver["model"], f"{args.entry} + {what}",
                                    args.val, args, args.out / "validation")
     target = WEIGHTS / receiver["file"]
     with safe_open(str(WEIGHTS / receiver["file"]), "pt") as f:
         meta = {**(f.metadata() or {}), "config": json.dumps(config)}
     save_file({k: v.contiguous() for k, v in state.items()}, str(target), metadata=meta)
-    record = {"from": args.donor, "from_sha256": donor["sha256"], "tensors": sorted(taken),
-             "from_last_stage": (donor.get("training", {}).get("stages") or [{}])[-1].get("run"),
-             "settings": settings}
     training = dict(receiver.get("training", {}))
-    same = [g for g in training.get("grafts", []) if (g["from"], g["tensors"]) != (record["from"], record["tensors"])]
-    training["grafts"] = [*same, record]  # grafting the same tensors again replaces the record
+    if args.donor is not None:
+        donor = manifest[args.donor]
+        record = {"from": args.donor, "from_sha256": donor["sha256"], "tensors": sorted(taken),
+                  "from_last_stage": (donor.get("training", {}).get("stages") or [{}])[-1].get("run"),
+                  "settings": settings}
+        same = [g for g in training.get("grafts", [])
+                if (g["from"], g["tensors"]) != (record["from"], record["tensors"])]
+        training["grafts"] = [*same, record]  # grafting the same tensors again replaces the record
+    else:  # setting the same keys again replaces the record
+        same = [c for c in training.get("calibrations", []) if set(c["settings"]) != set(settings)]
+        training["calibrations"] = [*same, {"settings": settings}]
     entry = {**receiver,
              "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
              "config": config,
@@ -119,7 +142,8 @@ def main() -> None:
              "training": training,
              "validation": validation_entry(args.val, args, results, full, gate)}
     path = write_entry(args.entry, entry)
-    print(f"shipped {target} ({len(taken)} tensors from {args.donor}) and its entry in {path}")
+    print(f"shipped {target} ({f'{len(taken)} tensors from {args.donor}' if args.donor else what}) "
+          f"and its entry in {path}")
     if any((e.get("high_crf") or {}).get("entry") == args.entry for e in manifest.values() if isinstance(e, dict)):
         print(f"a switch to {args.entry} was chosen against the weights just replaced: rerun scripts/rate_switch.py")
 

@@ -99,7 +99,7 @@ def test_an_init_file_assembled_from_runs_lists_the_stages_it_records(tmp_path: 
         assert stages[-1]["steps"] == 9 and stages[-1]["recipe"] == "configs/cavsr/fast_after_twin.yaml"
 
 
-def test_graft_takes_the_donors_tensors_and_keeps_the_receivers(tmp_path: Path) -> None:
+def test_graft_takes_the_donors_tensors_and_keeps_the_receivers_or_changes_a_setting_alone(tmp_path: Path) -> None:
     """The default's high-CRF weights take the main weights' shrinkage stage and nothing else."""
     import json
 
@@ -132,3 +132,8 @@ def test_graft_takes_the_donors_tensors_and_keeps_the_receivers(tmp_path: Path) 
         gw.graft("high", "main", ["nothing."], {"dct_shrink": 1.0}, weights)
     with pytest.raises(SystemExit, match="do not fit"):  # the stage's tensors without the stage
         gw.graft("high", "main", ["shrink."], {}, weights)
+    # no donor: only a setting changes, every tensor is the entry's own
+    model, state, taken, config = gw.graft("main", None, [], {"shrink_ip_qp_offset": 6.0}, weights)
+    assert taken == {} and config == {"dct_shrink": 1.0, "shrink_ip_qp_offset": 6.0}
+    assert model.shrink_ip_qp_offset == 6.0
+    assert all(torch.equal(state[k], donor[k]) for k in donor) and set(state) == set(donor)

@@ -234,6 +234,30 @@ def test_fast_dct_shrink_stage_reads_the_frame_qp_and_runs_in_float32() -> None:
                                    frames, atol=1e-5, rtol=0)
 
 
+def test_fast_shrink_ip_qp_offset_raises_only_i_and_p_pictures_known_qp() -> None:
+    """``shrink_ip_qp_offset``: I and P pictures are shrunk at their QP plus the offset, B
+    pictures at theirs, pictures of unknown QP at the sequence CRF with no offset; 0 is the
+    model as trained."""
+    from codecave.grid import luma
+
+    frames, priors = grid_clip(1, 4, 8, 8)
+    frames = 0.5 + (frames - 0.5) * 0.05
+    priors["frame_type"] = torch.tensor([[0, 1, 2, 1]])
+    priors["qp"] = torch.tensor([[28.0, 30.0, 33.0, float("nan")]])
+    plain = create_model("pnp_vcve", weights=None, variant="fast", dct_shrink=1.0)
+    raised = create_model("pnp_vcve", weights=None, variant="fast", dct_shrink=1.0, shrink_ip_qp_offset=6.0)
+    raised.load_state_dict(plain.state_dict())
+    assert plain.shrink_ip_qp_offset == 0.0 and raised.shrink_ip_qp_offset == 6.0
+    y = luma(frames).flatten(0, 1).unsqueeze(1)
+    with torch.no_grad():
+        got = luma(raised._shrunk(frames, priors)).flatten(0, 1).unsqueeze(1)
+        want = plain.shrink(y, torch.tensor([34.0, 36.0, 33.0, 30.0]))  # I +6, P +6, B as is, unknown: CRF 30
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+        base = luma(plain._shrunk(frames, priors)).flatten(0, 1).unsqueeze(1)
+        assert (got[:2] - base[:2]).abs().max() > 1e-4  # I and P shrunk harder than as trained
+        torch.testing.assert_close(got[2:], base[2:])
+
+
 @pytest.mark.parametrize("batch", [1, 2])
 def test_fast_inference_in_groups_and_strips_equals_one_pass(batch: int) -> None:
     """Outside training CAA and BAE run over groups of frames and the luma branch over strips

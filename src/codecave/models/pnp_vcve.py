@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from codecave.codec.priors import FrameType
 from codecave.layers.blocks import crop_to, pad_to_multiple
 from codecave.layers.dct import ShiftedDCTShrinkage
 from codecave.layers.dynamic import ExpertConv2d, FrameParameterGenerator, SequenceWeightGenerator, frame_code
@@ -89,6 +90,14 @@ class PnPVCVEFastConfig:
             FFmpeg ``spp``'s method with learned thresholds ``s_k x Qstep(QP)^g`` code values),
             ``s_k`` started at this value and ``g`` at 0.5; the network then works on its output (ours: where the model
             trailed ``spp`` was measured to be strong edges and 8x8 block borders; README).
+        shrink_ip_qp_offset: QP added to the frame QP of I and P pictures for the shrinkage
+            thresholds only (not where the QP is unknown and the sequence CRF stands in; B
+            pictures keep theirs). x264 codes its reference pictures at lower QP than the B
+            pictures between them (``ipratio``, ``pbratio``, macroblock-tree), and the thresholds
+            learned over all picture types leave I and P pictures under-filtered: measured on the
+            default's training clips, the stage alone and the whole model gain from a few QP more
+            there (``benchmarks/shrink_offset.py``). Set after training, not learned; 0 leaves the
+            model as trained.
     """
 
     channels: int = 32
@@ -103,6 +112,7 @@ class PnPVCVEFastConfig:
     input_scale: float = 0.0
     residual_scale: float = 1.0
     dct_shrink: float = 0.0
+    shrink_ip_qp_offset: float = 0.0
 
 
 VARIANTS: dict[str, PnPVCVEConfig | PnPVCVEFastConfig] = {
@@ -374,18 +384,25 @@ class PnPVCVEFast(nn.Module):
             self.sequence_generator = SequenceWeightGenerator(n)
             self.frame_generator = FrameParameterGenerator(sum(m.out_channels for m in self._adapted()))
         self.shrink = ShiftedDCTShrinkage(config.dct_shrink) if config.dct_shrink else None
+        #: QP added to I and P pictures' frame QP for the shrinkage thresholds
+        #: (``shrink_ip_qp_offset``; an attribute so a calibration can sweep it).
+        self.shrink_ip_qp_offset = float(config.shrink_ip_qp_offset)
 
     def _adapted(self) -> list[ExpertConv2d]:
         return [self.caa_in, *self.caa_body, *self.bae_adapted]
 
     def _shrunk(self, frames: torch.Tensor, priors: dict[str, torch.Tensor]) -> torch.Tensor:
         """``frames`` ``(B, T, 24, h, w)`` with Y through :attr:`shrink`, at the quantiser step
-        of each frame's QP (the sequence CRF where the QP is unknown; no shrinkage where both
-        are; the layer runs in float32 whatever the autocast)."""
+        of each frame's QP, plus :attr:`shrink_ip_qp_offset` on I and P pictures (the sequence
+        CRF where the QP is unknown; no shrinkage where both are; the layer runs in float32
+        whatever the autocast)."""
         from codecave.grid import CELL, Y_CHANNELS, luma
 
         b, t = frames.shape[:2]
         qp = priors["qp"].float().reshape(b, t)
+        if self.shrink_ip_qp_offset:
+            reference = priors["frame_type"].reshape(b, t) != int(FrameType.B)
+            qp = qp + self.shrink_ip_qp_offset * reference
         crf = priors["crf"].float().reshape(b, 1).expand(b, t)
         qp = torch.where(torch.isfinite(qp), qp, crf)
         y = luma(frames).flatten(0, 1).unsqueeze(1)
