@@ -28,7 +28,7 @@ chooses on training clips); the entry's training record gains a ``calibrations``
         data/vig_val --variants ldp22,ldp27,ldp32,ldp37,crf35 --frames 16 --slice-type-crf none \\
         --out runs/crds_small_shrink
     # a setting alone (no donor), here the default's shrinkage QP offset for I and P pictures
-    python scripts/graft_weights.py pnp_vcve_fast --set shrink_ip_qp_offset=6 data/val_yuv6 \
+    python scripts/graft_weights.py pnp_vcve_fast --set shrink_ip_qp_offset=7 data/val_yuv6 \
         --crf 15,18,25,28,35,38 --frames 6 --slice-type-crf 35 --slice-type-frames 4 \
         --no-pass-through --out runs/pnp_vcve_fast_offset
 """

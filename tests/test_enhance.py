@@ -654,12 +654,14 @@ def test_frames_per_call_follow_the_models_pixel_bound() -> None:
     assert Enhancer(model, EnhanceOptions(device="cpu", chunk=3)).chunk_for(2160, 3840) == 3
 
 
-@pytest.mark.parametrize(("chunk", "without"), [(2, 13), (1, 19)])
-def test_a_stream_shrinks_each_frame_once(tmp_path: Path, monkeypatch, chunk: int, without: int) -> None:
+@pytest.mark.parametrize(("chunk", "without", "offset"), [(2, 13, 0.0), (1, 19, 7.0)])
+def test_a_stream_shrinks_each_frame_once(tmp_path: Path, monkeypatch, chunk: int, without: int,
+                                          offset: float) -> None:
     """With the shrinkage stage, a stream hands each frame to the model's prefilter once (the
     context frames two calls share are kept): every call gets, bit for bit, the shrunk window a
     run without the kept frames computes inside the model (one tile as large as the picture),
-    and the two give the same pictures."""
+    and the two give the same pictures; also with the I and P pictures' QP offset, which
+    needs the picture types."""
     import functools
 
     src = tmp_path / "in.mp4"
@@ -668,6 +670,7 @@ def test_a_stream_shrinks_each_frame_once(tmp_path: Path, monkeypatch, chunk: in
     model = create_model("pnp_vcve", weights=None, variant="fast", dct_shrink=1.0)
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.02)
+    model.shrink_ip_qp_offset = offset
     shrunk: list[torch.Tensor] = []  # what prefilter returned, call by call
     given: list[torch.Tensor] = []   # what forward got with prefiltered=True
     prefilter, forward = model.prefilter, model.forward

@@ -525,8 +525,8 @@ class Enhancer:
         window = x  # this call's own tensor: filled in place
         if missing:
             index = torch.tensor(missing, device=x.device)
-            window[index] = self.model.prefilter(x[index].unsqueeze(0), {"qp": priors["qp"][:, index],
-                                                                         "crf": priors["crf"]})[0]
+            picked = {k: priors[k][:, index] for k in ("qp", "frame_type")}
+            window[index] = self.model.prefilter(x[index].unsqueeze(0), {**picked, "crf": priors["crf"]})[0]
         for i in range(n):
             if start + i in cache:
                 window[i] = cache[start + i]

@@ -452,7 +452,8 @@ class PnPVCVEFast(nn.Module):
     def prefilter(self, frames: torch.Tensor, priors: dict[str, torch.Tensor]) -> torch.Tensor:
         """The shrinkage stage alone: ``frames`` ``(B, T, 24, h, w)`` with Y shrunk at each
         frame's QP (``priors["qp"] (B, T)``, the sequence CRF ``priors["crf"] (B,)`` where it
-        is NaN); ``frames`` unchanged without the stage. A stream that keeps the result can
+        is NaN; ``priors["frame_type"] (B, T)`` for :attr:`shrink_ip_qp_offset`); ``frames``
+        unchanged without the stage. A stream that keeps the result can
         hand it to :meth:`forward` with ``prefiltered=True`` and shrink each frame once,
         where every call would otherwise shrink its context frames again."""
         return frames if self.shrink is None else self._shrunk(frames, priors)
