@@ -19,7 +19,10 @@ validation split), and prints two tables:
 
     python benchmarks/shrink_offset.py data/train_yuv --clips baseball_720p,davis_bmxtrees_01,\
 davis_bmxtrees_02,davis_tennis_01,tabletennis_sif_01,sintel_market,sintel_bamboo,vimeo_00001_0001,\
-openh264_vt2people --crf 12,15,18,25,35 --frames 8 --offsets 0,2,4,5,6,7,8,10
+openh264_vt2people --crf 12,15,18,25,35 --frames 8 --offsets 0,2,4,5,6,7,8,10 --pass-through-qp 18.736
+
+(``--pass-through-qp 18.736``: the threshold of the weights before the offset, with which it
+was chosen; the shipped threshold was chosen again after it.)
 
 The sweep sets the offset of both sets of weights (it replaces what the shipped entries carry,
 it does not add to it). Ship the choice with
@@ -80,6 +83,9 @@ def main() -> None:
     ap.add_argument("--crf", default="12,15,18,25,35")
     ap.add_argument("--frames", type=int, default=8, help="first N frames of each clip")
     ap.add_argument("--offsets", default="0,2,4,6,8,10", help="QP offsets to try")
+    ap.add_argument("--pass-through-qp", type=float, default=None,
+                    help="pass-through QP of the whole-model runs (default: the shipped weights', chosen again "
+                         "after the offset; 18.736, the threshold before it, repeats the calibration)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     manifest = load_manifest(args.dataset)
@@ -105,8 +111,10 @@ def main() -> None:
 
     whole: dict[float, dict[str, float]] = {}
     ssim: dict[float, dict[str, float]] = {}
-    enhancer = Enhancer(main_model, EnhanceOptions())
+    enhancer = Enhancer(main_model, EnhanceOptions(pass_through_qp=args.pass_through_qp))
     high = enhancer.for_crf(math.inf)
+    print(f"\nwhole model: pass-through at frame QP <= {enhancer.pass_through_qp}, high-CRF weights from CRF "
+          f"{(enhancer.high_crf or {}).get('from_crf')}", flush=True)
     for o in offsets:
         for model in {id(m): m for m in (enhancer.model, high.model)}.values():
             model.shrink_ip_qp_offset = o

@@ -12,7 +12,9 @@ PSNR-Y, the gain of each Q and the best Q (mean over clips), optionally beside a
 (:class:`codecave.layers.dct.ShiftedDCTShrinkage`: spp's method with thresholds set by each
 frame's QP, the rate point's CRF where the file has none, rounded to 8 bits) as a column: ``init`` for its untrained start (1.0, 0.5),
 ``fixed:S:G`` for thresholds ``S x Qstep(QP)^G`` code values at every frequency, or a
-weights file / run folder whose ``shrink.*`` tensors it loads (the learned thresholds).
+weights file / run folder whose ``shrink.*`` tensors it loads (the learned thresholds). Every
+picture is shrunk at its own QP: the default's I/P offset (``shrink_ip_qp_offset``) is not
+applied here (``benchmarks/shrink_offset.py`` measures the stage with it).
 
 Needs the ``ffmpeg`` command (Debian: ``apt-get install ffmpeg``).
 

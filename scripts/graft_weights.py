@@ -28,8 +28,8 @@ chooses on training clips); the entry's training record gains a ``calibrations``
         data/vig_val --variants ldp22,ldp27,ldp32,ldp37,crf35 --frames 16 --slice-type-crf none \\
         --out runs/crds_small_shrink
     # a setting alone (no donor), here the default's shrinkage QP offset for I and P pictures
-    python scripts/graft_weights.py pnp_vcve_fast --set shrink_ip_qp_offset=7 data/val_yuv6 \
-        --crf 15,18,25,28,35,38 --frames 6 --slice-type-crf 35 --slice-type-frames 4 \
+    python scripts/graft_weights.py pnp_vcve_fast --set shrink_ip_qp_offset=7 data/val_yuv6 \\
+        --crf 15,18,25,28,35,38 --frames 6 --slice-type-crf 35 --slice-type-frames 4 \\
         --no-pass-through --out runs/pnp_vcve_fast_offset
 """
 
@@ -146,6 +146,12 @@ def main() -> None:
           f"and its entry in {path}")
     if any((e.get("high_crf") or {}).get("entry") == args.entry for e in manifest.values() if isinstance(e, dict)):
         print(f"a switch to {args.entry} was chosen against the weights just replaced: rerun scripts/rate_switch.py")
+    if receiver.get("high_crf"):
+        print(f"{args.entry}'s switch to {receiver['high_crf']['entry']} was chosen against the weights just "
+              "replaced: rerun scripts/rate_switch.py")
+    if receiver.get("pass_through_qp") is not None and entry["pass_through_qp"] is None:
+        print(f"{args.entry} had a pass-through QP ({receiver['pass_through_qp']}) and now has none: "
+              "choose it again with scripts/pass_through.py --ship")
 
 
 if __name__ == "__main__":

@@ -303,6 +303,10 @@ def main() -> None:
     if old_entry.get("high_crf"):
         print(f"the switch to {old_entry['high_crf']['entry']} was chosen against the weights just replaced and "
               "is dropped: rerun scripts/rate_switch.py to choose it again")
+    for calibration in (old_entry.get("training") or {}).get("calibrations", []):
+        print(f"the weights just replaced carried settings calibrated after training, {calibration['settings']}; "
+              "the new entry has the run's own: choose them again (e.g. benchmarks/shrink_offset.py) and set them "
+              "with scripts/graft_weights.py ENTRY --set KEY=VALUE")
 
 
 if __name__ == "__main__":

@@ -99,9 +99,13 @@ def test_an_init_file_assembled_from_runs_lists_the_stages_it_records(tmp_path: 
         assert stages[-1]["steps"] == 9 and stages[-1]["recipe"] == "configs/cavsr/fast_after_twin.yaml"
 
 
-def test_graft_takes_the_donors_tensors_and_keeps_the_receivers_or_changes_a_setting_alone(tmp_path: Path) -> None:
-    """The default's high-CRF weights take the main weights' shrinkage stage and nothing else."""
+def test_graft_takes_the_donors_tensors_and_keeps_the_receivers_or_changes_a_setting_alone(tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    """The default's high-CRF weights take the main weights' shrinkage stage and nothing else;
+    without a donor only a setting changes (the I/P shrinkage QP offset); the command refuses
+    a donor without tensors named, and tensors or nothing without a donor."""
     import json
+    import sys
 
     import pytest
     import torch
@@ -132,6 +136,12 @@ def test_graft_takes_the_donors_tensors_and_keeps_the_receivers_or_changes_a_set
         gw.graft("high", "main", ["nothing."], {"dct_shrink": 1.0}, weights)
     with pytest.raises(SystemExit, match="do not fit"):  # the stage's tensors without the stage
         gw.graft("high", "main", ["shrink."], {}, weights)
+    for argv, message in ((["high", "val", "--from", "main", "--out", "o"], "needs --prefix"),
+                          (["high", "val", "--out", "o"], "at least one --set"),
+                          (["high", "val", "--prefix", "shrink.", "--set", "a=1", "--out", "o"], "no --prefix")):
+        monkeypatch.setattr(sys, "argv", ["graft_weights.py", *argv])
+        with pytest.raises(SystemExit, match=message):
+            gw.main()
     # no donor: only a setting changes, every tensor is the entry's own
     model, state, taken, config = gw.graft("main", None, [], {"shrink_ip_qp_offset": 6.0}, weights)
     assert taken == {} and config == {"dct_shrink": 1.0, "shrink_ip_qp_offset": 6.0}

@@ -256,6 +256,8 @@ def test_fast_shrink_ip_qp_offset_raises_only_i_and_p_pictures_known_qp() -> Non
         base = luma(plain._shrunk(frames, priors)).flatten(0, 1).unsqueeze(1)
         assert (got[:2] - base[:2]).abs().max() > 1e-4  # I and P shrunk harder than as trained
         torch.testing.assert_close(got[2:], base[2:])
+    with pytest.raises((ValueError, ConfigError), match="dct_shrink"):
+        create_model("pnp_vcve", weights=None, variant="fast", shrink_ip_qp_offset=6.0)
 
 
 @pytest.mark.parametrize("batch", [1, 2])

@@ -384,6 +384,8 @@ class PnPVCVEFast(nn.Module):
             self.sequence_generator = SequenceWeightGenerator(n)
             self.frame_generator = FrameParameterGenerator(sum(m.out_channels for m in self._adapted()))
         self.shrink = ShiftedDCTShrinkage(config.dct_shrink) if config.dct_shrink else None
+        if config.shrink_ip_qp_offset and self.shrink is None:
+            raise ValueError("shrink_ip_qp_offset needs the shrinkage stage (dct_shrink)")
         #: QP added to I and P pictures' frame QP for the shrinkage thresholds
         #: (``shrink_ip_qp_offset``; an attribute so a calibration can sweep it).
         self.shrink_ip_qp_offset = float(config.shrink_ip_qp_offset)
