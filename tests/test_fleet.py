@@ -110,6 +110,34 @@ def test_a_partial_file_of_a_killed_worker_is_removed_and_its_file_redone(tmp_pa
     assert sorted(p.name for p in (out / "sub").iterdir()) == ["b.mkv", "deeper"]
 
 
+def test_a_worker_that_dies_after_its_output_is_in_place_leaves_the_file_to_this_manifest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker can die after its output was renamed into place and before its result comes
+    back (seen under load in the kill test below): the file failed, but the output is this
+    manifest's, so the next run redoes it instead of skipping it as someone else's."""
+    from codecave import fleet
+
+    folder = make_folder(tmp_path)
+    (folder / "broken.mp4").unlink()
+    out = tmp_path / "out"
+    real = fleet.run_jobs
+
+    def dies_after_writing(func, jobs, **kwargs):  # in-process: the job runs, then "its worker dies"
+        for name, args in jobs:
+            kwargs["on_start"](name)
+            value = func(*args)
+            yield (name, None, WORKER_DIED) if name == "a.mp4" else (name, value, None)
+
+    monkeypatch.setattr(fleet, "run_jobs", dies_after_writing)
+    first = enhance_folder(folder, out, encode=LOSSLESS)
+    assert list(first.failed) == ["a.mp4"] and (out / "a.mp4").is_file()
+    assert Manifest(out).records["a.mp4"]["made"] == ["a.mp4"]
+    monkeypatch.setattr(fleet, "run_jobs", real)
+    again = enhance_folder(folder, out, encode=LOSSLESS)
+    assert again.done == ["a.mp4"] and not again.skipped
+    assert sorted(again.unchanged) == ["sub/b.mkv", "sub/deeper/c.264"]
+
+
 def _job(key: str) -> str:
     if key == "die":
         os._exit(9)  # as a worker killed by the kernel's OOM killer or kill -9
@@ -334,7 +362,8 @@ def test_a_worker_killed_mid_file_leaves_no_partial_file_and_its_file_is_redone(
     redo = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert redo.returncode == 0, redo.stdout + redo.stderr
     assert sorted(p.name for p in out.glob("*.mp4")) == [f"clip{i}.mp4" for i in range(3)]
-    assert all(r["result"] == "done" for r in Manifest(out).records.values())
+    records = Manifest(out).records
+    assert all(r["result"] == "done" for r in records.values()), f"{records} | {redo.stdout} {redo.stderr}"
 
 
 def test_resume_keeps_ownership_refuses_other_sources_and_survives_a_torn_manifest(

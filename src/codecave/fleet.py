@@ -483,6 +483,16 @@ class EnhanceJob:
 _ENHANCERS: dict[tuple, object] = {}
 
 
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    """``(inode, mtime in ns, size)`` of a file, or None where there is none: tells whether a
+    job wrote it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def enhance_job(job: EnhanceJob) -> dict[str, object]:
     """Enhance one file (in a worker); the model is built once per worker process."""
     from codecave.codec.encode import EncodeSettings
@@ -701,6 +711,7 @@ def enhance_folder(
         claimed: dict[Path, str] = {}
         jobs: list[tuple[str, tuple]] = []
         base: dict[str, dict[str, object]] = {}
+        before: dict[str, tuple[int, int, int] | None] = {}  # the output file as it was before its job
         for source in sources:
             relative = source.relative_to(root)
             name = relative.as_posix()
@@ -744,6 +755,7 @@ def enhance_folder(
                 tell(f"skipped {name}: {why}")
                 continue
             base[name] = record
+            before[name] = _file_identity(target)
             jobs.append((name, (EnhanceJob(str(source), str(target), model, weights_arg, variant,
                                            {**dataclasses.asdict(options)},
                                            {**(encode or {}), "threads": per_worker}, frames, crf, on_damage,
@@ -770,8 +782,16 @@ def enhance_folder(
                 else:
                     # A worker that died leaves its hidden partial file; on this host it goes now
                     # (on another Ray node, when that node next writes this output).
-                    _remove_stale_partials(out_dir / str(base[name]["output"]))
-                    manifest.add({**base[name], "result": "failed", "error": error, "time": _now()})
+                    target = out_dir / str(base[name]["output"])
+                    _remove_stale_partials(target)
+                    made_now = list(base[name]["made"])
+                    if _file_identity(target) not in (None, before[name]):
+                        # The worker died after its output was complete and in place (the rename is
+                        # atomic) but before its result came back: the file is this manifest's, so a
+                        # rerun redoes it instead of skipping it as someone else's.
+                        made_now = sorted({*made_now, str(base[name]["output"])})
+                    manifest.add({**base[name], "result": "failed", "error": error, "made": made_now,
+                                  "time": _now()})
                     result.failed[name] = error
                     tell(f"failed {name}: {error}")
                 if bar is not None:
