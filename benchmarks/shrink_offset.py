@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,35 @@ def stage_alone(model: torch.nn.Module, root: Path, clips: list[str], variant: s
                 "all": float(np.mean([g for v in by.values() for g in v]))} for o, by in gains.items()}
 
 
+def training_clips(dataset: Path, names: str | None) -> list[str]:
+    """The clips ``names`` (comma-separated; all when None) of a ``yuv420`` dataset.
+
+    Raises:
+        SystemExit: not a ``yuv420`` dataset.
+    """
+    if load_manifest(dataset).get("domain") != "yuv420":
+        raise SystemExit(f"{dataset}: not a yuv420 dataset")
+    return names.split(",") if names else sorted(load_manifest(dataset)["clips"])
+
+
+def sweep(enhancer: Enhancer, set_offset: Callable[[float], None], dataset: Path, variants: list[str],
+          clips: list[str], frames: int, offsets: list[float]
+          ) -> tuple[dict[float, dict[str, float]], dict[float, dict[str, float]]]:
+    """``evaluate`` at each offset (``set_offset`` puts it on the model): mean ΔPSNR-Y and ΔSSIM-Y
+    of the clips per rate point and over them (``"mean"``), by offset."""
+    whole: dict[float, dict[str, float]] = {}
+    ssim: dict[float, dict[str, float]] = {}
+    for o in offsets:
+        set_offset(o)
+        report = evaluate(enhancer, dataset, variants, clips, frames)
+        whole[o] = {v: m["delta_psnr"] for v, m in report.by_variant().items()}
+        whole[o]["mean"] = float(np.mean([whole[o][v] for v in variants]))
+        ssim[o] = {v: m["delta_ssim"] for v, m in report.by_variant().items()}
+        ssim[o]["mean"] = float(np.mean([ssim[o][v] for v in variants]))
+        print(f"offset {o:g}: mean {whole[o]['mean']:+.4f}", flush=True)
+    return whole, ssim
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", type=Path, help="a yuv420 dataset made by codecave prepare (training clips)")
@@ -88,10 +118,7 @@ def main() -> None:
                          "after the offset; 18.736, the threshold before it, repeats the calibration)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    manifest = load_manifest(args.dataset)
-    if manifest.get("domain") != "yuv420":
-        raise SystemExit(f"{args.dataset}: not a yuv420 dataset")
-    clips = args.clips.split(",") if args.clips else sorted(manifest["clips"])
+    clips = training_clips(args.dataset, args.clips)
     variants = [f"crf{c}" for c in args.crf.split(",")]
     offsets = [float(o) for o in args.offsets.split(",")]
     torch.set_grad_enabled(False)
@@ -109,21 +136,16 @@ def main() -> None:
         print(f"| {o:g} | " + " | ".join("{I:+.3f} / {P:+.3f} / {B:+.3f} / {all:+.3f}".format(**alone[v][o])
                                         for v in variants) + " |")
 
-    whole: dict[float, dict[str, float]] = {}
-    ssim: dict[float, dict[str, float]] = {}
     enhancer = Enhancer(main_model, EnhanceOptions(pass_through_qp=args.pass_through_qp))
     high = enhancer.for_crf(math.inf)
     print(f"\nwhole model: pass-through at frame QP <= {enhancer.pass_through_qp}, high-CRF weights from CRF "
           f"{(enhancer.high_crf or {}).get('from_crf')}", flush=True)
-    for o in offsets:
+
+    def set_offset(o: float) -> None:
         for model in {id(m): m for m in (enhancer.model, high.model)}.values():
             model.shrink_ip_qp_offset = o
-        report = evaluate(enhancer, args.dataset, variants, clips, args.frames)
-        whole[o] = {v: m["delta_psnr"] for v, m in report.by_variant().items()}
-        whole[o]["mean"] = float(np.mean([whole[o][v] for v in variants]))
-        ssim[o] = {v: m["delta_ssim"] for v, m in report.by_variant().items()}
-        ssim[o]["mean"] = float(np.mean([ssim[o][v] for v in variants]))
-        print(f"offset {o:g}: mean {whole[o]['mean']:+.4f}", flush=True)
+
+    whole, ssim = sweep(enhancer, set_offset, args.dataset, variants, clips, args.frames, offsets)
     print("\nThe default as `codecave evaluate` runs it, mean ΔPSNR-Y of the clips (dB)\n")
     print("| offset | " + " | ".join(variants) + " | mean |")
     print("|---|" + "---|" * (len(variants) + 1))

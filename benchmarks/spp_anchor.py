@@ -100,6 +100,13 @@ def main() -> None:
     clips = args.clips.split(",") if args.clips else sorted(manifest["clips"])
     variants = args.variants.split(",") if args.variants else [f"crf{c}" for c in args.crf.split(",")]
     print(f"machine: {platform.machine()}, ffmpeg spp quality=4, PSNR on the Y plane, first {args.frames} frames")
+    compare = [(path, json.loads(path.read_text())) for path in args.compare]
+    for path, c in compare:  # and on the same clips: the column is the report's own mean
+        for variant in variants:
+            scored = {r["clip"] for r in c["clips"] if r["variant"] == variant}
+            if scored and scored != set(clips):
+                sys.exit(f"{path}: {variant} was scored on clips {sorted(scored)}, spp here on {sorted(clips)}: "
+                         "pass --clips or score the model on the same clips")
     result: dict[str, dict[str, object]] = {}
     for variant in variants:
         gains: dict[int, list[float]] = {q: [] for q in QS}
@@ -108,6 +115,11 @@ def main() -> None:
         for name in clips:
             clip = load_clip(args.dataset, name, variant)
             n = min(args.frames, len(clip.gt))
+            for path, c in compare:  # a gain beside spp's is only fair on the same frames
+                scored = [len(r["frame_types"]) for r in c["clips"] if r["clip"] == name and r["variant"] == variant]
+                if scored and scored[0] != n:
+                    sys.exit(f"{path}: {name} {variant} was scored on {scored[0]} frames, spp here on {n}: "
+                             f"pass --frames {scored[0]} (or score the model with --frames {n})")
             gt = luma(torch.from_numpy(np.asarray(clip.gt[:n]).astype(np.float64)))
             dec = luma(torch.from_numpy(np.asarray(clip.decoded[:n]).astype(np.float64)))
             p_in = float(psnr_plane(dec, gt).mean())
@@ -130,9 +142,10 @@ def main() -> None:
                            "shrink": {src: {"gain": float(np.mean(g)), "per_clip": dict(zip(clips, g))}
                                       for src, g in shrunk.items()}}
     header = "| rate point | PSNR-Y in | " + " | ".join(f"spp Q={q}" for q in QS) + " | best spp |"
-    compare = [json.loads(p.read_text()) for p in args.compare]
+    compare = [c for _, c in compare]
     header += "".join(f" shrinkage alone ({src}) |" for src in stages)
-    header += "".join(f" {c['model'].get('name')} {c['model'].get('variant', '')} |" for c in compare)
+    header += "".join(f" {c['model'].get('name')} {c['model'].get('variant', '')} {c['model'].get('precision', '')} |"
+                      for c in compare)
     print(header)
     print("|---" * (3 + len(QS) + len(stages) + len(compare)) + "|")
     for variant, r in result.items():

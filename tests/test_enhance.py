@@ -450,24 +450,34 @@ def test_hdr10_metadata_is_kept_by_x265_and_warned_about_otherwise(tmp_path: Pat
     assert "HDR10 metadata" in caplog.text and read_info(tmp_path / "lost.mp4").hdr is None
 
 
-def test_recurrent_vig_streams_a_file_once_per_frame_equal_to_the_whole_clip(tmp_path: Path) -> None:
-    """VIG through the Enhancer: the Y plane of every frame equals the model run on the whole
-    clip at once, chroma is the decoder's, and odd sizes are padded and cropped back."""
+@pytest.mark.parametrize("dct_shrink", [0.0, 1.0])
+def test_recurrent_vig_streams_a_file_once_per_frame_equal_to_the_whole_clip(tmp_path: Path, dct_shrink: float
+                                                                              ) -> None:
+    """VIG through the Enhancer (bf16, its default): the Y plane of every frame equals the model
+    run on the whole clip at once, chroma is the decoder's, and odd sizes are padded and
+    cropped back; with the shrinkage stage each enhanced frame is shrunk once."""
     from codecave.models.vig import VIG
 
     src = tmp_path / "in.mp4"
     encode_frames(pan_frames(9, 70, 98), src, EncodeSettings(crf=35, preset="veryfast"))
     torch.manual_seed(0)
-    model = create_model("vig", weights=None)
+    model = create_model("vig", weights=None, dct_shrink=dct_shrink)
     torch.nn.init.normal_(model.fusion.weight, std=0.02)
-    calls = []
+    calls, shrunk = [], []
     original = VIG.encode_frames
     model.encode_frames = lambda frames, qp=None: calls.append(len(frames)) or original(model, frames, qp)
+    if dct_shrink:
+        stage = model.shrink.forward
+        model.shrink.forward = lambda plane, qp: shrunk.append(len(plane)) or stage(plane, qp)
     with open_video(src) as video:
         decoded = [f.planes for f in video]
     with open_video(src) as video:
-        out = list(Enhancer(model).stream(video, crf=35.0, output="yuv420"))
+        enhancer = Enhancer(model)
+        assert enhancer.precision == "bf16"
+        out = list(enhancer.stream(video, crf=35.0, output="yuv420"))
     assert len(out) == 9 and sum(calls) == 9  # each frame's features computed once
+    assert sum(shrunk) == (9 if dct_shrink else 0)  # and each enhanced frame shrunk once
+    shrunk.clear()
     y = torch.stack([torch.from_numpy(p.y.astype(np.float32)) for p in decoded]) / 255
     y = torch.nn.functional.pad(y[None], (0, 2, 0, 2), mode="replicate")[0]  # 70x98 -> 72x100
     with torch.no_grad():

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from codecave.models.vig import FUTURE, VARIANTS, VIG, VIGStream, count
 
-
 BASE = dataclasses.replace(VARIANTS["small"], c1=20, c2=20, resample=False)  # the UD ablation's base
 
 
@@ -101,6 +100,58 @@ def test_streaming_equals_the_whole_clip_and_holds_four_frames() -> None:
     torch.testing.assert_close(torch.stack(out, dim=1), whole, rtol=0, atol=1e-6)
 
 
+def test_the_shrinkage_stage_post_filters_each_enhanced_frame_once() -> None:
+    """``dct_shrink``: the network's output (clamped) goes through the stage at the sequence QP
+    (noise is shrunk; NaN leaves it as it is), the hidden state does not, the stream shrinks each
+    enhanced frame once and equals the whole clip, and the model refuses to run without the QP."""
+    torch.manual_seed(2)
+    model = VIG(dataclasses.replace(VARIANTS["small"], dct_shrink=1.0)).eval()
+    torch.nn.init.normal_(model.fusion.weight, std=0.05)
+    plain = VIG(VARIANTS["small"]).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("shrink.")})
+    clip = (0.5 + 0.02 * torch.randn(1, 7, 1, 32, 40)).clamp(0, 1)  # flat grey and noise of 5 code values
+    qp = torch.tensor([37.0])
+    with torch.no_grad():
+        whole, restored = model(clip, qp), plain(clip, qp)
+        torch.testing.assert_close(whole, model.postfilter(restored, qp))
+        assert (whole - 0.5).abs().mean() < 0.75 * (restored - 0.5).abs().mean()  # noise is shrunk at QP 37
+        torch.testing.assert_close(model.postfilter(restored, torch.tensor([float("nan")])), restored.clamp(0, 1))
+        y, state = model.step(clip[:, :4], qp=qp)
+        y_plain, state_plain = plain.step(clip[:, :4], qp=qp)
+        torch.testing.assert_close(y, model.postfilter(y_plain, qp))
+        torch.testing.assert_close(state, state_plain)  # the recurrence is the network's alone
+        calls: list[int] = []
+        original = model.shrink.forward
+        model.shrink.forward = lambda *a: calls.append(a[0].shape[0]) or original(*a)  # type: ignore[method-assign]
+        stream = model.streamer(qp)
+        out = [stream.push(clip[:, t]) for t in range(clip.shape[1])]
+        out = [o for o in out if o is not None] + stream.flush()
+    assert calls == [1] * clip.shape[1]  # one frame at a time, each once
+    torch.testing.assert_close(torch.stack(out, dim=1), whole, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="sequence QP"):
+        model.streamer()
+    with pytest.raises(ValueError, match="sequence QP"):
+        VIG(dataclasses.replace(VARIANTS["small"], dct_shrink=1.0, qp_input=False))(clip)
+
+
+def test_the_shrink_qp_offset_moves_the_stages_qp_only_and_needs_the_stage() -> None:
+    torch.manual_seed(3)
+    model = VIG(dataclasses.replace(VARIANTS["small"], dct_shrink=1.0, shrink_qp_offset=3.0)).eval()
+    torch.nn.init.normal_(model.fusion.weight, std=0.05)
+    plain = VIG(VARIANTS["small"]).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("shrink.")})
+    clip = (0.5 + 0.02 * torch.randn(1, 5, 1, 16, 24)).clamp(0, 1)
+    qp = torch.tensor([34.0])
+    with torch.no_grad():
+        restored = plain(clip, qp)  # the network's QP plane stays at 34
+        at_37 = model.shrink(restored.clamp(0, 1).reshape(-1, 1, 16, 24), torch.full((5,), 37.0))
+        torch.testing.assert_close(model(clip, qp), at_37.reshape(clip.shape))  # the stage at 34 + 3
+        model.shrink_qp_offset = 0.0
+        assert not torch.allclose(model(clip, qp), at_37.reshape(clip.shape))
+    with pytest.raises(ValueError, match="dct_shrink"):
+        VIG(dataclasses.replace(VARIANTS["small"], shrink_qp_offset=3.0))
+
+
 def test_refuses_sizes_off_the_grid() -> None:
     with pytest.raises(ValueError, match="multiples of 4"):
         VIG().step(torch.rand(1, 4, 1, 18, 24), qp=torch.tensor([30.0]))
@@ -121,5 +172,13 @@ def test_shipped_small_weights_are_listed_honestly_and_trained() -> None:
     assert [s["run"] for s in entry["training"]["stages"]] == ["vig_small_tgd", "vig_small", "vig_small_stage3"]
     assert {"ldp22", "ldp37", "crf35"} <= set(entry["validation"]["frame_qp"])
     model = create_model("vig")
-    assert model.config == VARIANTS["small"] and model.pass_through_qp == entry["pass_through_qp"]
+    # the small network with the default's shrinkage stage grafted after it (no training of its own)
+    assert model.config == dataclasses.replace(VARIANTS["small"], dct_shrink=1.0)
+    assert model.pass_through_qp == entry["pass_through_qp"]
+    assert [g["tensors"] for g in entry["training"]["grafts"]] == [["shrink.exponent", "shrink.log_scale"]]
+    graft = entry["training"]["grafts"][0]
+    donor = weights_manifest()[graft["from"]]
+    if donor["sha256"] == graft["from_sha256"]:  # the donor as it was grafted
+        donor_model = create_model(donor["model"], variant=donor["variant"])
+        torch.testing.assert_close(model.shrink.state_dict(), donor_model.shrink.state_dict())
     assert model.fusion.weight.abs().sum() > 0  # trained: no longer the identity start

@@ -153,4 +153,24 @@ class ShiftedDCTShrinkage(nn.Module):
         return F.pixel_shuffle(phases, SHIFT_STEP)
 
 
-__all__ = ["BLOCK", "CHUNK_PIXELS", "SHIFT_STEP", "STRIP_PIXELS", "ShiftedDCTShrinkage", "dct_basis", "qstep"]
+def shrink_at_sequence_qp(shrink: ShiftedDCTShrinkage | None, frames: torch.Tensor, qp: torch.Tensor | None,
+                          model: str, offset: float = 0.0) -> torch.Tensor:
+    """Luma frames ``(B, T, 1, H, W)`` or ``(N, 1, H, W)`` in [0, 1] through ``shrink`` at each
+    stream's sequence QP ``qp`` (``(B,)`` or ``(N,)``; NaN: unchanged) plus ``offset`` (QP
+    units), same shape back; the frames as they are when ``shrink`` is None. The stage of the
+    luma models that take it (``dct_shrink``): in front of CRDS's network, after VIG's.
+
+    Raises:
+        ValueError: a stage but no ``qp`` (``model`` names the model in the message).
+    """
+    if shrink is None:
+        return frames
+    if qp is None:
+        raise ValueError(f"this {model} shrinks at the sequence QP (dct_shrink): pass qp")
+    lead = frames.shape[:-3]
+    per_frame = (qp.float() + offset).reshape(-1, *([1] * (len(lead) - 1))).expand(lead).reshape(-1)
+    return shrink(frames.reshape(-1, *frames.shape[-3:]), per_frame).reshape(frames.shape)
+
+
+__all__ = ["BLOCK", "CHUNK_PIXELS", "SHIFT_STEP", "STRIP_PIXELS", "ShiftedDCTShrinkage", "dct_basis", "qstep",
+           "shrink_at_sequence_qp"]

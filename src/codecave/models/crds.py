@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codecave.layers.attention import neighbourhood_attention, window_offsets
-from codecave.layers.dct import ShiftedDCTShrinkage
+from codecave.layers.dct import ShiftedDCTShrinkage, shrink_at_sequence_qp
 from codecave.layers.warp import flow_warp
 
 #: Latent positions per pixel side: the latent sits on the 4x4 block grid.
@@ -342,13 +342,7 @@ class CRDS(nn.Module):
         Raises:
             ValueError: ``dct_shrink`` without ``qp``.
         """
-        if self.shrink is None:
-            return frames
-        if qp is None:
-            raise ValueError("this CRDS shrinks at the sequence QP (dct_shrink): pass qp")
-        lead = frames.shape[:-3]
-        per_frame = qp.float().reshape(-1, *([1] * (len(lead) - 1))).expand(lead).reshape(-1)
-        return self.shrink(frames.reshape(-1, *frames.shape[-3:]), per_frame).reshape(frames.shape)
+        return shrink_at_sequence_qp(self.shrink, frames, qp, "CRDS")
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, 1, H, W)`` -> latents ``(B, T, C, H/4, W/4)``.
