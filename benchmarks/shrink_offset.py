@@ -46,7 +46,6 @@ from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
 from codecave.enhance import EnhanceOptions, Enhancer
 from codecave.evaluate import evaluate
-from codecave.grid import luma
 from codecave.metrics.quality import psnr_plane
 from codecave.models import create_model
 
@@ -58,9 +57,8 @@ def stage_alone(model: torch.nn.Module, root: Path, clips: list[str], variant: s
     gains: dict[float, dict[str, list[float]]] = {o: {"I": [], "P": [], "B": []} for o in offsets}
     for name in clips:
         clip = load_clip(root, name, variant)
-        n = min(frames, len(clip.gt))
-        gt = luma(torch.from_numpy(np.asarray(clip.gt[:n]).astype(np.float64)))
-        dec = luma(torch.from_numpy(np.asarray(clip.decoded[:n]).astype(np.float64)))
+        gt, dec = clip.luma_planes(frames)
+        n = len(gt)
         kinds = np.asarray(clip.priors["frame_type"][:n]).astype(np.int64)
         qp = torch.from_numpy(np.asarray(clip.priors["qp"][:n], dtype=np.float32))
         reference = torch.from_numpy(kinds != int(FrameType.B))

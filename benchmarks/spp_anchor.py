@@ -38,7 +38,6 @@ import torch
 from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
 from codecave.errors import CodecaveError
-from codecave.grid import luma
 from codecave.layers.dct import ShiftedDCTShrinkage
 from codecave.metrics.quality import psnr_plane
 from codecave.models import create_model
@@ -120,8 +119,7 @@ def main() -> None:
                 if scored and scored[0] != n:
                     sys.exit(f"{path}: {name} {variant} was scored on {scored[0]} frames, spp here on {n}: "
                              f"pass --frames {scored[0]} (or score the model with --frames {n})")
-            gt = luma(torch.from_numpy(np.asarray(clip.gt[:n]).astype(np.float64)))
-            dec = luma(torch.from_numpy(np.asarray(clip.decoded[:n]).astype(np.float64)))
+            gt, dec = clip.luma_planes(n)
             p_in = float(psnr_plane(dec, gt).mean())
             inputs.append(p_in)
             video = args.dataset / "clips" / name / variant / clip.info["variants"][variant]["file"]

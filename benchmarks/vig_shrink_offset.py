@@ -46,7 +46,6 @@ from shrink_offset import sweep, training_clips  # benchmarks/: the same sweep a
 from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip
 from codecave.enhance import EnhanceOptions, Enhancer
-from codecave.grid import luma
 from codecave.metrics.quality import psnr_plane
 from codecave.models import create_model
 
@@ -57,9 +56,8 @@ def stage_alone(model: torch.nn.Module, root: Path, clips: list[str], variant: s
     gains: dict[float, list[float]] = {o: [] for o in offsets}
     for name in clips:
         clip = load_clip(root, name, variant)
-        n = min(frames, len(clip.gt))
-        gt = luma(torch.from_numpy(np.asarray(clip.gt[:n]).astype(np.float64)))
-        dec = luma(torch.from_numpy(np.asarray(clip.decoded[:n]).astype(np.float64)))
+        gt, dec = clip.luma_planes(frames)
+        n = len(gt)
         crf = variant_crf(clip.info, variant)
         for offset in offsets:
             qp = torch.full((n,), crf + offset)
@@ -78,9 +76,7 @@ def order(model: torch.nn.Module, root: Path, clips: list[str], variant: str, fr
     try:
         for name in clips:
             clip = load_clip(root, name, variant)
-            n = min(frames, len(clip.gt))
-            gt = luma(torch.from_numpy(np.asarray(clip.gt[:n]).astype(np.float64)))
-            dec = luma(torch.from_numpy(np.asarray(clip.decoded[:n]).astype(np.float64)))
+            gt, dec = clip.luma_planes(frames)
             qp = torch.tensor([variant_crf(clip.info, variant)])
             x = (dec / 255).float()[None, :, None]  # (1, T, 1, H, W)
 

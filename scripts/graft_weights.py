@@ -14,6 +14,10 @@ is replaced by the new one (``scripts/ship_weights.py``'s, same options), and th
 to ``OUT/validation``. A switch chosen against the old weights (``high_crf`` of the main
 entry) is then stale: rerun ``scripts/rate_switch.py`` with ``OUT``'s report.
 
+``--from`` may also name a ``.safetensors`` file of tensors: a part fitted on its own
+(``scripts/fit_shrinkage.py``: the stage after VIG, fitted on VIG's outputs); the graft record
+then holds the file's hash and the fit's settings and wall time (its ``fit.json``).
+
 Without ``--from`` no tensor is taken: only the settings change (a setting calibrated after
 training, e.g. the shrinkage QP offset of I and P pictures that ``benchmarks/shrink_offset.py``
 chooses on training clips); the entry's training record gains a ``calibrations`` list instead.
@@ -49,6 +53,12 @@ from ship_weights import WEIGHTS, validate, validation_entry, write_entry
 from codecave.models.registry import build_model
 
 
+def is_file_donor(donor: str) -> bool:
+    """Whether ``--from`` names a tensors file (``scripts/fit_shrinkage.py``'s ``stage.safetensors``)
+    rather than a manifest entry."""
+    return donor.endswith(".safetensors")
+
+
 def graft(entry: str, donor_entry: str | None, prefixes: list[str], settings: dict[str, object], weights: Path
           ) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, object]]:
     """The receiver ``entry``'s weights with ``donor_entry``'s tensors whose names start with one
@@ -62,14 +72,16 @@ def graft(entry: str, donor_entry: str | None, prefixes: list[str], settings: di
     """
     manifest = json.loads((weights / "manifest.json").read_text())
     for name in (entry, donor_entry):
-        if name is not None and name not in manifest:
+        if name is not None and name not in manifest and not is_file_donor(name):
             raise SystemExit(f"no manifest entry {name!r}; have {', '.join(sorted(manifest))}")
     receiver = manifest[entry]
     own = load_file(str(weights / receiver["file"]))
     taken: dict[str, torch.Tensor] = {}
     if donor_entry is not None:
-        donor = manifest[donor_entry]
-        taken = {k: v for k, v in load_file(str(weights / donor["file"])).items() if k.startswith(tuple(prefixes))}
+        source = Path(donor_entry) if is_file_donor(donor_entry) else weights / manifest[donor_entry]["file"]
+        if not source.is_file():
+            raise SystemExit(f"{source}: no such weights file")
+        taken = {k: v for k, v in load_file(str(source)).items() if k.startswith(tuple(prefixes))}
         if not taken:
             raise SystemExit(f"{donor_entry} has no tensor starting with {prefixes}")
     config = {**receiver.get("config", {}), **settings}
@@ -86,7 +98,8 @@ def main() -> None:
     ap.add_argument("entry", help="the receiving manifest entry (e.g. pnp_vcve_fast_high)")
     ap.add_argument("val", type=Path, help="prepared validation dataset")
     ap.add_argument("--from", dest="donor", default=None,
-                    help="the donor manifest entry (e.g. pnp_vcve_fast); none: only --set changes")
+                    help="the donor manifest entry (e.g. pnp_vcve_fast) or a .safetensors file of tensors "
+                         "(scripts/fit_shrinkage.py's stage.safetensors); none: only --set changes")
     ap.add_argument("--prefix", action="append", default=[],
                     help="take the donor's tensors whose names start with this (repeatable), e.g. shrink.")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -123,11 +136,19 @@ def main() -> None:
         meta = {**(f.metadata() or {}), "config": json.dumps(config)}
     save_file({k: v.contiguous() for k, v in state.items()}, str(target), metadata=meta)
     training = dict(receiver.get("training", {}))
-    if args.donor is not None:
+    if args.donor is not None and is_file_donor(args.donor):
+        # a fitted part: its file's hash and the fit's record (fit.json beside it, curve left out)
+        source = Path(args.donor)
+        fit = source.with_name("fit.json")
+        record = {"from": source.as_posix(), "from_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+                  "tensors": sorted(taken), "settings": settings,
+                  "fit": {k: v for k, v in json.loads(fit.read_text()).items() if k != "curve"} if fit.is_file() else None}
+    elif args.donor is not None:
         donor = manifest[args.donor]
         record = {"from": args.donor, "from_sha256": donor["sha256"], "tensors": sorted(taken),
                   "from_last_stage": (donor.get("training", {}).get("stages") or [{}])[-1].get("run"),
                   "settings": settings}
+    if args.donor is not None:
         same = [g for g in training.get("grafts", [])
                 if (g["from"], g["tensors"]) != (record["from"], record["tensors"])]
         training["grafts"] = [*same, record]  # grafting the same tensors again replaces the record

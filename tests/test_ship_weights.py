@@ -1,5 +1,6 @@
 """scripts/ship_weights.py: a stage that starts from shipped weights lists their stages first;
-scripts/graft_weights.py: a graft takes the donor's tensors and nothing else."""
+scripts/graft_weights.py: a graft takes the donor's tensors and nothing else;
+scripts/fit_shrinkage.py: the stage after a network is fitted alone."""
 
 from __future__ import annotations
 
@@ -147,3 +148,107 @@ def test_graft_takes_the_donors_tensors_and_keeps_the_receivers_or_changes_a_set
     assert taken == {} and config == {"dct_shrink": 1.0, "shrink_ip_qp_offset": 6.0}
     assert model.shrink_ip_qp_offset == 6.0
     assert all(torch.equal(state[k], donor[k]) for k in donor) and set(state) == set(donor)
+
+
+def test_graft_takes_tensors_from_a_fitted_file(tmp_path: Path) -> None:
+    """``--from FILE.safetensors``: the stage fitted on its own (``scripts/fit_shrinkage.py``) is taken
+    from the file; a missing file is refused."""
+    import json
+
+    import pytest
+    import torch
+    from safetensors.torch import save_file
+
+    from codecave.models.registry import build_model
+
+    gw = _script("graft_weights")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    receiver = build_model("vig", "small", dct_shrink=1.0).state_dict()
+    save_file(receiver, str(weights / "vig.safetensors"))
+    (weights / "manifest.json").write_text(json.dumps(
+        {"vig": {"model": "vig", "variant": "small", "file": "vig.safetensors", "config": {"dct_shrink": 1.0}}}))
+    fitted = {"shrink.log_scale": torch.linspace(-1.0, 0.3, 64), "shrink.exponent": torch.tensor(0.61)}
+    save_file(fitted, str(tmp_path / "stage.safetensors"))
+    assert gw.is_file_donor(str(tmp_path / "stage.safetensors")) and not gw.is_file_donor("pnp_vcve_fast")
+    model, state, taken, config = gw.graft("vig", str(tmp_path / "stage.safetensors"), ["shrink."], {}, weights)
+    assert sorted(taken) == ["shrink.exponent", "shrink.log_scale"] and config == {"dct_shrink": 1.0}
+    assert torch.equal(model.shrink.log_scale.detach(), fitted["shrink.log_scale"])
+    assert all(torch.equal(state[k], receiver[k]) for k in receiver if not k.startswith("shrink."))
+    with pytest.raises(SystemExit, match="no such weights file"):
+        gw.graft("vig", str(tmp_path / "missing.safetensors"), ["shrink."], {}, weights)
+
+
+def test_graft_main_records_a_fitted_file_beside_the_earlier_graft(tmp_path: Path, monkeypatch) -> None:
+    """The command (validation stubbed): the entry keeps the earlier graft from an entry and adds
+    the fitted file's record, with its hash and the fit's settings but not its curve."""
+    import hashlib
+    import json
+    import sys
+
+    import torch
+    from safetensors.torch import save_file
+
+    from codecave.models.registry import build_model
+
+    gw = _script("graft_weights")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    save_file(build_model("vig", "small", dct_shrink=1.0).state_dict(), str(weights / "vig.safetensors"))
+    earlier = {"from": "pnp_vcve_fast", "from_sha256": "0" * 64, "tensors": ["shrink.exponent", "shrink.log_scale"],
+               "settings": {"dct_shrink": 1.0}}
+    (weights / "manifest.json").write_text(json.dumps({"vig": {
+        "model": "vig", "variant": "small", "file": "vig.safetensors", "config": {"dct_shrink": 1.0},
+        "training": {"grafts": [earlier]}}}))
+    fitted = tmp_path / "fit" / "stage.safetensors"
+    fitted.parent.mkdir()
+    save_file({"shrink.log_scale": torch.zeros(64), "shrink.exponent": torch.tensor(0.6)}, str(fitted))
+    (fitted.parent / "fit.json").write_text(json.dumps({"model": "vig", "wall_minutes": 0.7, "curve": [{"step": 0}]}))
+    written = {}
+    monkeypatch.setattr(gw, "WEIGHTS", weights)
+    monkeypatch.setattr(gw, "validate", lambda *a: ({}, None, {"threshold": 22.0}))
+    monkeypatch.setattr(gw, "validation_entry", lambda *a: {"stub": True})
+    monkeypatch.setattr(gw, "write_entry", lambda name, entry: written.update({name: entry}) or weights / "manifest.json")
+    monkeypatch.setattr(sys, "argv", ["graft_weights.py", "vig", "val", "--from", str(fitted), "--prefix", "shrink.",
+                                      "--out", str(tmp_path / "o")])
+    gw.main()
+    grafts = written["vig"]["training"]["grafts"]
+    assert grafts[0] == earlier and len(grafts) == 2
+    assert grafts[1]["from"] == fitted.as_posix()
+    assert grafts[1]["from_sha256"] == hashlib.sha256(fitted.read_bytes()).hexdigest()
+    assert grafts[1]["fit"] == {"model": "vig", "wall_minutes": 0.7}
+    assert written["vig"]["pass_through_qp"] == 22.0
+
+
+def test_fit_shrinkage_fits_the_stage_alone_on_cached_outputs_and_lowers_the_error() -> None:
+    """The stage after the network, fitted on noisy outputs of a flat picture where its starting
+    thresholds are far too low: the error on the fit data falls, the check gains rise, and only
+    the stage's two tensors are fitted."""
+    import numpy as np
+    import torch
+
+    from codecave.layers.dct import ShiftedDCTShrinkage
+
+    fs = _script("fit_shrinkage")
+    g = torch.Generator().manual_seed(0)
+
+    def clip(name: str) -> dict[str, object]:
+        gt = torch.full((2, 136, 136), 128.0, dtype=torch.float64)  # flat grey, code values
+        out = (gt / 255 + 4 / 255 * torch.randn(2, 136, 136, generator=g, dtype=torch.float64)).float()
+        dec = (out.double() * 255).round()
+        return {"clip": name, "variant": "ldp37", "qp": 37.0, "out": out, "gt": gt, "dec": dec}
+
+    fit, held = [clip("a"), clip("b")], [clip("c")]
+    stage = ShiftedDCTShrinkage(init_scale=0.05)
+    before = fs.gains(stage, held, 0.0)["ldp37"]
+    x = torch.stack([c["out"] for c in fit]).reshape(-1, 1, 136, 136)
+    y = torch.stack([c["gt"] for c in fit]).reshape(-1, 1, 136, 136).float() / 255
+    with torch.no_grad():
+        error = (stage(x, torch.full((4,), 37.0)) - y).square().mean()
+    curve = fs.fit_stage(stage, fit, held, 0.0, steps=30, batch=4, lr=0.1, fixed_exponent=False, every=10,
+                         rng=np.random.default_rng(0))
+    with torch.no_grad():
+        assert (stage(x, torch.full((4,), 37.0)) - y).square().mean() < 0.5 * error
+    assert curve[0]["check"]["ldp37"] == before and curve[-1]["check"]["ldp37"] > before + 1.0
+    assert [c["step"] for c in curve] == [0, 10, 20, 30]
+    assert stage.exponent.requires_grad and stage.log_scale.requires_grad

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 import codecave
 from codecave.codec.priors import YUVPlanes, x264_equivalent_crf
@@ -632,6 +633,20 @@ class PreparedClip:
     flow: dict[str, np.ndarray] | None
     info: dict[str, object]
     domain: str = "rgb"
+
+    def luma_planes(self, frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Y planes of the original and the decoded frames, ``(T, H, W)`` float64 code values,
+        of the first ``frames`` frames (all when None), for scoring on the Y plane.
+
+        Raises:
+            DatasetError: not a ``yuv420`` clip.
+        """
+        if self.domain != "yuv420":
+            raise DatasetError(f"{self.name}: Y planes need a yuv420 dataset, not {self.domain}")
+        from codecave.grid import luma
+
+        n = len(self.gt) if frames is None else min(frames, len(self.gt))
+        return tuple(luma(torch.from_numpy(np.asarray(a[:n]).astype(np.float64))) for a in (self.gt, self.decoded))
 
     @property
     def scale(self) -> int:

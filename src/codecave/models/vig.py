@@ -76,9 +76,10 @@ class VIGConfig:
         zero_fusion: start the fusion layer at zero, so an untrained model is the identity
             (SPECS 2.6); False keeps PyTorch's default initialisation.
         dct_shrink: 0: none; else every enhanced frame then goes through the shifted-DCT
-            shrinkage stage at its stream's sequence QP (ours; see the module). The shipped weights take
-            the stage as the default's stage 9 learned it (grafted, ``scripts/graft_weights.py``);
-            the value is the stage's starting scale.
+            shrinkage stage at its stream's sequence QP (ours; see the module). The shipped weights
+            took the stage as the default's stage 9 learned it (grafted, ``scripts/graft_weights.py``),
+            then fitted it alone on the network's outputs of training clips
+            (``scripts/fit_shrinkage.py``); the value is the stage's starting scale.
         shrink_qp_offset: QP added to the sequence QP for the shrinkage thresholds only (not
             the network's QP plane). The stage learned its law on x264 pictures at their own
             QP; VIG reads only the sequence QP (no HEVC decoder exports the pictures'), and a
