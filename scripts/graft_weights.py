@@ -68,14 +68,19 @@ def graft(entry: str, donor_entry: str | None, prefixes: list[str], settings: di
     Returns the model (eval mode), its full state, the tensors taken and the architecture.
 
     Raises:
-        SystemExit: an unknown entry, no tensor taken from a donor, or a state that does not fit.
+        SystemExit: an unknown entry, a receiver file that is not the one its entry lists, no tensor
+            taken from a donor, or a state that does not fit.
     """
     manifest = json.loads((weights / "manifest.json").read_text())
     for name in (entry, donor_entry):
         if name is not None and name not in manifest and not is_file_donor(name):
             raise SystemExit(f"no manifest entry {name!r}; have {', '.join(sorted(manifest))}")
     receiver = manifest[entry]
-    own = load_file(str(weights / receiver["file"]))
+    path = weights / receiver["file"]
+    if receiver.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != receiver["sha256"]:
+        raise SystemExit(f"{path} is not the file its manifest entry {entry!r} lists (sha256 differs): restore the "
+                         "two together (git checkout, or git show COMMIT:PATH for both)")
+    own = load_file(str(path))
     taken: dict[str, torch.Tensor] = {}
     if donor_entry is not None:
         source = Path(donor_entry) if is_file_donor(donor_entry) else weights / manifest[donor_entry]["file"]

@@ -177,6 +177,12 @@ def test_graft_takes_tensors_from_a_fitted_file(tmp_path: Path) -> None:
     assert all(torch.equal(state[k], receiver[k]) for k in receiver if not k.startswith("shrink."))
     with pytest.raises(SystemExit, match="no such weights file"):
         gw.graft("vig", str(tmp_path / "missing.safetensors"), ["shrink."], {}, weights)
+    # a weights file restored without its manifest entry (or the reverse) is refused
+    manifest = json.loads((weights / "manifest.json").read_text())
+    manifest["vig"]["sha256"] = "0" * 64
+    (weights / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit, match="not the file its manifest entry"):
+        gw.graft("vig", str(tmp_path / "stage.safetensors"), ["shrink."], {}, weights)
 
 
 def test_graft_main_records_a_fitted_file_beside_the_earlier_graft(tmp_path: Path, monkeypatch) -> None:
