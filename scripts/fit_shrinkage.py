@@ -20,7 +20,7 @@ Writes ``OUT/stage.safetensors`` (the stage's tensors, named as in the model: ``
         --clips baseball_720p,davis_bmxtrees_01,davis_bmxtrees_02,davis_tennis_01,tabletennis_sif_01,\\
 sintel_market,sintel_bamboo,vimeo_00001_0001,openh264_vt2people,kodim05,kodim13 \\
         --check-clips davis_bmxtrees_03,davis_tennis_02,tabletennis_sif_02,vimeo_00001_0002,vimeo_00002_0001,kodim01 \\
-        --steps 150 --out runs/vig_stage_fit
+        --steps 100 --out runs/vig_stage_fit
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ from safetensors.torch import load_file, save_file
 
 from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
+from codecave.errors import ConfigError
 from codecave.metrics.quality import psnr_plane
 from codecave.models import create_model
-from codecave.models.registry import weights_manifest
+from codecave.models.registry import shipped_weights_entry
 
 #: Side of the training crops (even: the stage's shifts stay on the codec's grid).
 CROP = 128
@@ -144,11 +145,11 @@ def main() -> None:
     if getattr(model, "shrink", None) is None or not hasattr(model, "postfilter"):
         raise SystemExit(f"the shipped {args.model} has no shrinkage stage after its network (dct_shrink)")
     offset = float(model.shrink_qp_offset)
-    manifest = weights_manifest()
-    if args.start not in manifest:
-        raise SystemExit(f"--start {args.start}: no manifest entry; have {', '.join(sorted(manifest))}")
-    start_file = resources.files("codecave") / "weights" / manifest[args.start]["file"]
-    start_stage = {k[len("shrink."):]: v for k, v in load_file(str(start_file)).items() if k.startswith("shrink.")}
+    try:
+        with resources.as_file(shipped_weights_entry(args.start)) as path:
+            start_stage = {k[len("shrink."):]: v for k, v in load_file(str(path)).items() if k.startswith("shrink.")}
+    except ConfigError as e:
+        raise SystemExit(f"--start: {e}") from e
     if not start_stage:
         raise SystemExit(f"--start {args.start}: no shrink.* tensors")
     model.shrink.load_state_dict(start_stage)

@@ -162,7 +162,7 @@ def test_shipped_small_weights_are_listed_honestly_and_trained() -> None:
     from importlib import resources
 
     from codecave.models import create_model
-    from codecave.models.registry import weights_manifest
+    from codecave.models.registry import create_model_entry, weights_manifest
 
     entry = weights_manifest()["vig_small"]
     blob = (resources.files("codecave") / "weights" / entry["file"]).read_bytes()
@@ -180,9 +180,8 @@ def test_shipped_small_weights_are_listed_honestly_and_trained() -> None:
     assert grafts[0]["from"] == "pnp_vcve_fast"
     last = grafts[-1]
     if last["from"] in weights_manifest():
-        donor = weights_manifest()[last["from"]]
-        if donor["sha256"] == last["from_sha256"]:  # the donor as it was grafted
-            donor_model = create_model(donor["model"], variant=donor["variant"])
+        if weights_manifest()[last["from"]]["sha256"] == last["from_sha256"]:  # the donor as it was grafted
+            donor_model = create_model_entry(last["from"])
             torch.testing.assert_close(model.shrink.state_dict(), donor_model.shrink.state_dict())
     else:  # fitted (scripts/fit_shrinkage.py) on training clips only, its minutes recorded
         fit = last["fit"]

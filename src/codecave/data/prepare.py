@@ -54,7 +54,7 @@ from codecave.codec.priors import YUVPlanes, x264_equivalent_crf
 from codecave.codec.rasterize import compact_priors, stack_compact
 from codecave.data.sources import Source, discover_sources, file_hash, read_frames
 from codecave.errors import DatasetError
-from codecave.grid import crop_yuv, pack_planes
+from codecave.grid import crop_yuv, luma, pack_planes
 
 if TYPE_CHECKING:
     from codecave.codec.encode import EncodeSettings
@@ -643,8 +643,6 @@ class PreparedClip:
         """
         if self.domain != "yuv420":
             raise DatasetError(f"{self.name}: Y planes need a yuv420 dataset, not {self.domain}")
-        from codecave.grid import luma
-
         n = len(self.gt) if frames is None else min(frames, len(self.gt))
         return tuple(luma(torch.from_numpy(np.asarray(a[:n]).astype(np.float64))) for a in (self.gt, self.decoded))
 
