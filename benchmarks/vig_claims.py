@@ -18,6 +18,18 @@ and appends to ``<arm>/curve.jsonl``; ``table`` prints the curves, ``plot`` draw
     python benchmarks/vig_claims.py table runs/vig_claims3k
     python benchmarks/vig_claims.py plot runs/vig_claims3k docs/vig_tgd_curve.png
 
+Claim 1 at equal wall time (``--minutes``: each arm's schedule is sized to the budget
+from its measured steps per second), the full-resolution base at matched parameters
+(33,173 against 33,185) beside the shipped layout, fine-tuning only, side by side:
+
+    taskset -c 0 python benchmarks/vig_claims.py train runs/vig_claim1 --arm ud_s0 --seed 0 \
+        --minutes 35 --every 50 &
+    taskset -c 1 python benchmarks/vig_claims.py train runs/vig_claim1 --arm base_s0 --seed 0 \
+        --minutes 35 --every 50 --set model.overrides.resample=false \
+        --set model.overrides.c1=20 --set model.overrides.c2=20
+    python benchmarks/vig_claims.py score runs/vig_claim1 --val data/vig_val --frames 8 --every 100
+    python benchmarks/vig_claims.py plot runs/vig_claim1 docs/vig_ud_curve.png --wall-time
+
 Pin arms that run side by side to one core each (``taskset -c 0`` / ``-c 1``); they
 use one thread (the recipes say so).
 """
@@ -36,7 +48,7 @@ import torch
 from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
 from codecave.engine.config import load_config
-from codecave.engine.trainer import train
+from codecave.engine.trainer import measure_step_rate, train
 from codecave.grid import luma, peak, to_unit
 from codecave.models import create_model
 
@@ -45,10 +57,34 @@ PRE, FINE = ROOT / "configs/vig/small_tgd.yaml", ROOT / "configs/vig/small.yaml"
 
 
 def train_arm(out: Path, arm: str, tgd: bool, seed: int, steps: int, pre: int, every: int,
-              overrides: dict[str, object]) -> None:
-    """Train one arm (resumable: a finished stage is skipped by the trainer)."""
+              overrides: dict[str, object], minutes: float = 0.0) -> None:
+    """Train one arm (resumable: a finished stage is skipped by the trainer).
+
+    With ``minutes`` (fine-tuning only) the arm gets a wall-time budget instead of a step
+    count: its steps per second are measured first (2 + 8 steps of a throwaway model on the
+    real batches) and the cosine schedule is set to end when the budget runs out, the
+    measurement included; ``train.max_minutes`` stops it there in any case.
+    """
     folder = out / arm
     common = {"train.seed": seed, "train.snapshot_every": every, "train.checkpoint_every": every, **overrides}
+    rate = None
+    if minutes:
+        if tgd:
+            raise SystemExit("--minutes sizes a fine-tuning-only arm; give TGD arms --steps")
+        begin = time.perf_counter()
+        record_path = folder / "arm.json"
+        if record_path.exists():  # resuming: keep the schedule the first call chose
+            steps, rate = json.loads(record_path.read_text())["steps"], json.loads(record_path.read_text())["rate"]
+        else:
+            probe = load_config(FINE, {**common, "train.init": "", "out": str(folder / "probe")})
+            rate = measure_step_rate(probe, "cpu", steps=8, warmup=2)
+            # 3 % and 10 s held back for checkpoints and snapshots
+            steps = max(1, int(0.97 * rate * (60 * minutes - (time.perf_counter() - begin) - 10)))
+            folder.mkdir(parents=True, exist_ok=True)
+            record_path.write_text(json.dumps({"arm": arm, "tgd": False, "seed": seed, "steps": steps, "pre": 0,
+                                               "overrides": overrides, "minutes": minutes, "rate": rate}, indent=1))
+        print(f"{arm}: {rate:.3f} steps/s measured, a {steps}-step schedule for {minutes:g} minutes", flush=True)
+        common["train.max_minutes"] = max(0.05, minutes - (time.perf_counter() - begin) / 60)
     fine_init = ""
     if tgd:
         cfg = load_config(PRE, {**common, "train.steps": pre, "out": str(folder / "pre")})
@@ -58,7 +94,8 @@ def train_arm(out: Path, arm: str, tgd: bool, seed: int, steps: int, pre: int, e
                              "out": str(folder / "fine")})
     result = train(cfg, progress=False)
     record = {"arm": arm, "tgd": tgd, "seed": seed, "steps": steps, "pre": pre if tgd else 0,
-              "overrides": overrides, "fine_seconds": round(result.seconds, 1)}
+              "overrides": overrides, "fine_seconds": round(result.seconds, 1), "minutes": minutes or None,
+              "rate": rate, "reached": result.step, "finished": result.finished}
     (folder / "arm.json").write_text(json.dumps(record, indent=1))
 
 
@@ -70,7 +107,7 @@ def _snapshots(folder: Path) -> list[tuple[int, Path]]:
     out.update({arm["pre"] + int(p.stem[4:]): p for p in (folder / "fine" / "snapshots").glob("step*.safetensors")})
     if arm["pre"] and (folder / "pre" / "model.safetensors").exists():
         out.setdefault(arm["pre"], folder / "pre" / "model.safetensors")
-    out.setdefault(arm["steps"], folder / "fine" / "model.safetensors")  # the final weights
+    out.setdefault(arm.get("reached") or arm["steps"], folder / "fine" / "model.safetensors")  # the last weights
     return sorted(out.items())
 
 
@@ -106,12 +143,20 @@ def score_weights(weights: Path, val: str, variants: list[str], frames: int) -> 
     return out
 
 
-def score_arms(out: Path, val: str, variants: list[str], frames: int) -> None:
+def score_arms(out: Path, val: str, variants: list[str], frames: int, arms: list[str] | None = None,
+               every: int = 0) -> None:
+    """Score the kept snapshots of every arm (or of ``arms``), each once: with ``every``, only
+    the steps that are multiples of it and each arm's last weights."""
     for folder in sorted(p for p in out.iterdir() if (p / "arm.json").exists()):
+        if arms and folder.name not in arms:
+            continue
         log = folder / "curve.jsonl"
         done = {json.loads(line)["weights"] for line in log.read_text().splitlines()} if log.exists() else set()
-        for step, weights in _snapshots(folder):
+        kept = _snapshots(folder)
+        for step, weights in kept:
             if str(weights) in done or not weights.exists():
+                continue
+            if every and step % every and step != kept[-1][0]:
                 continue
             start = time.perf_counter()
             by_variant = score_weights(weights, val, variants, frames)
@@ -131,20 +176,31 @@ def _curves(out: Path) -> dict[str, list[dict[str, object]]]:
     return curves
 
 
+def _minutes(out: Path, arm: str, step: int) -> float:
+    """Training minutes at ``step`` of an arm, read off its mean rate (the schedule's
+    steps take the same time)."""
+    record = json.loads((out / arm / "arm.json").read_text())
+    return step * record["fine_seconds"] / 60 / (record.get("reached") or record["steps"])
+
+
 def table(out: Path) -> str:
+    """The curves as a markdown table; arms trained on a wall-time budget (``--minutes``)
+    also give the minutes each row had."""
     curves = _curves(out)
     variants = next(iter(curves.values()))[0]["by_variant"].keys() if curves else []
-    lines = ["| arm | step | " + " | ".join(f"{v} ΔPSNR-Y float / 8-bit (dB)" for v in variants) + " |",
-             "|---|---|" + "---|" * len(variants)]
+    lines = ["| arm | step | minutes | " + " | ".join(f"{v} ΔPSNR-Y float / 8-bit (dB)" for v in variants) + " |",
+             "|---|---|---|" + "---|" * len(variants)]
     for arm, rows in curves.items():
+        timed = json.loads((out / arm / "arm.json").read_text()).get("minutes")
         for r in rows:
-            lines.append(f"| {arm} | {r['step']} | " + " | ".join(
+            minutes = f"{_minutes(out, arm, r['step']):.1f}" if timed else ""
+            lines.append(f"| {arm} | {r['step']} | {minutes} | " + " | ".join(
                 f"{r['by_variant'][v].get('float', float('nan')):+.4f} / {r['by_variant'][v]['mean']:+.4f}"
                 for v in variants) + " |")
     return "\n".join(lines)
 
 
-def plot(out: Path, path: str) -> None:
+def plot(out: Path, path: str, wall_time: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,12 +211,13 @@ def plot(out: Path, path: str) -> None:
     fig, axes = plt.subplots(1, len(variants), figsize=(4.2 * len(variants), 3.4), squeeze=False)
     for ax, variant in zip(axes[0], variants):
         for arm, rows in curves.items():
-            style = "-" if arm.startswith("tgd") else "--"
-            ax.plot([r["step"] for r in rows], [r["by_variant"][variant]["mean"] for r in rows], style, marker=".",
+            style = "-" if arm.startswith(("tgd", "ud")) else "--"
+            x = [_minutes(out, arm, r["step"]) if wall_time else r["step"] for r in rows]
+            ax.plot(x, [r["by_variant"][variant]["mean"] for r in rows], style, marker=".",
                     label=arm)
         ax.axhline(0, color="grey", lw=0.6)
         ax.set_title(variant)
-        ax.set_xlabel("training step (pre-training + fine-tuning)")
+        ax.set_xlabel("training minutes (one core)" if wall_time else "training step (pre-training + fine-tuning)")
         ax.set_ylabel("validation ΔPSNR-Y, 8-bit output (dB)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
@@ -179,28 +236,34 @@ def main() -> None:
     t.add_argument("--steps", type=int, default=3000, help="total steps of both stages")
     t.add_argument("--pre", type=int, default=450, help="TGD steps (15%% of 3000, SPECS 2.7)")
     t.add_argument("--every", type=int, default=500, help="keep weights every this many steps (and the last)")
+    t.add_argument("--minutes", type=float, default=0.0,
+                   help="a wall-time budget instead of --steps: the schedule is sized to it (fine-tuning only)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     s = sub.add_parser("score")
     s.add_argument("out", type=Path)
     s.add_argument("--val", required=True)
     s.add_argument("--variants", default="ldp22,ldp37,crf35")
     s.add_argument("--frames", type=int, default=16)
+    s.add_argument("--arms", default="", help="comma-separated arms to score (default: all)")
+    s.add_argument("--every", type=int, default=0, help="score only steps that are multiples of this, and the last")
     sub.add_parser("table").add_argument("out", type=Path)
     p = sub.add_parser("plot")
     p.add_argument("out", type=Path)
     p.add_argument("path")
+    p.add_argument("--wall-time", action="store_true", help="x axis: training minutes instead of steps")
     args = ap.parse_args()
     if args.cmd == "train":
         from codecave.cli.train import parse_overrides
 
         train_arm(args.out, args.arm, args.tgd, args.seed, args.steps, args.pre, args.every,
-                  parse_overrides(args.set))
+                  parse_overrides(args.set), args.minutes)
     elif args.cmd == "score":
-        score_arms(args.out, args.val, args.variants.split(","), args.frames)
+        score_arms(args.out, args.val, args.variants.split(","), args.frames,
+                   [a for a in args.arms.split(",") if a], args.every)
     elif args.cmd == "table":
         print(table(args.out))
     else:
-        plot(args.out, args.path)
+        plot(args.out, args.path, args.wall_time)
 
 
 if __name__ == "__main__":

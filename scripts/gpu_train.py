@@ -91,33 +91,6 @@ def recipe_of(folder: Path, out: Path, overrides: dict[str, object]) -> TrainCon
                                          "out": str((out / "run").resolve())})
 
 
-def measure_rate(cfg: TrainConfig, device: str, steps: int = 30, warmup: int = 10) -> float:
-    """Training steps per second of a recipe on a device (a throwaway model, the real batches)."""
-    import torch
-
-    from codecave.data.packed import PackedWindows
-    from codecave.engine.distributed import pick_device
-    from codecave.engine.objectives import build_objective
-    from codecave.engine.trainer import train_step
-    from codecave.models.registry import build_model
-
-    dev = pick_device(device)
-    model = build_model(cfg.model.name, cfg.model.variant, **cfg.model.overrides).to(dev)
-    net = torch.compile(model, dynamic=False) if cfg.train.compile else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, betas=cfg.train.betas)
-    windows = PackedWindows(cfg.data.packed, cfg.data.window_spec(), dev, seed=cfg.train.seed)
-    objective = build_objective(cfg)
-    for i in range(warmup + steps):
-        if i == warmup:
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        train_step(net, optimizer, windows.batch(i, cfg.train.batch_size), cfg.train, objective=objective, step=i)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    return steps / (time.perf_counter() - start)
-
-
 def train(folder: Path, out: Path, minutes: float, steps: int | str | None, device: str,
           overrides: dict[str, object]) -> dict[str, object]:
     """Train the packed recipe; returns steps, seconds and steps per second of this call.
@@ -128,6 +101,7 @@ def train(folder: Path, out: Path, minutes: float, steps: int | str | None, devi
     """
     import torch
 
+    from codecave.engine.trainer import measure_step_rate
     from codecave.engine.trainer import train as run
 
     begin = time.perf_counter()
@@ -140,7 +114,7 @@ def train(folder: Path, out: Path, minutes: float, steps: int | str | None, devi
         if not minutes:
             raise SystemExit("--steps auto needs --minutes")
         probe = recipe_of(folder, out, overrides)
-        rate = measure_rate(probe, device)
+        rate = measure_step_rate(probe, device)
         left = 60 * minutes - (time.perf_counter() - begin) - 20  # start-up and the last checkpoint
         steps = max(1, int(rate * left))
         print(f"{rate:.1f} steps/s measured: a {steps}-step schedule for the {minutes:g} minutes", flush=True)

@@ -108,3 +108,24 @@ def test_gpu_train_runs_vig_both_stages_from_one_pack(tiny_yuv_dataset: Path, tm
     result = json.loads(fine.stdout[fine.stdout.index("{"):])
     assert result["finished"] and result["measured_steps_per_second"] > 0
     assert (tmp_path / "fine" / "run" / "model.safetensors").is_file()
+
+
+def test_measure_step_rate_runs_the_recipe_and_needs_a_pack(tiny_yuv_dataset: Path, pack: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rate that sizes a schedule to wall time (gpu_train --steps auto, vig_claims
+    --minutes): warm-up plus timed steps of the recipe's batches; a recipe without a pack
+    is refused."""
+    from codecave.engine import trainer
+    from codecave.engine.config import load_config
+    from codecave.errors import ConfigError
+
+    overrides = {"data.root": str(tiny_yuv_dataset), "data.compressed": ["crf35"], "data.crop": 32,
+                 "data.frames": 3, "data.lossless": "crf0", "train.batch_size": 2, "train.threads": 1}
+    with pytest.raises(ConfigError, match="packed"):
+        trainer.measure_step_rate(load_config(ROOT / "configs/pnp_vcve/fast.yaml", overrides), "cpu")
+    calls = []
+    real = trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", lambda *a, **k: calls.append(k["step"]) or real(*a, **k))
+    cfg = load_config(ROOT / "configs/pnp_vcve/fast.yaml", {**overrides, "data.packed": str(pack)})
+    rate = trainer.measure_step_rate(cfg, "cpu", steps=3, warmup=1)
+    assert calls == [0, 1, 2, 3] and 0 < rate < float("inf")

@@ -182,6 +182,46 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str
     return loss.detach()
 
 
+def measure_step_rate(cfg: TrainConfig, device: str = "auto", steps: int = 30, warmup: int = 10) -> float:
+    """Training steps per second of a packed recipe (a throwaway model, the recipe's real
+    batches, its threads and precision), to size a schedule to a wall-time budget.
+
+    Args:
+        cfg: a recipe whose ``data.packed`` names a pack (``scripts/gpu_train.py pack``).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        steps: timed steps, after ``warmup`` untimed ones.
+
+    Returns:
+        Optimiser steps per second.
+
+    Raises:
+        ConfigError: the recipe has no pack.
+    """
+    from codecave.data.packed import PackedWindows
+    from codecave.engine.distributed import pick_device
+
+    if not cfg.data.packed:
+        raise ConfigError("measuring the step rate needs a packed recipe (data.packed)")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    dev = pick_device(device)
+    model = build_model(cfg.model.name, cfg.model.variant, **cfg.model.overrides).to(dev)
+    net = torch.compile(model, dynamic=False) if cfg.train.compile else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, betas=cfg.train.betas)
+    windows = PackedWindows(cfg.data.packed, cfg.data.window_spec(), dev, seed=cfg.train.seed)
+    objective = build_objective(cfg)
+    start = time.perf_counter()
+    for i in range(warmup + steps):
+        if i == warmup:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        train_step(net, optimizer, windows.batch(i, cfg.train.batch_size), cfg.train, objective=objective, step=i)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return steps / (time.perf_counter() - start)
+
+
 def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True, device: str = "auto") -> TrainResult:
     """Train a model from a config; resume from the run folder's checkpoint if present.
 
