@@ -47,6 +47,7 @@ import torch
 
 from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
+from codecave.engine.checkpoint import load_checkpoint
 from codecave.engine.config import load_config
 from codecave.engine.trainer import measure_step_rate, train
 from codecave.grid import luma, peak, to_unit
@@ -63,28 +64,44 @@ def train_arm(out: Path, arm: str, tgd: bool, seed: int, steps: int, pre: int, e
     With ``minutes`` (fine-tuning only) the arm gets a wall-time budget instead of a step
     count: its steps per second are measured first (2 + 8 steps of a throwaway model on the
     real batches) and the cosine schedule is set to end when the budget runs out, the
-    measurement included; ``train.max_minutes`` stops it there in any case.
+    measurement included; ``train.max_minutes`` stops it there in any case. A timed arm
+    that was interrupted resumes with what is left of its budget (the probe's time and the
+    training time in its checkpoint deducted); one that ended, finished or stopped by the
+    budget, is not trained further.
     """
     folder = out / arm
     common = {"train.seed": seed, "train.snapshot_every": every, "train.checkpoint_every": every, **overrides}
-    rate = None
+    rate, probe_seconds = None, 0.0
     if minutes:
         if tgd:
             raise SystemExit("--minutes sizes a fine-tuning-only arm; give TGD arms --steps")
         begin = time.perf_counter()
         record_path = folder / "arm.json"
-        if record_path.exists():  # resuming: keep the schedule the first call chose
-            steps, rate = json.loads(record_path.read_text())["steps"], json.loads(record_path.read_text())["rate"]
+        record = json.loads(record_path.read_text()) if record_path.exists() else {}
+        if record and not record.get("minutes"):
+            raise SystemExit(f"{folder} was trained with --steps; give the timed arm another name")
+        if "reached" in record:
+            print(f"{arm}: its {record['minutes']:g}-minute budget is spent (step {record['reached']}); "
+                  "nothing to do", flush=True)
+            return
+        if record:  # interrupted: keep the schedule the first call chose, with the budget that is left
+            steps, rate, probe_seconds = record["steps"], record["rate"], record["probe_seconds"]
+            state = load_checkpoint(folder / "fine")
+            spent = probe_seconds + (float(state["extra"].get("seconds", 0.0)) if state is not None else 0.0)
         else:
             probe = load_config(FINE, {**common, "train.init": "", "out": str(folder / "probe")})
             rate = measure_step_rate(probe, "cpu", steps=8, warmup=2)
+            probe_seconds = time.perf_counter() - begin
             # 3 % and 10 s held back for checkpoints and snapshots
-            steps = max(1, int(0.97 * rate * (60 * minutes - (time.perf_counter() - begin) - 10)))
+            steps = max(1, int(0.97 * rate * (60 * minutes - probe_seconds - 10)))
             folder.mkdir(parents=True, exist_ok=True)
-            record_path.write_text(json.dumps({"arm": arm, "tgd": False, "seed": seed, "steps": steps, "pre": 0,
-                                               "overrides": overrides, "minutes": minutes, "rate": rate}, indent=1))
-        print(f"{arm}: {rate:.3f} steps/s measured, a {steps}-step schedule for {minutes:g} minutes", flush=True)
-        common["train.max_minutes"] = max(0.05, minutes - (time.perf_counter() - begin) / 60)
+            record = {"arm": arm, "tgd": False, "seed": seed, "steps": steps, "pre": 0, "overrides": overrides,
+                      "minutes": minutes, "rate": rate, "probe_seconds": round(probe_seconds, 1)}
+            record_path.write_text(json.dumps(record, indent=1))
+            spent = probe_seconds
+        print(f"{arm}: {rate:.3f} steps/s measured, a {steps}-step schedule for {minutes:g} minutes "
+              f"({spent / 60:.1f} spent)", flush=True)
+        common["train.max_minutes"] = max(0.05, minutes - spent / 60)
     fine_init = ""
     if tgd:
         cfg = load_config(PRE, {**common, "train.steps": pre, "out": str(folder / "pre")})
@@ -95,7 +112,9 @@ def train_arm(out: Path, arm: str, tgd: bool, seed: int, steps: int, pre: int, e
     result = train(cfg, progress=False)
     record = {"arm": arm, "tgd": tgd, "seed": seed, "steps": steps, "pre": pre if tgd else 0,
               "overrides": overrides, "fine_seconds": round(result.seconds, 1), "minutes": minutes or None,
-              "rate": rate, "reached": result.step, "finished": result.finished}
+              "rate": rate, "probe_seconds": round(probe_seconds, 1) if minutes else None,
+              # total steps, pre-training included, as _snapshots counts them
+              "reached": (pre if tgd else 0) + result.step, "finished": result.finished}
     (folder / "arm.json").write_text(json.dumps(record, indent=1))
 
 
@@ -107,7 +126,7 @@ def _snapshots(folder: Path) -> list[tuple[int, Path]]:
     out.update({arm["pre"] + int(p.stem[4:]): p for p in (folder / "fine" / "snapshots").glob("step*.safetensors")})
     if arm["pre"] and (folder / "pre" / "model.safetensors").exists():
         out.setdefault(arm["pre"], folder / "pre" / "model.safetensors")
-    out.setdefault(arm.get("reached") or arm["steps"], folder / "fine" / "model.safetensors")  # the last weights
+    out.setdefault(arm.get("reached", arm["steps"]), folder / "fine" / "model.safetensors")  # the last weights
     return sorted(out.items())
 
 
@@ -147,7 +166,11 @@ def score_arms(out: Path, val: str, variants: list[str], frames: int, arms: list
                every: int = 0) -> None:
     """Score the kept snapshots of every arm (or of ``arms``), each once: with ``every``, only
     the steps that are multiples of it and each arm's last weights."""
-    for folder in sorted(p for p in out.iterdir() if (p / "arm.json").exists()):
+    folders = sorted(p for p in out.iterdir() if (p / "arm.json").exists())
+    missing = set(arms or []) - {f.name for f in folders}
+    if missing:
+        raise SystemExit(f"no such arm in {out}: {', '.join(sorted(missing))}")
+    for folder in folders:
         if arms and folder.name not in arms:
             continue
         log = folder / "curve.jsonl"
@@ -176,11 +199,14 @@ def _curves(out: Path) -> dict[str, list[dict[str, object]]]:
     return curves
 
 
-def _minutes(out: Path, arm: str, step: int) -> float:
-    """Training minutes at ``step`` of an arm, read off its mean rate (the schedule's
-    steps take the same time)."""
+def _minutes(out: Path, arm: str, step: int) -> float | None:
+    """Training minutes at ``step`` of an arm trained on a wall-time budget (``--minutes``),
+    read off its mean rate (the schedule's steps take the same time), the rate probe not
+    counted; None for other arms and for an arm still training."""
     record = json.loads((out / arm / "arm.json").read_text())
-    return step * record["fine_seconds"] / 60 / (record.get("reached") or record["steps"])
+    if not record.get("minutes") or "fine_seconds" not in record:
+        return None
+    return step * record["fine_seconds"] / 60 / record["reached"]
 
 
 def table(out: Path) -> str:
@@ -191,9 +217,9 @@ def table(out: Path) -> str:
     lines = ["| arm | step | minutes | " + " | ".join(f"{v} ΔPSNR-Y float / 8-bit (dB)" for v in variants) + " |",
              "|---|---|---|" + "---|" * len(variants)]
     for arm, rows in curves.items():
-        timed = json.loads((out / arm / "arm.json").read_text()).get("minutes")
         for r in rows:
-            minutes = f"{_minutes(out, arm, r['step']):.1f}" if timed else ""
+            at = _minutes(out, arm, r["step"])
+            minutes = "" if at is None else f"{at:.1f}"
             lines.append(f"| {arm} | {r['step']} | {minutes} | " + " | ".join(
                 f"{r['by_variant'][v].get('float', float('nan')):+.4f} / {r['by_variant'][v]['mean']:+.4f}"
                 for v in variants) + " |")
@@ -207,6 +233,9 @@ def plot(out: Path, path: str, wall_time: bool = False) -> None:
     import matplotlib.pyplot as plt
 
     curves = _curves(out)
+    untimed = [arm for arm in curves if wall_time and _minutes(out, arm, 0) is None]
+    if untimed:
+        raise SystemExit(f"--wall-time needs arms trained (to the end) with --minutes: not {', '.join(untimed)}")
     variants = list(next(iter(curves.values()))[0]["by_variant"])
     fig, axes = plt.subplots(1, len(variants), figsize=(4.2 * len(variants), 3.4), squeeze=False)
     for ax, variant in zip(axes[0], variants):

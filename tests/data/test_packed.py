@@ -127,5 +127,10 @@ def test_measure_step_rate_runs_the_recipe_and_needs_a_pack(tiny_yuv_dataset: Pa
     real = trainer.train_step
     monkeypatch.setattr(trainer, "train_step", lambda *a, **k: calls.append(k["step"]) or real(*a, **k))
     cfg = load_config(ROOT / "configs/pnp_vcve/fast.yaml", {**overrides, "data.packed": str(pack)})
-    rate = trainer.measure_step_rate(cfg, "cpu", steps=3, warmup=1)
+    threads = torch.get_num_threads()
+    try:
+        rate = trainer.measure_step_rate(cfg, "cpu", steps=3, warmup=1)
+        assert torch.get_num_threads() == 1  # the recipe's threads
+    finally:
+        torch.set_num_threads(threads)
     assert calls == [0, 1, 2, 3] and 0 < rate < float("inf")

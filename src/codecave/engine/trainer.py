@@ -184,7 +184,8 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str
 
 def measure_step_rate(cfg: TrainConfig, device: str = "auto", steps: int = 30, warmup: int = 10) -> float:
     """Training steps per second of a packed recipe (a throwaway model, the recipe's real
-    batches, its threads and precision), to size a schedule to a wall-time budget.
+    batches, its threads, precision and objective, frozen parts included), to size a
+    schedule to a wall-time budget. Sets the process's torch threads to the recipe's.
 
     Args:
         cfg: a recipe whose ``data.packed`` names a pack (``scripts/gpu_train.py pack``).
@@ -205,11 +206,12 @@ def measure_step_rate(cfg: TrainConfig, device: str = "auto", steps: int = 30, w
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     dev = pick_device(device)
-    model = build_model(cfg.model.name, cfg.model.variant, **cfg.model.overrides).to(dev)
-    net = torch.compile(model, dynamic=False) if cfg.train.compile else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, betas=cfg.train.betas)
-    windows = PackedWindows(cfg.data.packed, cfg.data.window_spec(), dev, seed=cfg.train.seed)
     objective = build_objective(cfg)
+    model = build_model(cfg.model.name, cfg.model.variant, **cfg.model.overrides).to(dev)
+    optimizer = torch.optim.Adam(objective.param_groups(model), lr=cfg.train.lr, betas=cfg.train.betas)
+    objective.setup(model)  # frozen parts, as train() has them
+    net = torch.compile(model, dynamic=False) if cfg.train.compile else model
+    windows = PackedWindows(cfg.data.packed, cfg.data.window_spec(), dev, seed=cfg.train.seed)
     start = time.perf_counter()
     for i in range(warmup + steps):
         if i == warmup:
