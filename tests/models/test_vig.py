@@ -152,6 +152,47 @@ def test_the_shrink_qp_offset_moves_the_stages_qp_only_and_needs_the_stage() -> 
         VIG(dataclasses.replace(VARIANTS["small"], shrink_qp_offset=3.0))
 
 
+def test_streams_at_or_below_stage_only_qp_skip_the_network() -> None:
+    """``stage_only_qp``: a stream at or below it is its decoded frames through the stage alone,
+    with no network computed (whole clip, step and stream); a stream above it in the same batch
+    is what the model without the setting gives; the setting needs the stage."""
+    torch.manual_seed(4)
+    model = VIG(dataclasses.replace(VARIANTS["small"], dct_shrink=1.0, stage_only_qp=27.0)).eval()
+    torch.nn.init.normal_(model.fusion.weight, std=0.05)
+    full = VIG(dataclasses.replace(VARIANTS["small"], dct_shrink=1.0)).eval()
+    full.load_state_dict(model.state_dict())
+    clip = (0.5 + 0.02 * torch.randn(2, 6, 1, 16, 24)).clamp(0, 1)
+    qp = torch.tensor([27.0, 32.0])
+    with torch.no_grad():
+        mixed = model(clip, qp)
+        torch.testing.assert_close(mixed[0], model.postfilter(clip[:1], qp[:1])[0])  # QP 27: the stage alone
+        torch.testing.assert_close(mixed[1], full(clip[1:], qp[1:])[0])  # QP 32: network and stage
+        assert not torch.allclose(mixed[0], full(clip[:1], qp[:1])[0])
+        y, state = model.step(clip[:, :4], qp=qp)
+        y_full, state_full = full.step(clip[:, :4], qp=qp)
+        torch.testing.assert_close(y[0], model.postfilter(clip[:1, 0], qp[:1])[0])
+        torch.testing.assert_close(y[1], y_full[1])
+        torch.testing.assert_close(state[1], state_full[1])
+
+        def no_network(*args: object) -> None:
+            raise AssertionError("the network ran for a stage-only stream")
+
+        model.advance = no_network  # type: ignore[method-assign]
+        model.encode_frames = no_network  # type: ignore[method-assign]
+        low = qp[:1]
+        alone = model(clip[:1], low)
+        torch.testing.assert_close(alone, model.postfilter(clip[:1], low))
+        y, state = model.step(clip[:1, :4], qp=low)
+        assert state is None
+        torch.testing.assert_close(y, model.postfilter(clip[:1, 0], low))
+        stream = model.streamer(low)
+        out = [stream.push(clip[:1, t]) for t in range(clip.shape[1])]
+        out = [o for o in out if o is not None] + stream.flush()
+    torch.testing.assert_close(torch.stack(out, dim=1), alone, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="dct_shrink"):
+        VIG(dataclasses.replace(VARIANTS["small"], stage_only_qp=27.0))
+
+
 def test_refuses_sizes_off_the_grid() -> None:
     with pytest.raises(ValueError, match="multiples of 4"):
         VIG().step(torch.rand(1, 4, 1, 18, 24), qp=torch.tensor([30.0]))
@@ -172,8 +213,10 @@ def test_shipped_small_weights_are_listed_honestly_and_trained() -> None:
     assert [s["run"] for s in entry["training"]["stages"]] == ["vig_small_tgd", "vig_small", "vig_small_stage3"]
     assert {"ldp22", "ldp37", "crf35"} <= set(entry["validation"]["frame_qp"])
     model = create_model("vig")
-    # the small network with the default's shrinkage stage grafted after it, then fitted there alone
-    assert model.config == dataclasses.replace(VARIANTS["small"], dct_shrink=1.0)
+    # the small network with the default's shrinkage stage grafted after it, then fitted there
+    # alone; streams at QP 22 or below take the stage alone (chosen on training clips)
+    assert model.config == dataclasses.replace(VARIANTS["small"], dct_shrink=1.0, stage_only_qp=22.0)
+    assert {"settings": {"stage_only_qp": 22}} in entry["training"]["calibrations"]
     assert model.pass_through_qp == entry["pass_through_qp"]
     grafts = entry["training"]["grafts"]
     assert [g["tensors"] for g in grafts] == [["shrink.exponent", "shrink.log_scale"]] * len(grafts)

@@ -86,6 +86,12 @@ class VIGConfig:
             stream's pictures sit around it. Calibrated on training clips
             (``benchmarks/vig_shrink_offset.py``), not trained; 0 as grafted. Without
             ``dct_shrink`` a non-zero offset raises ValueError when the model is built.
+        stage_only_qp: streams whose sequence QP is at or below this skip the network: each
+            decoded frame goes through the shrinkage stage alone (ours). Where the network
+            was measured to harm high-quality streams and the stage alone not to, this keeps
+            the stage's gain that a pass-through would give away. None (the default): the
+            network always runs. Without ``dct_shrink`` a value raises ValueError when the
+            model is built.
     """
 
     c0: int = 8
@@ -97,6 +103,7 @@ class VIGConfig:
     zero_fusion: bool = True
     dct_shrink: float = 0.0
     shrink_qp_offset: float = 0.0
+    stage_only_qp: float | None = None
 
 
 #: ``small`` has the widths ``benchmarks/vig_cost.py`` picked for the 15 frames/s target at
@@ -212,6 +219,15 @@ class VIG(nn.Module):
             raise ValueError("shrink_qp_offset moves the shrinkage stage's QP: it needs dct_shrink")
         #: ``shrink_qp_offset``, an attribute so that a calibration can sweep it on one model.
         self.shrink_qp_offset = c.shrink_qp_offset
+        if c.stage_only_qp is not None and self.shrink is None:
+            raise ValueError("stage_only_qp runs the shrinkage stage alone: it needs dct_shrink")
+
+    def stage_only(self, qp: torch.Tensor | None) -> torch.Tensor | None:
+        """Which streams skip the network (``stage_only_qp``): ``(B,)`` bool from the sequence
+        QP ``qp`` ``(B,)`` (NaN: no), or None when none can (no threshold or no ``qp``)."""
+        if self.config.stage_only_qp is None or qp is None:
+            return None
+        return qp.float() <= self.config.stage_only_qp
 
     def describe(self) -> dict[str, object]:
         """Architecture settings, for checkpoints and reports."""
@@ -301,7 +317,8 @@ class VIG(nn.Module):
             qp: ``(B,)`` sequence QP (when the model takes it).
 
         With ``dct_shrink`` the enhanced frame goes through :meth:`postfilter` (the state
-        does not).
+        does not); streams at or below ``stage_only_qp`` skip the network (their frame goes
+        through the stage alone; when all do, the state comes back as it was given).
 
         Returns:
             ``(enhanced (B, 1, H, W), state)``.
@@ -313,20 +330,29 @@ class VIG(nn.Module):
         b, t = window.shape[:2]
         if t != FUTURE + 1:
             raise ValueError(f"VIG takes (B, {FUTURE + 1}, 1, H, W) windows; got {tuple(window.shape)}")
+        off = self.stage_only(qp)
+        if off is not None and bool(off.all()):
+            return self.postfilter(window[:, 0], qp), state
         qps = None if qp is None else qp.repeat_interleave(t)
         taps = self.encode_frames(window.flatten(0, 1), qps).unflatten(0, (b, t))
         y, state = self.advance(window[:, 0], list(taps.unbind(1)), state)
+        if off is not None:
+            y = torch.where(off.reshape(b, 1, 1, 1), window[:, 0].to(y.dtype), y)
         return self.postfilter(y, qp), state
 
     def forward(self, clip: torch.Tensor, qp: torch.Tensor | None = None) -> torch.Tensor:
         """Enhance a whole clip, ``(B, T, 1, H, W) -> (B, T, 1, H, W)``, frame by frame
         (each frame's taps computed once; then :meth:`postfilter` with ``dct_shrink``); ``qp``
-        ``(B,)`` as in :meth:`step`.
+        ``(B,)`` as in :meth:`step`. Streams at or below ``stage_only_qp`` skip the network
+        (not computed at all when every stream does).
 
         Raises:
             ValueError: as :meth:`step`.
         """
         b, t = clip.shape[:2]
+        off = self.stage_only(qp)
+        if off is not None and bool(off.all()):
+            return self.postfilter(clip, qp)
         qps = None if qp is None else qp.repeat_interleave(t)
         taps = self.encode_frames(clip.flatten(0, 1), qps).unflatten(0, (b, t))
         out, state = [], None
@@ -334,7 +360,10 @@ class VIG(nn.Module):
             idx = window_indices(i, t)
             y, state = self.advance(clip[:, i], [taps[:, k] for k in idx], state)
             out.append(y)
-        return self.postfilter(torch.stack(out, dim=1), qp)
+        y = torch.stack(out, dim=1)
+        if off is not None:
+            y = torch.where(off.reshape(b, 1, 1, 1, 1), clip.to(y.dtype), y)
+        return self.postfilter(y, qp)
 
 
 def window_indices(i: int, length: int) -> list[int]:
@@ -350,7 +379,8 @@ class VIGStream:
     Feed luma frames ``(B, 1, H, W)`` to :meth:`push`; it returns the enhanced frame
     ``FUTURE`` frames behind (or None while filling); :meth:`flush` returns the rest.
     The outputs equal ``model(clip)`` on the whole clip. With ``dct_shrink`` each enhanced
-    frame goes through the shrinkage stage once, as it leaves.
+    frame goes through the shrinkage stage once, as it leaves; a stream at or below
+    ``stage_only_qp`` computes no taps and no state, only the stage.
 
     Raises:
         ValueError: ``dct_shrink`` without ``qp``.
@@ -360,11 +390,17 @@ class VIGStream:
         if model.shrink is not None and qp is None:
             raise ValueError("this VIG shrinks at the sequence QP (dct_shrink): pass qp")
         self.model, self.qp = model, qp
+        off = model.stage_only(None if qp is None else qp.reshape(-1))
+        #: the stream is at or below ``stage_only_qp``: the network never runs
+        self.stage_only = off is not None and bool(off.all())
         self.frames: list[torch.Tensor] = []
         self.taps: list[torch.Tensor] = []
         self.state: torch.Tensor | None = None
 
     def _emit(self) -> torch.Tensor:
+        if self.stage_only:
+            y = self.frames.pop(0)
+            return self.model.postfilter(y, self.qp.reshape(-1).expand(y.shape[0]))
         idx = window_indices(0, len(self.frames))
         taps = [self.taps[k] for k in idx]
         y, self.state = self.model.advance(self.frames[0], taps, self.state)
@@ -377,7 +413,8 @@ class VIGStream:
     def push(self, frame: torch.Tensor) -> torch.Tensor | None:
         """Add the next frame; return the enhanced frame ``FUTURE`` behind, if ready."""
         self.frames.append(frame)
-        self.taps.append(self.model.encode_frames(frame, self.qp))
+        if not self.stage_only:
+            self.taps.append(self.model.encode_frames(frame, self.qp))
         return self._emit() if len(self.frames) == FUTURE + 1 else None
 
     def flush(self) -> list[torch.Tensor]:
