@@ -35,6 +35,7 @@ data/vig_val --variants ldp22,ldp27,ldp32,ldp37,crf35 --slice-type-crf none --ou
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 from pathlib import Path
@@ -69,10 +70,12 @@ def stage_alone(model: torch.nn.Module, root: Path, clips: list[str], variant: s
 
 def order(model: torch.nn.Module, root: Path, clips: list[str], variant: str, frames: int) -> dict[str, float]:
     """Mean 8-bit ΔPSNR-Y of the clips: the stage alone, the network alone, the stage in front
-    of the network and after it (VIG; offset 0, float32)."""
+    of the network and after it (VIG; offset 0, float32). The network runs at every QP
+    (``stage_only_qp`` is off here: this is the comparison that chooses it)."""
     gains: dict[str, list[float]] = {"stage alone": [], "network alone": [], "stage in front": [], "stage after": []}
-    stage, offset = model.shrink, model.shrink_qp_offset
+    stage, offset, config = model.shrink, model.shrink_qp_offset, model.config
     model.shrink_qp_offset = 0.0
+    model.config = dataclasses.replace(config, stage_only_qp=None)
     try:
         for name in clips:
             clip = load_clip(root, name, variant)
@@ -92,7 +95,7 @@ def order(model: torch.nn.Module, root: Path, clips: list[str], variant: str, fr
                            ("stage after", model(x, qp))):
                 gains[key].append(gain(y))
     finally:
-        model.shrink, model.shrink_qp_offset = stage, offset
+        model.shrink, model.shrink_qp_offset, model.config = stage, offset, config
     return {k: float(np.mean(v)) for k, v in gains.items()}
 
 
