@@ -46,6 +46,7 @@ from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
 from codecave.enhance import EnhanceOptions, Enhancer
 from codecave.evaluate import evaluate
+from codecave.grid import to_codes
 from codecave.metrics.quality import psnr_plane
 from codecave.models import create_model
 
@@ -68,7 +69,7 @@ def stage_alone(model: torch.nn.Module, root: Path, clips: list[str], variant: s
             shifted = torch.where(torch.isfinite(qp), qp + offset * reference, torch.tensor(variant_crf(clip.info, variant)))
             with torch.no_grad():
                 out = model.shrink((dec / 255).float().unsqueeze(1), shifted).squeeze(1).double()
-            gain = psnr_plane((out * 255).round().clamp(0, 255), gt) - p_in
+            gain = psnr_plane(to_codes(out, 8), gt) - p_in
             for kind, g in zip(kinds, gain.tolist()):
                 gains[offset][FrameType(int(kind)).name].append(g)
     return {o: {**{k: float(np.mean(v)) if v else math.nan for k, v in by.items()},

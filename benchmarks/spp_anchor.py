@@ -38,6 +38,7 @@ import torch
 from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
 from codecave.errors import CodecaveError
+from codecave.grid import to_codes
 from codecave.layers.dct import ShiftedDCTShrinkage
 from codecave.metrics.quality import psnr_plane
 from codecave.models import create_model
@@ -131,7 +132,7 @@ def main() -> None:
             for source, stage in stages.items():
                 with torch.no_grad():
                     out = stage((dec / 255).float().unsqueeze(1), qp).squeeze(1).double()
-                out = (out * 255).round().clamp(0, 255)
+                out = to_codes(out, 8)
                 shrunk[source].append(float(psnr_plane(out, gt).mean()) - p_in)
         mean = {q: float(np.mean(g)) for q, g in gains.items()}
         best = max(mean, key=mean.get)  # type: ignore[arg-type]

@@ -47,6 +47,7 @@ from shrink_offset import sweep, training_clips  # benchmarks/: the same sweep a
 from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip
 from codecave.enhance import EnhanceOptions, Enhancer
+from codecave.grid import to_codes
 from codecave.metrics.quality import psnr_plane
 from codecave.models import create_model
 
@@ -64,7 +65,7 @@ def stage_alone(model: torch.nn.Module, root: Path, clips: list[str], variant: s
             qp = torch.full((n,), crf + offset)
             with torch.no_grad():
                 out = model.shrink((dec / 255).float().unsqueeze(1), qp).squeeze(1).double()
-            gains[offset] += (psnr_plane((out * 255).round().clamp(0, 255), gt) - psnr_plane(dec, gt)).tolist()
+            gains[offset] += (psnr_plane(to_codes(out, 8), gt) - psnr_plane(dec, gt)).tolist()
     return {o: float(np.mean(g)) for o, g in gains.items()}
 
 
@@ -84,7 +85,7 @@ def order(model: torch.nn.Module, root: Path, clips: list[str], variant: str, fr
             x = (dec / 255).float()[None, :, None]  # (1, T, 1, H, W)
 
             def gain(y: torch.Tensor, gt: torch.Tensor = gt, dec: torch.Tensor = dec) -> float:
-                out = (y[0, :, 0].double() * 255).round().clamp(0, 255)
+                out = to_codes(y[0, :, 0].double(), 8)
                 return float((psnr_plane(out, gt) - psnr_plane(dec, gt)).mean())
 
             shrunk = model.postfilter(x, qp)  # the stage alone (the input is in [0, 1])

@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from codecave.data.dataset import variant_crf
 from codecave.data.prepare import load_clip, load_manifest
 from codecave.errors import ConfigError
+from codecave.grid import to_codes
 from codecave.metrics.quality import psnr_plane
 from codecave.models import create_model
 from codecave.models.registry import shipped_weights_entry
@@ -74,7 +75,7 @@ def gains(stage: torch.nn.Module, cached: list[dict[str, object]], offset: float
         for c in cached:
             out = c["out"]
             y = stage(out[:, None], torch.full((len(out),), c["qp"] + offset))[:, 0].double()
-            y = (y * 255).round().clamp(0, 255)
+            y = to_codes(y, 8)
             by.setdefault(c["variant"], []).append(float((psnr_plane(y, c["gt"]) - psnr_plane(c["dec"], c["gt"])).mean()))
     return {v: float(np.mean(g)) for v, g in by.items()}
 

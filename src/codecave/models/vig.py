@@ -400,13 +400,11 @@ class VIGStream:
     def _emit(self) -> torch.Tensor:
         if self.stage_only:
             y = self.frames.pop(0)
-            return self.model.postfilter(y, self.qp.reshape(-1).expand(y.shape[0]))
-        idx = window_indices(0, len(self.frames))
-        taps = [self.taps[k] for k in idx]
-        y, self.state = self.model.advance(self.frames[0], taps, self.state)
-        self.frames.pop(0)
-        self.taps.pop(0)
-        if self.model.shrink is not None:
+        else:
+            taps = [self.taps[k] for k in window_indices(0, len(self.frames))]
+            y, self.state = self.model.advance(self.frames.pop(0), taps, self.state)
+            self.taps.pop(0)
+        if self.model.shrink is not None:  # (stage_only implies it)
             y = self.model.postfilter(y, self.qp.reshape(-1).expand(y.shape[0]))
         return y
 
